@@ -1,0 +1,32 @@
+"""Domain exceptions whose messages a scientist can act on.
+
+Every problem names the file, the field (or table row) it concerns, what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a study description or its files."""
+
+    file: str
+    field: str
+    expected: str
+    found: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}: {self.field}" if self.field else self.file
+        return f"{where}: expected {self.expected}; found {self.found}"
+
+
+class ManifestError(ValueError):
+    """A manifest, or a file it names, does not describe a usable study."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = list(problems)
+        n = len(self.problems)
+        head = f"{n} problem{'s' if n != 1 else ''} in the study description:"
+        super().__init__("\n".join([head, *(f"  - {p}" for p in self.problems)]))

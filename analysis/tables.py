@@ -1,0 +1,46 @@
+"""Reading the study's tables (CSV, TSV, Parquet) with errors that name the file and the field."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+
+class TableError(ValueError):
+    """A table cannot be used; ``field`` names the column or row concerned."""
+
+    def __init__(self, expected: str, found: str, field: str = ""):
+        self.expected = expected
+        self.found = found
+        self.field = field
+        super().__init__(f"{field + ': ' if field else ''}expected {expected}; found {found}")
+
+
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a CSV, TSV or Parquet table with every column kept as written (ids stay strings).
+
+    Raises
+    ------
+    TableError
+        When the file is missing, empty, unparseable or has no rows.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise TableError("an existing table file", "no such file")
+    if path.stat().st_size == 0:
+        raise TableError("a table with a header row", "an empty file")
+    suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
+    try:
+        if suffix in (".parquet", ".pq"):
+            table = pd.read_parquet(path)
+        else:
+            sep = "\t" if suffix.startswith((".tsv", ".txt")) else ","
+            table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""])
+    except Exception as exc:  # pandas raises many parser errors
+        raise TableError("a readable CSV, TSV or Parquet table", f"a parse error ({exc})") from None
+    if table.empty:
+        raise TableError("at least one data row", "a header without rows")
+    table.columns = [str(c).strip() for c in table.columns]
+    return table
