@@ -1,0 +1,244 @@
+"""The demo cohort: determinism, grid, labels, planted effects, lesions, behaviour, manifest round trip."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import ndimage, stats
+
+from analysis import demo_cohort as dc
+from analysis.errors import ManifestError
+from analysis.manifest import load_manifest
+from analysis.reference_space import ReferenceSpace, load_aal
+from analysis.validation import validate_study
+from msma.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+SMALL = dc.DemoConfig(
+    seed=3,
+    sizes=dc.CohortSizes(
+        reference_train=5,
+        reference_val=2,
+        reference_test=2,
+        down_syndrome=5,
+        down_syndrome_subgroup=3,
+        subgroup_female=2,
+        autism=2,
+        atypical=2,
+        high_risk_typical=2,
+        lesion=4,
+    ),
+)
+
+
+@pytest.fixture(scope="module")
+def space6() -> ReferenceSpace:
+    return ReferenceSpace(6.0)
+
+
+@pytest.fixture(scope="module")
+def small_demo(tmp_path_factory) -> Path:
+    """A small demo study built once for the module; returns its manifest."""
+    return dc.write_demo_study(SMALL, tmp_path_factory.mktemp("demo"), progress=False)
+
+
+def _images(manifest: Path) -> dict[str, np.ndarray]:
+    subjects = pd.read_csv(manifest.parent / "data" / "subjects.csv")
+    return {r.subject_id: nib.load(manifest.parent / r.t1_path).get_fdata() for r in subjects.itertuples()}
+
+
+def test_grid_is_cropped_to_the_brain_and_keeps_every_aal_label(space6):
+    assert space6.grid.shape == (28, 32, 28)
+    np.testing.assert_allclose(np.diag(space6.grid.affine)[:3], 6.0)
+    # every brain voxel fits, with the grid no larger than the brain plus padding to a multiple of 4
+    assert space6.brain_mask.any()
+    assert not space6.brain_mask[[0, -1]].any() and not space6.brain_mask[:, [0, -1]].any()
+    _, names = load_aal()
+    assert len(names) == 116
+    assert set(np.unique(space6.atlas)) - {0} == set(names["index"])
+
+
+def test_four_mm_grid():
+    space = ReferenceSpace(4.0)
+    assert space.grid.shape == (40, 48, 40)
+    assert len(np.unique(space.atlas)) - 1 == 116
+
+
+def test_labels_are_resampled_by_nearest_neighbour(space6):
+    aal, _ = load_aal()
+    world = space6.world
+    vox = np.rint(nib.affines.apply_affine(np.linalg.inv(aal.affine), world)).astype(int)
+    inside = np.all((vox >= 0) & (vox < np.array(aal.shape)), axis=1)
+    expected = np.zeros(len(world), dtype=int)
+    expected[inside] = np.asarray(aal.dataobj)[tuple(vox[inside].T)]
+    assert np.array_equal(space6.atlas.reshape(-1), expected)
+
+
+def test_small_demo_validates_and_is_on_the_template_grid(small_demo):
+    study = validate_study(load_manifest(small_demo), progress=False)
+    assert study.grid.shape == (28, 32, 28)
+    assert len(study.subjects) == 5 + 2 + 2 + 5 + 2 + 2 + 2 + 4
+    assert set(study.subjects["cohort"]) == {"typical", *dc.CLINICAL_COHORTS, dc.LESION_COHORT}
+    assert study.behaviour.shape == (5 + 2 + 2 + 2, 35)
+    for path in study.subjects["T1w"]:
+        image = nib.load(small_demo.parent / path)
+        assert image.shape == study.grid.shape
+        np.testing.assert_allclose(image.affine, study.grid.affine)
+        assert int(image.header["sform_code"]) == 4
+
+
+def test_generation_is_deterministic_for_a_seed(small_demo, tmp_path):
+    again = dc.write_demo_study(SMALL, tmp_path / "again", progress=False)
+    for name in ("subjects.csv", "behaviour.csv", "ground_truth.json", "atlas/aal.nii.gz"):
+        assert (small_demo.parent / "data" / name).read_bytes() == (again.parent / "data" / name).read_bytes()
+    first, second = _images(small_demo), _images(again)
+    assert first.keys() == second.keys()
+    for key in first:
+        assert np.array_equal(first[key], second[key])
+    other = dc.plan_cohort(dataclasses.replace(SMALL, seed=4))
+    assert [p.seed for p in other] != [p.seed for p in dc.plan_cohort(SMALL)]
+
+
+def test_default_plan_matches_the_case_study():
+    plans = dc.plan_cohort(dc.DemoConfig())
+    by = pd.DataFrame([{"cohort": p.cohort, "split": p.split, "label": p.phenotype.label, "sex": p.sex} for p in plans])
+    reference = by[by.cohort == "typical"]
+    assert (reference.split == "train").sum() >= 200
+    ds = by[by.cohort == "down_syndrome"]
+    assert len(ds) == 28
+    subgroup = ds[ds.label == "down_syndrome_subgroup"]
+    assert len(subgroup) == 16 and (subgroup.sex == "F").sum() == 12
+    # the subgroup is not the first 16 ids: membership cannot be read off the ordering
+    assert list(ds.label[:16]) != ["down_syndrome_subgroup"] * 16
+    assert {"autism", "atypical", "high_risk_typical", "typical_lesion"} <= set(by.cohort)
+
+
+def _region_fraction(labels: np.ndarray, indices: list[int]) -> float:
+    return float(np.isin(labels, indices).sum() / max((labels > 0).sum(), 1))
+
+
+def test_planted_phenotype_is_present_in_the_volumes(space6):
+    """Subgroup members have smaller planted regions (relative to brain size), a smaller brain, and darker
+    planted regions; typical subjects do not."""
+    config = dc.DemoConfig()
+    simulator = dc.DemoSimulator(space6, config)
+    plans = dc.plan_cohort(config)
+    subgroup = [p for p in plans if p.phenotype.label == "down_syndrome_subgroup"][:10]
+    typical = [p for p in plans if p.cohort == "typical"][:10]
+    planted = [space6.label_index(n) for names in dc.PLANTED_REGIONS.values() for n in names]
+    in_planted = np.isin(space6.atlas, planted) & space6.brain_mask
+
+    def measures(plan):
+        s = simulator.simulate(plan)
+        relative_intensity = s.image[in_planted].mean() / s.image[space6.brain_mask].mean()
+        return _region_fraction(s.warped_labels, planted), s.brain_volume_ml, relative_intensity
+
+    sub = np.array([measures(p) for p in subgroup])
+    typ = np.array([measures(p) for p in typical])
+    for column in range(3):
+        result = stats.mannwhitneyu(sub[:, column], typ[:, column], alternative="less")
+        assert result.pvalue < 0.01, column
+    # the effect size is about the documented default: -20 % regional volume
+    ratio = sub[:, 0].mean() / typ[:, 0].mean()
+    assert 0.7 < ratio < 0.92
+
+
+def test_lesions_match_their_ground_truth(small_demo):
+    folder = small_demo.parent
+    truth = json.loads((folder / "data" / "ground_truth.json").read_text())
+    assert len(truth["lesions"]) == 4
+    assert {entry["intensity"] for entry in truth["lesions"]} == {1.2, 1.5}
+    template = nib.load(folder / "data" / "template" / "mni152_t1.nii.gz").get_fdata()
+    subjects = pd.read_csv(folder / "data" / "subjects.csv").set_index("subject_id")
+    for entry in truth["lesions"]:
+        mask = nib.load(folder / entry["mask"]).get_fdata() > 0
+        components, n = ndimage.label(mask, structure=np.ones((3, 3, 3)))
+        assert n == len(entry["lesions"]) >= 1
+        assert all(lesion["voxels"] >= 3 for lesion in entry["lesions"])
+        assert sorted(np.bincount(components.ravel())[1:]) == sorted(x["voxels"] for x in entry["lesions"])
+        image = nib.load(folder / subjects.loc[entry["subject_id"], "t1_path"]).get_fdata()
+        # lesions are brighter than the same voxels of the template by about their intensity factor
+        ratio = np.median(image[mask] / np.maximum(template[mask], 1e-3))
+        assert entry["intensity"] - 0.25 < ratio < entry["intensity"] + 0.25
+
+
+def test_behaviour_scores_follow_the_planted_severity():
+    config = dc.DemoConfig()
+    plans = dc.plan_cohort(config)
+    table = dc.behaviour_table(plans, config).set_index("subject_id")
+    assert list(table.columns) == list(dc.SCORE_COLUMNS) and len(dc.SCORE_COLUMNS) == 35
+    missing = table.isna().to_numpy().mean()
+    assert 0.02 < missing < 0.12
+    ds = [p for p in plans if p.cohort == "down_syndrome"]
+    planted = {score for score, _, _ in dc.PLANTED_BEHAVIOUR}
+    for score, group, direction in dc.PLANTED_BEHAVIOUR:
+        severity = pd.Series({p.subject_id: p.phenotype.severity.get(group, 0.0) for p in ds})
+        pair = pd.concat([severity, table.loc[severity.index, score]], axis=1).dropna()
+        rho = stats.spearmanr(pair.iloc[:, 0], pair.iloc[:, 1]).statistic
+        assert direction * rho > 0.5, score
+    noise = [c for c in dc.SCORE_COLUMNS if c not in planted]
+    severity = pd.Series({p.subject_id: p.phenotype.severity.get("cerebellum", 0.0) for p in ds})
+    rhos = [stats.spearmanr(severity, table.loc[severity.index, c], nan_policy="omit").statistic for c in noise]
+    assert np.median(np.abs(rhos)) < 0.3
+
+
+def test_committed_manifest_is_the_rendered_demo_manifest():
+    committed = (REPO / "data_manifest.yaml").read_text()
+    assert committed == dc.render_demo_manifest(dc.DemoConfig(), "demo_data/")
+    manifest = load_manifest(REPO / "data_manifest.yaml")
+    assert dc.demo_config_from_mapping(manifest.demo) == dc.DemoConfig()
+
+
+def test_rendered_manifest_round_trips_non_default_effects(tmp_path):
+    config = dataclasses.replace(
+        SMALL, effects=dataclasses.replace(SMALL.effects, subgroup_region_volume_change=-0.3)
+    )
+    path = tmp_path / "m.yaml"
+    path.write_text(dc.render_demo_manifest(config, "data/"))
+    assert dc.demo_config_from_mapping(load_manifest(path).demo) == config
+
+
+def test_unknown_demo_key_is_rejected():
+    with pytest.raises(ManifestError) as info:
+        dc.demo_config_from_mapping({"sizes": {"reference_trian": 3}})
+    assert info.value.problems[0].field == "demo.sizes.reference_trian"
+    assert "reference_train" in info.value.problems[0].found
+
+
+def test_interrupted_build_keeps_the_previous_cohort(small_demo, monkeypatch):
+    folder = small_demo.parent / "data"
+    before = (folder / "subjects.csv").read_bytes()
+    calls = {"n": 0}
+    original = dc.DemoSimulator.simulate
+
+    def failing(self, plan):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise KeyboardInterrupt
+        return original(self, plan)
+
+    monkeypatch.setattr(dc.DemoSimulator, "simulate", failing)
+    with pytest.raises(KeyboardInterrupt):
+        dc.build_demo_cohort(dataclasses.replace(SMALL, seed=99), folder, progress=False)
+    assert (folder / "subjects.csv").read_bytes() == before
+    assert dc.cohort_is_current(dataclasses.replace(SMALL, folder="data"), folder)
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".data.")]
+
+
+def test_cli_demo_builds_validates_and_reuses(tmp_path, capsys):
+    manifest = tmp_path / "data_manifest.yaml"
+    config = dataclasses.replace(SMALL, folder="cohort")
+    manifest.write_text(dc.render_demo_manifest(config, "cohort/"))
+    assert main(["demo", str(manifest), "--no-serve", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "built the demo cohort" in out and "116 of 116 AAL labels" in out and "28x32x28" in out
+    assert main(["validate", str(manifest), "--quiet"]) == 0
+    assert main(["demo", str(manifest), "--no-serve", "--quiet"]) == 0
+    assert "reusing the demo cohort" in capsys.readouterr().out
