@@ -517,7 +517,14 @@ def plan_cohort(config: DemoConfig) -> list[SubjectPlan]:
         eff.autism_brain_volume_change,
         eff.high_risk_severity_range,
     )
-    add("HRT", "high_risk_typical", "none", s.high_risk_typical, rng.random(s.high_risk_typical) < 0.4, high_risk)
+    add(
+        "HRT",
+        "high_risk_typical",
+        "none",
+        s.high_risk_typical,
+        rng.random(s.high_risk_typical) < 0.4,
+        high_risk,
+    )
 
     first_lesion = len(plans)
     add("LES", LESION_COHORT, "test", s.lesion, rng.random(s.lesion) < 0.5, typical)
@@ -645,9 +652,17 @@ def _build_into(config: DemoConfig, out: Path, *, progress: bool) -> dict:
     truth = {
         "generator_version": GENERATOR_VERSION,
         "config": config.to_dict(),
-        "grid": {"shape": list(grid.shape), "affine": grid.affine.tolist(), "voxel_size_mm": config.voxel_size_mm},
-        "atlas": {"name": "AAL", "labels_named": int(len(space.label_names)), "labels_on_grid": len(on_grid),
-                  "labels_lost": lost},
+        "grid": {
+            "shape": list(grid.shape),
+            "affine": grid.affine.tolist(),
+            "voxel_size_mm": config.voxel_size_mm,
+        },
+        "atlas": {
+            "name": "AAL",
+            "labels_named": int(len(space.label_names)),
+            "labels_on_grid": len(on_grid),
+            "labels_lost": lost,
+        },
         "reference_cohort": REFERENCE,
         "planted_cohort": "down_syndrome",
         "planted_subgroup": subgroup,

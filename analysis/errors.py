@@ -23,10 +23,18 @@ class Problem:
 
 
 class ManifestError(ValueError):
-    """A manifest, or a file it names, does not describe a usable study."""
+    """A manifest, or a file it names, does not describe a usable study.
+
+    ``problems`` holds every problem; the message lists the first ``MAX_LISTED`` of them.
+    """
+
+    MAX_LISTED = 50
 
     def __init__(self, problems: list[Problem]):
         self.problems = list(problems)
         n = len(self.problems)
-        head = f"{n} problem{'s' if n != 1 else ''} in the study description:"
-        super().__init__("\n".join([head, *(f"  - {p}" for p in self.problems)]))
+        lines = [f"{n} problem{'s' if n != 1 else ''} in the study description:"]
+        lines += [f"  - {p}" for p in self.problems[: self.MAX_LISTED]]
+        if n > self.MAX_LISTED:
+            lines.append(f"  ... and {n - self.MAX_LISTED} more of the same kinds")
+        super().__init__("\n".join(lines))

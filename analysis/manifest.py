@@ -274,7 +274,7 @@ def load_manifest(path: str | os.PathLike) -> Manifest:
 
     reader.check_keys(doc, _TOP_LEVEL, "")
     version = doc.get("version")
-    if "version" in doc and version != MANIFEST_VERSION:
+    if "version" in doc and (type(version) is not int or version != MANIFEST_VERSION):
         reader.problem("version", f"{MANIFEST_VERSION}", _describe(version))
 
     root = path.parent.resolve()

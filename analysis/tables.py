@@ -43,4 +43,9 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     if table.empty:
         raise TableError("at least one data row", "a header without rows")
     table.columns = [str(c).strip() for c in table.columns]
+    # A cell of spaces is an empty cell, and 'typical ' is the cohort 'typical'.
+    for column in table.columns:
+        if table[column].dtype == object or pd.api.types.is_string_dtype(table[column]):
+            stripped = table[column].str.strip()
+            table[column] = stripped.mask(stripped == "")
     return table

@@ -40,11 +40,12 @@ class Study:
         counts = pd.crosstab(self.subjects["cohort"], self.subjects["split"], margins=True, margins_name="total")
         named = set(self.label_names["index"])
         present = set(labels_present(self.atlas_labels).tolist())
+        absent = f"; {len(named - present)} named labels absent" if named - present else ""
         lines = [
             f"study: {m.study_name} ({m.path})",
             f"grid: {self.grid.describe()}; brain mask {int(self.brain_mask.sum())} voxels",
             f"atlas: {m.atlas.name}, {len(present)} labels on the grid ({len(named)} named in "
-            f"{m.atlas.labels.name}{'; ' + str(len(named - present)) + ' named labels absent' if named - present else ''})",
+            f"{m.atlas.labels.name}{absent})",
             f"reference cohort: {m.reference_cohort} ({int((self.subjects['cohort'] == m.reference_cohort).sum())} "
             f"subjects, {self.n_reference_train} for training)",
             f"modalities: {', '.join(m.subjects.images)}",
@@ -280,12 +281,22 @@ def _check_behaviour(manifest: Manifest, subjects: pd.DataFrame | None, out: _Co
         out.add(file, "behaviour.table", exc.expected, exc.found)
         return None
     if spec.id_column not in table.columns:
-        out.add(file, "behaviour.id_column", f"a column named '{spec.id_column}'", f"columns {list(table.columns)}")
+        out.add(
+            file,
+            "behaviour.id_column",
+            f"a column named '{spec.id_column}'",
+            f"columns {list(table.columns)}",
+        )
         return None
     ids = table[spec.id_column]
     dupes = sorted(ids[ids.duplicated()].dropna().unique().tolist())
     if dupes:
-        out.add(file, f"column {spec.id_column}", "each subject id at most once", f"repeated ids {_preview(dupes)}")
+        out.add(
+            file,
+            f"column {spec.id_column}",
+            "each subject id at most once",
+            f"repeated ids {_preview(dupes)}",
+        )
     if subjects is not None:
         unknown = [i for i in ids.dropna().unique() if i not in subjects.index]
         if unknown:
@@ -304,7 +315,7 @@ def _check_behaviour(manifest: Manifest, subjects: pd.DataFrame | None, out: _Co
         if column in absent:
             continue
         values = pd.to_numeric(table[column], errors="coerce")
-        bad = table.index[values.isna() & table[column].notna()]
+        bad = table.index[(values.isna() & table[column].notna()) | np.isinf(values)]
         if len(bad):
             row = int(bad[0])
             out.add(

@@ -33,7 +33,11 @@ def main(manifest_path: str = "data_manifest.yaml", out: str = "docs/demo_cohort
         ("typical", _image(root, subjects, subjects.index[subjects.cohort == "typical"][0]), None),
         ("Down-syndrome-like,\nplanted subgroup", _image(root, subjects, subgroup[0]), None),
         ("faint lesions (x1.2)", _image(root, subjects, faint["subject_id"]), nib.load(root / faint["mask"])),
-        ("bright lesions (x1.5)", _image(root, subjects, bright["subject_id"]), nib.load(root / bright["mask"])),
+        (
+            "bright lesions (x1.5)",
+            _image(root, subjects, bright["subject_id"]),
+            nib.load(root / bright["mask"]),
+        ),
     ]
     fig, axes = plt.subplots(2, len(panels), figsize=(2.6 * len(panels), 5.4), facecolor="white")
     for col, (title, volume, mask) in enumerate(panels):
@@ -41,8 +45,10 @@ def main(manifest_path: str = "data_manifest.yaml", out: str = "docs/demo_cohort
         z = int(np.argmax(mask_data.sum(axis=(0, 1)))) if mask_data is not None else volume.shape[2] // 2
         y = int(np.argmax(mask_data.sum(axis=(0, 2)))) if mask_data is not None else volume.shape[1] // 2
         for row, (section, outline) in enumerate(
-            [(volume[:, :, z], None if mask_data is None else mask_data[:, :, z]),
-             (volume[:, y, :], None if mask_data is None else mask_data[:, y, :])]
+            [
+                (volume[:, :, z], None if mask_data is None else mask_data[:, :, z]),
+                (volume[:, y, :], None if mask_data is None else mask_data[:, y, :]),
+            ]
         ):
             ax = axes[row, col]
             ax.imshow(np.rot90(section), cmap="gray", vmin=0, vmax=1.2)

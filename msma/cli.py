@@ -110,7 +110,12 @@ def _cmd_validate(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from analysis.demo_cohort import build_demo_cohort, cohort_is_current, demo_config_from_mapping, write_demo_study
+    from analysis.demo_cohort import (
+        build_demo_cohort,
+        cohort_is_current,
+        demo_config_from_mapping,
+        write_demo_study,
+    )
     from analysis.errors import ManifestError, Problem
     from analysis.manifest import check_inside, load_manifest
     from analysis.validation import validate_study

@@ -64,24 +64,27 @@ def make_small_study(root: Path, n_train: int = 4) -> SmallStudy:
     pd.DataFrame({"index": [1, 2, 7], "name": ["Left_A", "Right_B", "Mid_C"]}).to_csv(
         root / "labels.tsv", sep="\t", index=False
     )
-    rows = []
     splits = ["train"] * n_train + ["val", "test"]
-    for i, split in enumerate(splits):
-        rows.append(("typical", split))
-    rows += [("patients", "none"), ("patients", "none")]
+    rows = [("typical", split) for split in splits] + [("patients", "none"), ("patients", "none")]
     table = []
     for i, (cohort, split) in enumerate(rows):
         sid = f"s{i:02d}"
         image = template + 0.01 * rng.standard_normal(SHAPE).astype(np.float32)
         write_nifti(root / "img" / f"{sid}.nii.gz", image)
         table.append(
-            {"subject_id": sid, "cohort": cohort, "split": split, "sex": "FM"[i % 2], "age": 9 + i % 3,
-             "t1": f"img/{sid}.nii.gz"}
+            {
+                "subject_id": sid,
+                "cohort": cohort,
+                "split": split,
+                "sex": "FM"[i % 2],
+                "age": 9 + i % 3,
+                "t1": f"img/{sid}.nii.gz",
+            }
         )
     pd.DataFrame(table).to_csv(root / "subjects.csv", index=False)
-    pd.DataFrame(
-        {"subject_id": ["s06", "s07"], "score_a": [1.5, 2.0], "score_b": [3, ""]}
-    ).to_csv(root / "behaviour.csv", index=False)
+    pd.DataFrame({"subject_id": ["s06", "s07"], "score_a": [1.5, 2.0], "score_b": [3, ""]}).to_csv(
+        root / "behaviour.csv", index=False
+    )
     doc = {
         "version": 1,
         "study": {"name": "small"},

@@ -197,9 +197,7 @@ def test_committed_manifest_is_the_rendered_demo_manifest():
 
 
 def test_rendered_manifest_round_trips_non_default_effects(tmp_path):
-    config = dataclasses.replace(
-        SMALL, effects=dataclasses.replace(SMALL.effects, subgroup_region_volume_change=-0.3)
-    )
+    config = dataclasses.replace(SMALL, effects=dataclasses.replace(SMALL.effects, subgroup_region_volume_change=-0.3))
     path = tmp_path / "m.yaml"
     path.write_text(dc.render_demo_manifest(config, "data/"))
     assert dc.demo_config_from_mapping(load_manifest(path).demo) == config
