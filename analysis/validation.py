@@ -6,6 +6,8 @@ expected, found) instead of stopping at the first; when there are none it return
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -244,30 +246,37 @@ def _check_subjects(manifest: Manifest, out: _Collector) -> pd.DataFrame | None:
 
 
 def _check_subject_volumes(manifest, subjects, grid, out, *, progress, check_voxels) -> None:
+    """Check every subject image; volumes are read on a thread pool (decompression releases the GIL)."""
     file = manifest.subjects.table
     resample = manifest.options.resample_to_template
-    rows = list(enumerate(subjects.itertuples()))
-    bar = tqdm(rows, desc="checking subject volumes", unit="subject", disable=not progress, leave=False)
-    for row, record in bar:
-        subject_id = record.Index
+    jobs = []
+    for row, subject_id in enumerate(subjects.index):
         for modality, column in manifest.subjects.images.items():
             value = subjects[modality].iloc[row]
             where = f"row {row + 2} ({subject_id}), column {column}"
-            if pd.isna(value) or not str(value).strip():
+            if pd.isna(value):
                 out.add(file, where, f"a path to the subject's {modality} image", "an empty cell")
-                continue
-            if not check_inside(manifest, str(value), where, out.problems, file=str(file)):
-                continue
-            path = manifest.resolve(str(value))
-            try:
-                if check_voxels:
-                    load_volume(path, grid, resample=resample)
-                else:
-                    image = load_header(path)
-                    if not resample:
-                        check_grid(image, grid)
-            except VolumeError as exc:
-                out.add(path, f"{modality} image of subject {subject_id} ({where})", exc.expected, exc.found)
+            elif check_inside(manifest, str(value), where, out.problems, file=str(file)):
+                jobs.append((manifest.resolve(str(value)), f"{modality} image of subject {subject_id} ({where})"))
+
+    def check(path: Path) -> VolumeError | None:
+        try:
+            if check_voxels:
+                load_volume(path, grid, resample=resample)
+            else:
+                image = load_header(path)
+                if not resample:
+                    check_grid(image, grid)
+        except VolumeError as exc:
+            return exc
+        return None
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        results = pool.map(check, [path for path, _ in jobs])
+        bar = tqdm(results, total=len(jobs), desc="checking subject volumes", unit="volume", disable=not progress)
+        for (path, what), error in zip(jobs, bar, strict=True):
+            if error is not None:
+                out.add(path, what, error.expected, error.found)
 
 
 def _check_behaviour(manifest: Manifest, subjects: pd.DataFrame | None, out: _Collector) -> pd.DataFrame | None:
