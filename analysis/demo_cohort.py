@@ -18,7 +18,6 @@ planted regional effect, and ``ground_truth.json`` recording what was planted. E
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -27,17 +26,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
+import yaml
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from analysis.errors import ManifestError
-from analysis.manifest import FieldReader, settings_from_mapping
-from analysis.reference_space import ReferenceSpace
+from analysis.demo_config import (
+    GENERATOR_VERSION,
+    DemoConfig,
+)
+from analysis.reference_space import ReferenceSpace, SourceVolume
 from analysis.volumes import atomic_write_bytes, save_volume
-
-GENERATOR_VERSION = 1
 
 PLANTED_REGIONS = {
     "cerebellum": (
@@ -156,126 +157,6 @@ CLINICAL_COHORTS = ("down_syndrome", "autism", "atypical", "high_risk_typical")
 LESION_COHORT = "typical_lesion"
 
 
-@dataclass(frozen=True)
-class CohortSizes:
-    """How many subjects each cohort has."""
-
-    reference_train: int = 240
-    reference_val: int = 30
-    reference_test: int = 50
-    down_syndrome: int = 28
-    down_syndrome_subgroup: int = 16
-    subgroup_female: int = 12
-    autism: int = 40
-    atypical: int = 20
-    high_risk_typical: int = 40
-    lesion: int = 40
-
-
-@dataclass(frozen=True)
-class Variation:
-    """Normal anatomical and acquisition variation shared by every subject."""
-
-    deformation_rms_mm: float = 2.0
-    """Root-mean-square length of the smooth random displacement, per axis."""
-    deformation_smoothness_mm: float = 20.0
-    """Gaussian width of the random displacement field."""
-    brain_volume_sd: float = 0.04
-    """Between-subject standard deviation of total brain volume (fraction)."""
-    male_brain_volume_change: float = 0.08
-    """Male brain volume relative to female (fraction)."""
-    brain_volume_change_per_year: float = 0.01
-    """Growth of total brain volume per year of age around 10 years (fraction)."""
-    bias_field_sd: float = 0.05
-    """Standard deviation of the log bias field."""
-    bias_field_smoothness_mm: float = 50.0
-    intensity_scale_sd: float = 0.05
-    """Standard deviation of the global intensity gain."""
-    noise_sd: float = 0.02
-    """Gaussian noise inside the brain, in template intensity units (brain mean about 0.7)."""
-
-
-@dataclass(frozen=True)
-class Effects:
-    """Planted effects. Volume changes are fractions of the region's volume, intensity changes fractions of its
-    intensity; severities of individual subjects vary around them."""
-
-    subgroup_region_volume_change: float = -0.20
-    subgroup_region_intensity_change: float = -0.06
-    subgroup_severity_range: tuple[float, ...] = (0.6, 1.4)
-    """Each subgroup member draws, per region group, a severity multiplying the two changes above."""
-    down_syndrome_brain_volume_change: float = -0.10
-    """Every Down-syndrome-like subject has a smaller total brain volume."""
-    subgroup_brain_volume_change: float = -0.04
-    """The subgroup's brain is smaller still."""
-    heterogeneous_regions: int = 2
-    """Regions changed in each non-subgroup Down-syndrome-like subject, drawn from HETEROGENEOUS_POOL."""
-    heterogeneous_volume_change: float = 0.25
-    """Magnitude of their volume change (random sign)."""
-    heterogeneous_intensity_change: float = 0.06
-    autism_region_volume_change: float = 0.10
-    autism_region_intensity_change: float = 0.03
-    autism_brain_volume_change: float = 0.03
-    autism_severity_range: tuple[float, ...] = (0.0, 1.5)
-    high_risk_severity_range: tuple[float, ...] = (0.0, 0.5)
-    """High-risk typical subjects carry a faint version of the autism-like phenotype."""
-    atypical_region_volume_change: float = -0.15
-    atypical_region_intensity_change: float = 0.05
-    atypical_severity_range: tuple[float, ...] = (0.5, 1.5)
-    behaviour_loading: float = 0.8
-    """Standardised loading of each planted score on its region group's severity (0: no planted pairs)."""
-    behaviour_missing_fraction: float = 0.06
-    lesion_intensities: tuple[float, ...] = (1.2, 1.5)
-    """Lesion intensity factors: lesion subjects alternate between them (faint x1.2 and bright x1.5)."""
-    lesions_per_subject: tuple[int, ...] = (2, 5)
-    lesion_semi_axis_mm: tuple[float, ...] = (5.0, 12.0)
-    region_smoothing_mm: float = 2.0
-    """Gaussian width that softens a region's edges before it is deformed."""
-
-
-@dataclass(frozen=True)
-class DemoConfig:
-    """Everything that determines the demo cohort; the ``demo:`` block of the manifest."""
-
-    folder: str = "demo_data"
-    """Where the cohort is written, relative to the manifest's folder."""
-    seed: int = 0
-    voxel_size_mm: float = 6.0
-    """Isotropic voxel size of the demo grid: 6 mm gives 28x32x28, 4 mm gives 40x48x40."""
-    sizes: CohortSizes = field(default_factory=CohortSizes)
-    variation: Variation = field(default_factory=Variation)
-    effects: Effects = field(default_factory=Effects)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def digest(self) -> str:
-        payload = json.dumps({"generator": GENERATOR_VERSION, **self.to_dict()}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def demo_config_from_mapping(mapping, file: str = "data_manifest.yaml") -> DemoConfig:
-    """Read the manifest's ``demo:`` block, rejecting unknown keys and wrong types."""
-    reader = FieldReader(file)
-    config = settings_from_mapping(DemoConfig, mapping, reader, "demo")
-    s = config.sizes
-    if s.down_syndrome_subgroup > s.down_syndrome or s.subgroup_female > s.down_syndrome_subgroup:
-        reader.problem(
-            "demo.sizes",
-            "subgroup_female <= down_syndrome_subgroup <= down_syndrome",
-            f"{s.subgroup_female}, {s.down_syndrome_subgroup}, {s.down_syndrome}",
-        )
-    if config.voxel_size_mm < 1.0:
-        reader.problem("demo.voxel_size_mm", "a voxel size of at least 1 mm", str(config.voxel_size_mm))
-    for name in ("subgroup_severity_range", "lesions_per_subject", "lesion_semi_axis_mm"):
-        value = getattr(config.effects, name)
-        if len(value) != 2 or value[0] > value[1]:
-            reader.problem(f"demo.effects.{name}", "a [low, high] pair", str(list(value)))
-    if reader.problems:
-        raise ManifestError(reader.problems)
-    return config
-
-
 @dataclass
 class Phenotype:
     """Regional changes of one subject: region name -> (volume change, intensity change), plus brain volume."""
@@ -312,21 +193,57 @@ class SimulatedSubject:
 class DemoSimulator:
     """Draws subjects on a :class:`ReferenceSpace`. Region fields are computed once and reused."""
 
+    FLOW_STEPS = 16
+    """Euler steps integrating the regional deformation (its Lipschitz constant times 1/8 stays well below 1)."""
+
     def __init__(self, space: ReferenceSpace, config: DemoConfig):
         self.space = space
         self.config = config
-        self._region_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        grid = space.grid
-        self._inv = np.linalg.inv(grid.affine)
+        self._region_cache: dict[str, tuple[SourceVolume, np.ndarray]] = {}
         self._centre = space.world[space.brain_mask.reshape(-1)].mean(axis=0)
 
-    def region_fields(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """(weight, displacement-per-unit-contraction) of a region on the grid; shapes (X,Y,Z) and (3,X,Y,Z)."""
+    def region(self, name: str) -> tuple[SourceVolume, np.ndarray]:
+        """A region's smooth 0..1 indicator (sampled in template mm) and its centroid (mm), computed once."""
         if name not in self._region_cache:
-            weight, centroid = self.space.region_weight(name, self.config.effects.region_smoothing_mm)
-            offset = (self.space.world - centroid).T.reshape(3, *self.space.grid.shape)
-            self._region_cache[name] = (weight, weight[None] * offset)
+            self._region_cache[name] = self.space.region_weight(name, self.config.effects.region_smoothing_mm)
         return self._region_cache[name]
+
+    def _regional_map(self, u: np.ndarray, phenotype: Phenotype) -> np.ndarray:
+        """Map subject points ``u`` (N, 3) to template points through the regional volume changes.
+
+        Each region R gets the velocity field v_R(p) = log(s_R) w_R(p) (p - c_R), with w_R its smooth indicator
+        (scaled by s_R about c_R when the region grows), c_R its centroid and s_R = (1 + volume change)^(1/3)
+        its linear scale. Flowing template points along the
+        summed field for unit time scales each region's interior by s_R about its centroid while the surrounding
+        tissue stretches or compresses smoothly, without folding; subject points are mapped back by flowing
+        along the negated field (the exact inverse for a stationary field), integrated in small Euler steps.
+        """
+        regions = [
+            (*self.region(name), np.log1p(volume_change) / 3.0)
+            for name, (volume_change, _) in phenotype.regions.items()
+            if volume_change != 0.0
+        ]
+        p = u.copy()
+        # Only points near a region move with it: find them once (no point travels more than a few mm).
+        nearby = [self._near(weight, centroid, log_scale, u) for weight, centroid, log_scale in regions]
+        for _ in range(self.FLOW_STEPS):
+            velocity = np.zeros_like(p)
+            for (weight, centroid, log_scale), near in zip(regions, nearby, strict=True):
+                # A growing region's field covers its grown extent, so every point of it is carried exactly.
+                q = p[near]
+                support = centroid + (q - centroid) * np.exp(-max(log_scale, 0.0))
+                velocity[near] -= (log_scale * weight.sample(support))[:, None] * (q - centroid)
+            p += velocity / self.FLOW_STEPS
+        return p
+
+    @staticmethod
+    def _near(weight: SourceVolume, centroid: np.ndarray, log_scale: float, u: np.ndarray) -> np.ndarray:
+        """Indices of the points of ``u`` within reach of a region's field (its block, grown, plus 10 mm)."""
+        corners = nib.affines.apply_affine(weight.affine, np.array([[0, 0, 0], np.array(weight.data.shape) - 1]))
+        grow = np.exp(max(log_scale, 0.0))
+        lo = centroid + (corners.min(axis=0) - centroid) * grow - 10.0
+        hi = centroid + (corners.max(axis=0) - centroid) * grow + 10.0
+        return np.flatnonzero(np.all((u >= lo) & (u <= hi), axis=1))
 
     def _smooth_noise(self, rng: np.random.Generator, sigma_mm: float, n: int = 1) -> np.ndarray:
         shape = self.space.grid.shape
@@ -336,10 +253,6 @@ class DemoSimulator:
             f = ndimage.gaussian_filter(rng.standard_normal(shape), sigma, mode="reflect")
             fields.append(f / max(f.std(), 1e-12))
         return np.stack(fields)
-
-    def _grid_sample(self, volume: np.ndarray, world: np.ndarray) -> np.ndarray:
-        vox = (self._inv[:3, :3] @ world.T) + self._inv[:3, 3:4]
-        return ndimage.map_coordinates(volume, vox, order=1, mode="nearest", prefilter=False)
 
     def simulate(self, plan: SubjectPlan) -> SimulatedSubject:
         space, var = self.space, self.config.variation
@@ -355,16 +268,11 @@ class DemoSimulator:
         warp = var.deformation_rms_mm * self._smooth_noise(rng, var.deformation_smoothness_mm, 3)
         u = self._centre + (y - self._centre) / scale + warp.reshape(3, -1).T
 
-        displacement = np.zeros((3, *shape))
-        intensity = np.zeros(shape)
-        for name, (volume_change, intensity_change) in plan.phenotype.regions.items():
-            weight, per_unit = self.region_fields(name)
-            # Inside the region x - c = (1 + a)(u - c), so it appears scaled by 1/(1 + a) per axis.
-            linear = (1.0 + volume_change) ** (1.0 / 3.0)
-            displacement += (1.0 / linear - 1.0) * per_unit
-            intensity += intensity_change * weight
-        x = u + np.stack([self._grid_sample(displacement[i], u) for i in range(3)], axis=1)
-        modulation = 1.0 + self._grid_sample(intensity, u)
+        x = self._regional_map(u, plan.phenotype)
+        modulation = np.ones(len(u))
+        for name, (_, intensity_change) in plan.phenotype.regions.items():
+            # Intensity changes follow the anatomy: they are looked up at the template point.
+            modulation += intensity_change * self.region(name)[0].sample(x)
 
         brain = space.brain.sample(x)
         clean = space.t1.sample(x) * brain * modulation
@@ -420,6 +328,23 @@ class DemoSimulator:
                 f"voxels of {vs} mm; raise demo.effects.lesion_semi_axis_mm"
             )
         return mask, lesions
+
+
+def achieved_volume_change(
+    simulator: DemoSimulator, name: str, change: float, rng: np.random.Generator, n: int = 200_000
+) -> float:
+    """The relative volume change a region actually gets when ``change`` is requested.
+
+    Monte Carlo over ``n`` random points within 45 mm of the region's centroid (random points, so the 1 mm label
+    lattice does not bias small displacements); normal variation plays no part.
+    """
+    labels = simulator.space.labels_1mm
+    index = simulator.space.label_index(name)
+    centre = simulator.region(name)[1]
+    points = rng.uniform(centre - 45.0, centre + 45.0, (n, 3))
+    moved = simulator._regional_map(points, Phenotype("probe", {name: (change, 0.0)}))
+    before = (labels.sample(points, order=0) == index).mean()
+    return float((labels.sample(moved, order=0) == index).mean() / before - 1.0)
 
 
 def plan_cohort(config: DemoConfig) -> list[SubjectPlan]:
@@ -537,6 +462,15 @@ def plan_cohort(config: DemoConfig) -> list[SubjectPlan]:
     return plans
 
 
+def lesion_kind(intensity: float, intensities: tuple[float, ...]) -> str:
+    """'faint' for the lowest configured lesion intensity, 'bright' for the highest, else 'x<factor>'."""
+    if intensity == min(intensities):
+        return "faint"
+    if intensity == max(intensities):
+        return "bright"
+    return f"x{intensity:g}"
+
+
 def behaviour_table(plans: list[SubjectPlan], config: DemoConfig) -> pd.DataFrame:
     """35 behaviour scores for the clinical cohorts; the planted scores follow the subgroup's region severities."""
     rng = np.random.default_rng([config.seed, 3])
@@ -579,6 +513,11 @@ def build_demo_cohort(config: DemoConfig, folder: str | os.PathLike, *, progress
         folder/demo_config.json
     """
     folder = Path(folder)
+    if folder.exists() and not (folder / "demo_config.json").is_file() and any(folder.iterdir()):
+        raise FileExistsError(
+            f"{folder} exists and was not built by msma demo (it has no demo_config.json); refusing to replace "
+            "it. Point demo.folder at a new folder, or remove this one."
+        )
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.building-", dir=folder.parent))
     try:
@@ -639,7 +578,7 @@ def _build_into(config: DemoConfig, out: Path, *, progress: bool) -> dict:
                     "subject_id": plan.subject_id,
                     "mask": f"{config.folder}/{mask_path}",
                     "intensity": plan.lesion_intensity,
-                    "kind": "faint" if plan.lesion_intensity < 1.35 else "bright",
+                    "kind": lesion_kind(plan.lesion_intensity, config.effects.lesion_intensities),
                     "lesions": subject.lesions,
                 }
             )
@@ -702,7 +641,7 @@ version: 1                                # schema version of this file
 
 study:
   name: msma-explorer demo                # shown in the app and in run provenance
-  description: >-
+  description: >-                         # free text, kept in run provenance
     Simulated school-age T1w MRIs: a typical reference cohort and Down-syndrome-like, autism-like,
     atypical and high-risk-typical cohorts, plus typical subjects with white-matter lesions.
 
@@ -711,7 +650,7 @@ template:                                 # defines the study grid: every volume
   brain_mask: {prefix}template/brain_mask.nii.gz   # non-zero = brain; scores are computed inside it
 
 atlas:                                    # regions for ROI anomaly scores
-  name: AAL
+  name: AAL                               # shown in the app
   image: {prefix}atlas/aal.nii.gz              # integer labels on the template grid, 0 = background
   labels: {prefix}atlas/aal_labels.tsv         # table with columns index, name: every label needs a name
 
@@ -730,21 +669,21 @@ reference_cohort: typical                 # the typical (inlier) cohort the mode
 behaviour:                                # optional: behavioural scores to correlate with ROI anomaly scores
   table: {prefix}behaviour.csv
   id_column: subject_id                   # ids must appear in the subjects table
-  scores: all                             # 'all' numeric columns but the id, or a list of column names
+  scores: all                             # 'all' columns but the id (each must be numeric), or a list of names
 
 model:
   n_scales: 20                            # noise scales L of the multiscale score norms
   min_train_subjects: {min_train}               # fewest reference training subjects accepted
   seed: 0                                 # seed of training and scoring
 
-output_dir: {prefix}runs                      # each refresh writes runs/<run_id>/ and moves runs/latest to it
+output_dir: runs                          # each refresh writes runs/<run_id>/ and points runs/latest at it
 
 options:
   resample_to_template: false             # true: resample off-grid volumes (trilinear) instead of rejecting them
   allow_paths_outside: false              # true: allow paths leaving this folder (.., absolute, symlinks)
 
 demo:                                     # only for the demo study: what `msma demo` generates
-  folder: {folder}                        # where the cohort is written
+  folder: {folder}                        # where the cohort is written (replaced on every rebuild)
   seed: {seed}                                 # same seed, same cohort, byte for byte
   voxel_size_mm: {voxel_size}                      # 6 mm: 28x32x28 grid; 4 mm: 40x48x40 (about 5x slower to score)
   sizes:                                  # subjects per cohort
@@ -785,8 +724,6 @@ def render_demo_manifest(config: DemoConfig, prefix: str) -> str:
         if changed:
             extra[name] = {k: list(v) if isinstance(v, tuple) else v for k, v in changed.items()}
     if extra:
-        import yaml
-
         block = yaml.safe_dump(extra, sort_keys=True, default_flow_style=False)
         text += "".join(f"  {line}\n" for line in block.splitlines())
     return text

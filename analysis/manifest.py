@@ -7,20 +7,18 @@ folder). Whether the files it names exist and agree with each other is checked b
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import hashlib
 import os
 import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
+from analysis.demo_config import DemoConfig, read_demo_config
 from analysis.errors import ManifestError, Problem
+from analysis.settings import FieldReader, describe, safe_load_unique, settings_from_mapping
 
 MANIFEST_VERSION = 1
 SPLITS = ("train", "val", "test", "none")
@@ -105,8 +103,8 @@ class Manifest:
     behaviour: BehaviourSpec | None = None
     model: ModelSettings = field(default_factory=ModelSettings)
     options: Options = field(default_factory=Options)
-    demo: Mapping[str, Any] | None = None
-    """The raw ``demo:`` block, read by :mod:`analysis.demo_cohort`; ``None`` for a study of real data."""
+    demo: DemoConfig | None = None
+    """Settings of the generated demo cohort (``demo:`` block); ``None`` for a study of real data."""
 
     def resolve(self, value: str | os.PathLike) -> Path:
         """Resolve a path written in the manifest or one of its tables against the manifest's folder."""
@@ -131,7 +129,7 @@ _STUDY_KEYS = {"name", "description"}
 
 def resolve_path(root: Path, value: str | os.PathLike) -> Path:
     """``root / value`` without resolving symlinks (so the path stays recognisable in messages)."""
-    p = Path(os.path.expanduser(os.fspath(value)))
+    p = Path(os.fspath(value))
     return p if p.is_absolute() else root / p
 
 
@@ -140,109 +138,6 @@ def path_escapes(root: Path, path: Path) -> bool:
     real_root = os.path.realpath(root)
     real = os.path.realpath(path)
     return os.path.commonpath([real_root, real]) != real_root
-
-
-class FieldReader:
-    """Collects problems while walking the YAML mapping, so one run reports all of them."""
-
-    def __init__(self, file: str):
-        self.file = file
-        self.problems: list[Problem] = []
-
-    def problem(self, field_name: str, expected: str, found: str) -> None:
-        self.problems.append(Problem(self.file, field_name, expected, found))
-
-    def check_keys(self, mapping: Mapping, allowed: Mapping[str, bool] | set[str], prefix: str) -> None:
-        required = {k for k, req in allowed.items() if req} if isinstance(allowed, Mapping) else set()
-        for key in mapping:
-            if key not in allowed:
-                close = difflib.get_close_matches(str(key), list(allowed), n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                self.problem(
-                    _join(prefix, str(key)),
-                    f"one of the known keys {sorted(allowed)}",
-                    f"unknown key '{key}'{hint}",
-                )
-        for key in sorted(required - set(mapping)):
-            self.problem(_join(prefix, key), "a value (this key is required)", "nothing")
-
-    def mapping(self, value: Any, field_name: str) -> Mapping | None:
-        if value is None:
-            return None
-        if not isinstance(value, Mapping):
-            self.problem(field_name, "a mapping of keys to values", _describe(value))
-            return None
-        return value
-
-    def string(self, value: Any, field_name: str) -> str | None:
-        if isinstance(value, str) and value.strip():
-            return value
-        self.problem(field_name, "a non-empty string", _describe(value))
-        return None
-
-
-def _join(prefix: str, key: str) -> str:
-    return f"{prefix}.{key}" if prefix else key
-
-
-def _describe(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    text = repr(value)
-    return f"{type(value).__name__} {text[:60]}"
-
-
-def settings_from_mapping(cls: type, mapping: Mapping | None, reader: FieldReader, prefix: str):
-    """Build a frozen settings dataclass from a mapping, rejecting unknown keys and wrong types.
-
-    Nested dataclass fields are read recursively; ints are accepted where floats are expected.
-    """
-    if mapping is None:
-        return cls()
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    reader.check_keys(mapping, set(fields), prefix)
-    hints = typing.get_type_hints(cls)
-    values = {}
-    for name, value in mapping.items():
-        if name not in fields:
-            continue
-        kind = hints[name]
-        where = _join(prefix, name)
-        if dataclasses.is_dataclass(kind):
-            sub = reader.mapping(value, where)
-            values[name] = settings_from_mapping(kind, sub, reader, where)
-        elif _type_ok(kind, value):
-            values[name] = float(value) if kind is float else (tuple(value) if _is_tuple(kind) else value)
-        else:
-            reader.problem(where, f"a value of type {_type_name(kind)}", _describe(value))
-    return cls(**values)
-
-
-def _is_tuple(kind) -> bool:
-    return typing.get_origin(kind) is tuple
-
-
-def _type_ok(kind, value) -> bool:
-    if kind is bool:
-        return isinstance(value, bool)
-    if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if kind is str:
-        return isinstance(value, str)
-    if _is_tuple(kind):
-        (inner, *_rest) = typing.get_args(kind)
-        return isinstance(value, list) and all(_type_ok(inner, v) for v in value)
-    if typing.get_origin(kind) in (typing.Union, types.UnionType):
-        return any(_type_ok(k, value) for k in typing.get_args(kind) if k is not type(None)) or value is None
-    return isinstance(value, kind)
-
-
-def _type_name(kind) -> str:
-    if _is_tuple(kind):
-        return f"list of {_type_name(typing.get_args(kind)[0])}"
-    return getattr(kind, "__name__", str(kind))
 
 
 def load_manifest(path: str | os.PathLike) -> Manifest:
@@ -264,18 +159,18 @@ def load_manifest(path: str | os.PathLike) -> Manifest:
     if not text.strip():
         raise ManifestError([Problem(name, "", "a YAML mapping describing the study", "an empty file")])
     try:
-        doc = yaml.safe_load(text)
+        doc = safe_load_unique(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else ""
         raise ManifestError([Problem(name, where, "valid YAML", f"a syntax error: {exc}")]) from None
     if not isinstance(doc, Mapping):
-        raise ManifestError([Problem(name, "", "a YAML mapping at the top level", _describe(doc))])
+        raise ManifestError([Problem(name, "", "a YAML mapping at the top level", describe(doc))])
 
     reader.check_keys(doc, _TOP_LEVEL, "")
     version = doc.get("version")
     if "version" in doc and (type(version) is not int or version != MANIFEST_VERSION):
-        reader.problem("version", f"{MANIFEST_VERSION}", _describe(version))
+        reader.problem("version", f"{MANIFEST_VERSION}", describe(version))
 
     root = path.parent.resolve()
     study = reader.mapping(doc.get("study"), "study") or {}
@@ -290,7 +185,8 @@ def load_manifest(path: str | os.PathLike) -> Manifest:
     output_dir = reader.string(doc.get("output_dir"), "output_dir") if "output_dir" in doc else None
     model = settings_from_mapping(ModelSettings, reader.mapping(doc.get("model"), "model"), reader, "model")
     options = settings_from_mapping(Options, reader.mapping(doc.get("options"), "options"), reader, "options")
-    demo = reader.mapping(doc.get("demo"), "demo")
+    demo_block = reader.mapping(doc.get("demo"), "demo")
+    demo = read_demo_config(demo_block, reader) if demo_block is not None else None
     if model.n_scales < 1:
         reader.problem("model.n_scales", "a positive number of noise scales", str(model.n_scales))
     if model.min_train_subjects < 1:
@@ -327,9 +223,11 @@ def load_manifest(path: str | os.PathLike) -> Manifest:
         ),
         model=model,
         options=options,
-        demo=types.MappingProxyType(dict(demo)) if demo is not None else None,
+        demo=demo,
     )
     _check_containment(manifest, reader, template, atlas, subjects, behaviour, output_dir)
+    if demo is not None:
+        _check_demo_folder(manifest, reader)
     if reader.problems:
         raise ManifestError(reader.problems)
     return manifest
@@ -380,7 +278,7 @@ def _read_behaviour(reader: FieldReader, value) -> dict | None:
             reader.problem("behaviour.scores", "each score column listed once", f"repeated {dupes}")
         out["scores"] = tuple(scores)
     else:
-        reader.problem("behaviour.scores", "a non-empty list of column names, or 'all'", _describe(scores))
+        reader.problem("behaviour.scores", "a non-empty list of column names, or 'all'", describe(scores))
     return out
 
 
@@ -399,6 +297,27 @@ def _check_containment(manifest: Manifest, reader: FieldReader, template, atlas,
         written["behaviour.table"] = behaviour["table"]
     for field_name, value in written.items():
         check_inside(manifest, value, field_name, reader.problems, file=reader.file)
+
+
+def _check_demo_folder(manifest: Manifest, reader: FieldReader) -> None:
+    """The demo folder is replaced on every rebuild: it must not hold the manifest or the runs."""
+    folder = os.path.realpath(manifest.resolve(manifest.demo.folder))
+    root = os.path.realpath(manifest.root)
+    if os.path.commonpath([folder, root]) == folder:
+        reader.problem(
+            "demo.folder",
+            "a sub-folder of the manifest's folder (it is replaced whenever the demo is rebuilt)",
+            f"'{manifest.demo.folder}', which contains the manifest",
+        )
+    else:
+        check_inside(manifest, manifest.demo.folder, "demo.folder", reader.problems, file=reader.file)
+    output = os.path.realpath(manifest.output_dir)
+    if os.path.commonpath([folder, output]) == folder:
+        reader.problem(
+            "output_dir",
+            f"a folder outside demo.folder '{manifest.demo.folder}' (which is replaced when the demo is rebuilt)",
+            f"'{os.path.relpath(manifest.output_dir, manifest.root)}'",
+        )
 
 
 def check_inside(manifest: Manifest, value: str, field_name: str, problems: list[Problem], file: str) -> bool:

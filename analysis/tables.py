@@ -34,7 +34,10 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
     try:
         if suffix in (".parquet", ".pq"):
+            # Same contract as CSV: every cell as written, as a string (ids 7 and '7' must match), nulls kept.
             table = pd.read_parquet(path)
+            table = table.astype(object).where(table.notna(), None).map(lambda v: v if v is None else str(v))
+            table = table.astype(object)
         else:
             sep = "\t" if suffix.startswith((".tsv", ".txt")) else ","
             table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""])

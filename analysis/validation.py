@@ -203,6 +203,14 @@ def _check_subjects(manifest: Manifest, out: _Collector) -> pd.DataFrame | None:
             f"one of {list(SPLITS)}",
             f"'{table[spec.split_column][row]}'",
         )
+    sex = table[spec.sex_column].str.upper().replace({"FEMALE": "F", "MALE": "M"})
+    for row in table.index[sex.notna() & ~sex.isin(["F", "M"])]:
+        out.add(
+            file,
+            f"row {row + 2} ({ids[row]}), column {spec.sex_column}",
+            "F, M (or female, male) or an empty cell",
+            f"'{table[spec.sex_column][row]}'",
+        )
     age = pd.to_numeric(table[spec.age_column], errors="coerce")
     for row in table.index[age.isna() & table[spec.age_column].notna()]:
         out.add(
@@ -222,6 +230,13 @@ def _check_subjects(manifest: Manifest, out: _Collector) -> pd.DataFrame | None:
             f"'{reference}', which no subject belongs to",
         )
     else:
+        for row in table.index[(split == "train") & (cohort != reference) & cohort.notna()]:
+            out.add(
+                file,
+                f"row {row + 2} ({ids[row]}), column {spec.split_column}",
+                f"'train' only for the reference cohort '{reference}' (the models learn only from it)",
+                f"'train' for cohort '{cohort[row]}'",
+            )
         n_train = int(((cohort == reference) & (split == "train")).sum())
         if n_train < manifest.model.min_train_subjects:
             out.add(
@@ -236,7 +251,7 @@ def _check_subjects(manifest: Manifest, out: _Collector) -> pd.DataFrame | None:
         {
             "cohort": cohort,
             "split": split,
-            "sex": table[spec.sex_column],
+            "sex": sex,
             "age": age,
             **{m: table[c] for m, c in spec.images.items()},
         }
@@ -298,6 +313,8 @@ def _check_behaviour(manifest: Manifest, subjects: pd.DataFrame | None, out: _Co
         )
         return None
     ids = table[spec.id_column]
+    for row in table.index[ids.isna()]:
+        out.add(file, f"row {row + 2}, column {spec.id_column}", "a subject id", "an empty cell")
     dupes = sorted(ids[ids.duplicated()].dropna().unique().tolist())
     if dupes:
         out.add(

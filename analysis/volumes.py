@@ -28,7 +28,7 @@ class Grid:
         return tuple(float(v) for v in np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0)))
 
     def same_as(self, other: Grid) -> bool:
-        return self.shape == other.shape and np.allclose(self.affine, other.affine, atol=AFFINE_ATOL_MM)
+        return self.shape == other.shape and np.allclose(self.affine, other.affine, rtol=0.0, atol=AFFINE_ATOL_MM)
 
     def describe(self) -> str:
         size = "x".join(f"{v:g}" for v in self.voxel_size)
@@ -52,6 +52,8 @@ class VolumeError(ValueError):
 def load_header(path: str | os.PathLike) -> nib.spatialimages.SpatialImage:
     """Open a NIfTI file (header only; data stay on disk). Raises :class:`VolumeError` if it cannot be read."""
     path = Path(path)
+    if path.is_dir():
+        raise VolumeError("a NIfTI file", "a folder")
     if not path.is_file():
         raise VolumeError("an existing NIfTI file", "no such file")
     if path.stat().st_size == 0:
@@ -84,7 +86,7 @@ def check_grid(image: nib.spatialimages.SpatialImage, grid: Grid) -> None:
     found = Grid.of(image)
     if found.shape != grid.shape:
         raise VolumeError(f"shape {grid.shape} of the template grid", f"shape {found.shape}")
-    if not np.allclose(found.affine, grid.affine, atol=AFFINE_ATOL_MM):
+    if not np.allclose(found.affine, grid.affine, rtol=0.0, atol=AFFINE_ATOL_MM):
         raise VolumeError(
             f"the template affine {np.round(grid.affine, 3).tolist()}",
             f"affine {np.round(found.affine, 3).tolist()} (resample the image to the template grid, or set "

@@ -23,7 +23,7 @@ from analysis.validation import validate_study  # noqa: E402
 def main(manifest_path: str = "data_manifest.yaml", out: str = "docs/demo_cohort.png") -> None:
     study = validate_study(load_manifest(manifest_path), progress=False)
     root = study.manifest.root
-    truth = json.loads((study.manifest.resolve(study.manifest.demo["folder"]) / "ground_truth.json").read_text())
+    truth = json.loads((study.manifest.resolve(study.manifest.demo.folder) / "ground_truth.json").read_text())
     subjects = study.subjects
     subgroup = truth["planted_subgroup"]
     faint = next(e for e in truth["lesions"] if e["kind"] == "faint")

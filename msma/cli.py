@@ -110,14 +110,9 @@ def _cmd_validate(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from analysis.demo_cohort import (
-        build_demo_cohort,
-        cohort_is_current,
-        demo_config_from_mapping,
-        write_demo_study,
-    )
+    from analysis.demo_cohort import build_demo_cohort, cohort_is_current, write_demo_study
     from analysis.errors import ManifestError, Problem
-    from analysis.manifest import check_inside, load_manifest
+    from analysis.manifest import load_manifest
     from analysis.validation import validate_study
 
     timings: dict[str, float] = {}
@@ -128,16 +123,12 @@ def _cmd_demo(args) -> int:
             raise ManifestError(
                 [Problem(str(args.manifest), "demo", "a demo: block describing the cohort to generate", "none")]
             )
-        config = demo_config_from_mapping(manifest.demo, str(args.manifest))
+        config = manifest.demo
         if args.out is not None:
             manifest_path = write_demo_study(config, args.out, progress=not args.quiet)
             manifest = load_manifest(manifest_path)
             print(f"built the demo study in {args.out}")
         else:
-            problems: list[Problem] = []
-            check_inside(manifest, config.folder, "demo.folder", problems, file=str(args.manifest))
-            if problems:
-                raise ManifestError(problems)
             folder = manifest.resolve(config.folder)
             if cohort_is_current(config, folder) and not args.force:
                 print(f"reusing the demo cohort in {folder} (same settings; --force rebuilds it)")
@@ -151,7 +142,7 @@ def _cmd_demo(args) -> int:
         timings["build"] = time.perf_counter() - start
         study = validate_study(manifest, progress=not args.quiet)
         timings["validate"] = time.perf_counter() - start - timings["build"]
-    except ManifestError as exc:
+    except (ManifestError, FileExistsError) as exc:
         return _report_problems(exc)
     print(study.summary())
     print("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))

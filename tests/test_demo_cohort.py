@@ -13,6 +13,7 @@ import pytest
 from scipy import ndimage, stats
 
 from analysis import demo_cohort as dc
+from analysis.demo_config import CohortSizes, DemoConfig, demo_config_from_mapping
 from analysis.errors import ManifestError
 from analysis.manifest import load_manifest
 from analysis.reference_space import ReferenceSpace, load_aal
@@ -21,9 +22,9 @@ from msma.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 
-SMALL = dc.DemoConfig(
+SMALL = DemoConfig(
     seed=3,
-    sizes=dc.CohortSizes(
+    sizes=CohortSizes(
         reference_train=5,
         reference_val=2,
         reference_test=2,
@@ -107,7 +108,7 @@ def test_generation_is_deterministic_for_a_seed(small_demo, tmp_path):
 
 
 def test_default_plan_matches_the_case_study():
-    plans = dc.plan_cohort(dc.DemoConfig())
+    plans = dc.plan_cohort(DemoConfig())
     by = pd.DataFrame([{"cohort": p.cohort, "split": p.split, "label": p.phenotype.label, "sex": p.sex} for p in plans])
     reference = by[by.cohort == "typical"]
     assert (reference.split == "train").sum() >= 200
@@ -127,7 +128,7 @@ def _region_fraction(labels: np.ndarray, indices: list[int]) -> float:
 def test_planted_phenotype_is_present_in_the_volumes(space6):
     """Subgroup members have smaller planted regions (relative to brain size), a smaller brain, and darker
     planted regions; typical subjects do not."""
-    config = dc.DemoConfig()
+    config = DemoConfig()
     simulator = dc.DemoSimulator(space6, config)
     plans = dc.plan_cohort(config)
     subgroup = [p for p in plans if p.phenotype.label == "down_syndrome_subgroup"][:10]
@@ -170,7 +171,7 @@ def test_lesions_match_their_ground_truth(small_demo):
 
 
 def test_behaviour_scores_follow_the_planted_severity():
-    config = dc.DemoConfig()
+    config = DemoConfig()
     plans = dc.plan_cohort(config)
     table = dc.behaviour_table(plans, config).set_index("subject_id")
     assert list(table.columns) == list(dc.SCORE_COLUMNS) and len(dc.SCORE_COLUMNS) == 35
@@ -191,21 +192,20 @@ def test_behaviour_scores_follow_the_planted_severity():
 
 def test_committed_manifest_is_the_rendered_demo_manifest():
     committed = (REPO / "data_manifest.yaml").read_text()
-    assert committed == dc.render_demo_manifest(dc.DemoConfig(), "demo_data/")
-    manifest = load_manifest(REPO / "data_manifest.yaml")
-    assert dc.demo_config_from_mapping(manifest.demo) == dc.DemoConfig()
+    assert committed == dc.render_demo_manifest(DemoConfig(), "demo_data/")
+    assert load_manifest(REPO / "data_manifest.yaml").demo == DemoConfig()
 
 
 def test_rendered_manifest_round_trips_non_default_effects(tmp_path):
     config = dataclasses.replace(SMALL, effects=dataclasses.replace(SMALL.effects, subgroup_region_volume_change=-0.3))
     path = tmp_path / "m.yaml"
     path.write_text(dc.render_demo_manifest(config, "data/"))
-    assert dc.demo_config_from_mapping(load_manifest(path).demo) == config
+    assert load_manifest(path).demo == config
 
 
 def test_unknown_demo_key_is_rejected():
     with pytest.raises(ManifestError) as info:
-        dc.demo_config_from_mapping({"sizes": {"reference_trian": 3}})
+        demo_config_from_mapping({"sizes": {"reference_trian": 3}})
     assert info.value.problems[0].field == "demo.sizes.reference_trian"
     assert "reference_train" in info.value.problems[0].found
 
@@ -240,3 +240,87 @@ def test_cli_demo_builds_validates_and_reuses(tmp_path, capsys):
     assert main(["validate", str(manifest), "--quiet"]) == 0
     assert main(["demo", str(manifest), "--no-serve", "--quiet"]) == 0
     assert "reusing the demo cohort" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("name", "change"),
+    [("Temporal_Mid_L", 0.25), ("Temporal_Mid_L", -0.25), ("Hippocampus_R", 0.25), ("Cerebelum_Crus1_L", -0.28)],
+)
+def test_regional_volume_changes_match_their_settings(space6, name, change):
+    simulator = dc.DemoSimulator(space6, DemoConfig())
+    achieved = dc.achieved_volume_change(simulator, name, change, np.random.default_rng(0))
+    assert 0.75 * abs(change) < abs(achieved) < 1.1 * abs(change) and np.sign(achieved) == np.sign(change)
+
+
+def test_regional_deformation_does_not_fold():
+    """At the largest default severities, on the finer 4 mm grid, the map keeps a positive Jacobian."""
+    space = ReferenceSpace(4.0)
+    simulator = dc.DemoSimulator(space, DemoConfig(voxel_size_mm=4.0))
+    regions = {n: (-0.2 * 1.4, 0.0) for names in dc.PLANTED_REGIONS.values() for n in names}
+    regions |= {n: (0.25 * 1.4, 0.0) for n in ("Insula_L", "Precuneus_R", "Amygdala_L")}
+    mapped = simulator._regional_map(space.world, dc.Phenotype("probe", regions)).reshape(*space.grid.shape, 3)
+    jacobian = np.stack([np.stack(np.gradient(mapped[..., i], 4.0), axis=-1) for i in range(3)], axis=-2)
+    assert np.linalg.det(jacobian)[space.brain_mask].min() > 0.1
+
+
+@pytest.mark.parametrize(
+    ("block", "field"),
+    [
+        ({"sizes": {"autism": -5}}, "demo.sizes.autism"),
+        ({"effects": {"lesion_intensities": []}}, "demo.effects.lesion_intensities"),
+        ({"effects": {"heterogeneous_regions": 50}}, "demo.effects.heterogeneous_regions"),
+        ({"effects": {"autism_severity_range": [2, 1, 0]}}, "demo.effects.autism_severity_range"),
+        ({"effects": {"behaviour_loading": 1.5}}, "demo.effects.behaviour_loading"),
+        ({"effects": {"behaviour_missing_fraction": 2}}, "demo.effects.behaviour_missing_fraction"),
+        ({"voxel_size_mm": 50}, "demo.voxel_size_mm"),
+        ({"seed": "zero"}, "demo.seed"),
+        ({"sizez": {}}, "demo.sizez"),
+    ],
+)
+def test_bad_demo_settings_are_reported(block, field):
+    with pytest.raises(ManifestError) as info:
+        demo_config_from_mapping(block)
+    assert any(p.field == field for p in info.value.problems), [str(p) for p in info.value.problems]
+
+
+def test_msma_validate_checks_the_demo_block(tmp_path, capsys):
+    manifest = tmp_path / "data_manifest.yaml"
+    manifest.write_text((REPO / "data_manifest.yaml").read_text().replace("  seed: 0                 ", "  sed: 0  "))
+    assert main(["validate", str(manifest), "--quiet"]) == 1
+    assert "demo.sed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("folder", [".", "''", "sub/.."])
+def test_demo_folder_may_not_hold_the_manifest(tmp_path, folder):
+    manifest = tmp_path / "data_manifest.yaml"
+    manifest.write_text(dc.render_demo_manifest(SMALL, "data/").replace("folder: demo_data", f"folder: {folder}"))
+    with pytest.raises(ManifestError) as info:
+        load_manifest(manifest)
+    assert any(p.field == "demo.folder" for p in info.value.problems)
+
+
+def test_runs_may_not_live_inside_the_demo_folder(tmp_path):
+    manifest = tmp_path / "data_manifest.yaml"
+    manifest.write_text(
+        dc.render_demo_manifest(SMALL, "data/").replace("output_dir: runs", "output_dir: demo_data/runs")
+    )
+    with pytest.raises(ManifestError) as info:
+        load_manifest(manifest)
+    assert any(p.field == "output_dir" for p in info.value.problems)
+
+
+def test_a_folder_not_built_by_the_demo_is_never_replaced(tmp_path, capsys):
+    precious = tmp_path / "demo_data" / "precious.txt"
+    precious.parent.mkdir()
+    precious.write_text("a user's file")
+    manifest = tmp_path / "data_manifest.yaml"
+    manifest.write_text(dc.render_demo_manifest(SMALL, "demo_data/"))
+    assert main(["demo", str(manifest), "--no-serve", "--quiet"]) == 1
+    assert "refusing to replace" in capsys.readouterr().err
+    assert precious.read_text() == "a user's file"
+
+
+def test_lesion_kind_follows_the_configured_intensities():
+    assert dc.lesion_kind(1.4, (1.4, 1.6)) == "faint"
+    assert dc.lesion_kind(1.6, (1.4, 1.6)) == "bright"
+    assert dc.lesion_kind(1.5, (1.4, 1.5, 1.6)) == "x1.5"

@@ -462,3 +462,58 @@ def test_long_problem_lists_are_summarised():
     text = str(error)
     assert text.startswith("60 problems") and "row 49" in text and "row 50:" not in text
     assert "and 10 more" in text
+
+
+def test_parquet_subjects_table_with_numbers_reads_like_csv(small_study):
+    table = small_study.subjects()
+    table["age"] = table["age"].astype(float)
+    table.to_parquet(small_study.root / "subjects.parquet")
+    small_study.rewrite(lambda d: d["subjects"].update(table="subjects.parquet"))
+    study = validate_study(load_manifest(small_study.manifest), progress=False)
+    assert study.subjects["age"].tolist() == table["age"].tolist()
+    table["split"] = 1
+    table.to_parquet(small_study.root / "subjects.parquet")
+    assert_named(problems_of(small_study.manifest), "column split", "subjects.parquet")
+
+
+def test_repeated_yaml_key_is_rejected(small_study):
+    text = small_study.manifest.read_text() + "reference_cohort: patients\n"
+    small_study.manifest.write_text(text)
+    with pytest.raises(ManifestError) as info:
+        load_manifest(small_study.manifest)
+    assert "appears twice" in str(info.value) and "reference_cohort" in str(info.value)
+
+
+def test_unknown_sex_value_is_rejected(small_study):
+    set_cell(small_study, "s02", "sex", "x")
+    assert_named(problems_of(small_study.manifest), "column sex", "subjects.csv")
+    set_cell(small_study, "s02", "sex", "female")
+    study = validate_study(load_manifest(small_study.manifest), progress=False)
+    assert study.subjects.loc["s02", "sex"] == "F"
+
+
+def test_only_the_reference_cohort_trains(small_study):
+    set_cell(small_study, "s06", "split", "train")
+    assert_named(problems_of(small_study.manifest), "(s06), column split", "subjects.csv")
+
+
+def test_behaviour_row_without_id_is_rejected(small_study):
+    table = small_study.behaviour()
+    table.loc[0, "subject_id"] = ""
+    small_study.write_behaviour(table)
+    assert_named(problems_of(small_study.manifest), "row 2, column subject_id", "behaviour.csv")
+
+
+def test_folder_instead_of_image_is_named(small_study):
+    (small_study.root / "img" / "folder.nii.gz").mkdir()
+    set_cell(small_study, "s03", "t1", "img/folder.nii.gz")
+    problems = problems_of(small_study.manifest)
+    assert any("folder" in p.found for p in problems), [str(p) for p in problems]
+
+
+def test_affine_tolerance_is_absolute(small_study):
+    path = subject_image(small_study, "s01")
+    affine = template_affine(small_study).copy()
+    affine[1, 3] += 0.002  # 2 micrometres: within numpy's default relative tolerance, beyond 0.001 mm
+    write_nifti(path, image_data(path), affine)
+    assert_named(problems_of(small_study.manifest), "s01", "s01.nii.gz")
