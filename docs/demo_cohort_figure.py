@@ -39,7 +39,11 @@ def main(manifest_path: str = "data_manifest.yaml", out: str = "docs/demo_cohort
             nib.load(root / bright["mask"]),
         ),
     ]
-    fig, axes = plt.subplots(2, len(panels), figsize=(2.6 * len(panels), 5.4), facecolor="white")
+    typical = subjects.index[(subjects.cohort == "typical") & (subjects.split == "test")]
+    difference = np.mean([_image(root, subjects, i) for i in subgroup], axis=0) - np.mean(
+        [_image(root, subjects, i) for i in typical], axis=0
+    )
+    fig, axes = plt.subplots(2, len(panels) + 1, figsize=(2.6 * (len(panels) + 1), 5.4), facecolor="white")
     for col, (title, volume, mask) in enumerate(panels):
         mask_data = mask.get_fdata() > 0 if mask is not None else None
         z = int(np.argmax(mask_data.sum(axis=(0, 1)))) if mask_data is not None else volume.shape[2] // 2
@@ -56,6 +60,13 @@ def main(manifest_path: str = "data_manifest.yaml", out: str = "docs/demo_cohort
                 ax.contour(np.rot90(outline), levels=[0.5], colors="magenta", linewidths=1.2)
             ax.set_axis_off()
         axes[0, col].set_title(title, fontsize=10)
+    # Where the planted subgroup differs from typical subjects: hippocampus/temporal (coronal), cerebellum (axial).
+    hippocampus = int(np.argmax(np.abs(difference).sum(axis=(0, 2))))
+    for row, section in enumerate([difference[:, :, volume.shape[2] // 4], difference[:, hippocampus, :]]):
+        ax = axes[row, -1]
+        ax.imshow(np.rot90(section), cmap="RdBu_r", vmin=-0.25, vmax=0.25)
+        ax.set_axis_off()
+    axes[0, -1].set_title(f"subgroup minus typical mean\n(n={len(subgroup)}, {len(typical)}; rim: smaller brain)", fontsize=10)
     fig.suptitle(
         f"Demo cohort on the {'x'.join(map(str, study.grid.shape))} grid "
         f"({study.grid.voxel_size[0]:g} mm): axial (top) and coronal (bottom) sections; lesion masks in magenta",
