@@ -66,7 +66,8 @@ def main(manifest_path: str = "data_manifest.yaml", out: str = "docs/demo_cohort
         ax = axes[row, -1]
         ax.imshow(np.rot90(section), cmap="RdBu_r", vmin=-0.25, vmax=0.25)
         ax.set_axis_off()
-    axes[0, -1].set_title(f"subgroup minus typical mean\n(n={len(subgroup)}, {len(typical)}; rim: smaller brain)", fontsize=10)
+    title = f"subgroup minus typical mean\n(n={len(subgroup)}, {len(typical)}; rim: smaller brain)"
+    axes[0, -1].set_title(title, fontsize=10)
     fig.suptitle(
         f"Demo cohort on the {'x'.join(map(str, study.grid.shape))} grid "
         f"({study.grid.voxel_size[0]:g} mm): axial (top) and coronal (bottom) sections; lesion masks in magenta",
