@@ -517,3 +517,14 @@ def test_affine_tolerance_is_absolute(small_study):
     affine[1, 3] += 0.002  # 2 micrometres: within numpy's default relative tolerance, beyond 0.001 mm
     write_nifti(path, image_data(path), affine)
     assert_named(problems_of(small_study.manifest), "s01", "s01.nii.gz")
+
+
+def test_readme_example_manifest_is_a_valid_manifest(tmp_path):
+    """The schema example in the README parses (its files are not there: only the structure is checked)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Your own data", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "data_manifest.yaml").write_text(example)
+    manifest = load_manifest(tmp_path / "data_manifest.yaml")
+    assert manifest.behaviour.scores == ("cbcl_withdrawn_depressed", "das_recall_of_designs")
+    assert manifest.subjects.images == {"T1w": "t1_path"} and manifest.demo is None
