@@ -208,7 +208,7 @@ class DemoSimulator:
             self._region_cache[name] = self.space.region_weight(name, self.config.effects.region_smoothing_mm)
         return self._region_cache[name]
 
-    def _regional_map(self, u: np.ndarray, phenotype: Phenotype) -> np.ndarray:
+    def regional_map(self, u: np.ndarray, phenotype: Phenotype) -> np.ndarray:
         """Map subject points ``u`` (N, 3) to template points through the regional volume changes.
 
         Each region R gets the velocity field v_R(p) = log(s_R) w_R(p) (p - c_R), with w_R its smooth indicator
@@ -268,7 +268,7 @@ class DemoSimulator:
         warp = var.deformation_rms_mm * self._smooth_noise(rng, var.deformation_smoothness_mm, 3)
         u = self._centre + (y - self._centre) / scale + warp.reshape(3, -1).T
 
-        x = self._regional_map(u, plan.phenotype)
+        x = self.regional_map(u, plan.phenotype)
         modulation = np.ones(len(u))
         for name, (_, intensity_change) in plan.phenotype.regions.items():
             # Intensity changes follow the anatomy: they are looked up at the template point.
@@ -342,7 +342,7 @@ def achieved_volume_change(
     index = simulator.space.label_index(name)
     centre = simulator.region(name)[1]
     points = rng.uniform(centre - 45.0, centre + 45.0, (n, 3))
-    moved = simulator._regional_map(points, Phenotype("probe", {name: (change, 0.0)}))
+    moved = simulator.regional_map(points, Phenotype("probe", {name: (change, 0.0)}))
     before = (labels.sample(points, order=0) == index).mean()
     return float((labels.sample(moved, order=0) == index).mean() / before - 1.0)
 

@@ -258,7 +258,7 @@ def test_regional_deformation_does_not_fold():
     simulator = dc.DemoSimulator(space, DemoConfig(voxel_size_mm=4.0))
     regions = {n: (-0.2 * 1.4, 0.0) for names in dc.PLANTED_REGIONS.values() for n in names}
     regions |= {n: (0.25 * 1.4, 0.0) for n in ("Insula_L", "Precuneus_R", "Amygdala_L")}
-    mapped = simulator._regional_map(space.world, dc.Phenotype("probe", regions)).reshape(*space.grid.shape, 3)
+    mapped = simulator.regional_map(space.world, dc.Phenotype("probe", regions)).reshape(*space.grid.shape, 3)
     jacobian = np.stack([np.stack(np.gradient(mapped[..., i], 4.0), axis=-1) for i in range(3)], axis=-2)
     assert np.linalg.det(jacobian)[space.brain_mask].min() > 0.1
 
