@@ -68,8 +68,48 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop after building; do not start the explorer app",
     )
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_model_options(demo)
     demo.set_defaults(run=_cmd_demo)
+
+    refresh = commands.add_parser(
+        "refresh",
+        help="train (or reuse) the score model, score every subject and publish a new run",
+        description="Validate the study, train the score model on the reference cohort (or reuse the checkpoint "
+        "trained on the same data with the same settings), compute every subject's multiscale score norms, fit the "
+        "MSMA detectors and publish a new versioned run in the manifest's output_dir. A refresh that fails or is "
+        "killed leaves the previous run published.",
+    )
+    _add_manifest(refresh)
+    refresh.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_model_options(refresh)
+    refresh.set_defaults(run=_cmd_refresh)
+
+    report = commands.add_parser(
+        "report",
+        help="print the headline figures of the latest run",
+        description="Print the latest published run's headline figures: detection metrics of every cohort "
+        "against the held-out reference test subjects, for each detector.",
+    )
+    _add_manifest(report)
+    report.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    report.set_defaults(run=_cmd_report)
     return parser
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--profile",
+        default="default",
+        choices=["default", "gpu-2mm", "fast"],
+        help="model size and training length: default (CPU, 4-6 mm grids), gpu-2mm (GPU, 2 mm grids), fast "
+        "(tiny smoke-test model whose scores mean little) (default: default)",
+    )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu, cuda (bfloat16 mixed precision) or auto (cuda when available) (default: cpu)",
+    )
+    parser.add_argument("--keep-runs", type=int, default=3, help="published runs to keep (default: 3)")
 
 
 def _version() -> str:
@@ -145,7 +185,63 @@ def _cmd_demo(args) -> int:
     except (ManifestError, FileExistsError) as exc:
         return _report_problems(exc)
     print(study.summary())
+    status = _refresh_and_report(manifest, args, study=study)
+    timings["refresh"] = time.perf_counter() - start - timings["build"] - timings["validate"]
     print("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
+    return status
+
+
+def _refresh_and_report(manifest, args, study=None) -> int:
+    from analysis.errors import ManifestError
+    from analysis.report import format_report
+    from models.refresh import RefreshError, refresh
+
+    if args.keep_runs < 1:
+        print("--keep-runs: expected a count >= 1", file=sys.stderr)
+        return 2
+    try:
+        result = refresh(
+            manifest,
+            profile=args.profile,
+            device=args.device,
+            progress=not args.quiet,
+            keep_runs=args.keep_runs,
+            study=study,
+        )
+    except (ManifestError, RefreshError) as exc:
+        return _report_problems(exc)
+    print(format_report(result.run_dir))
+    return 0
+
+
+def _cmd_refresh(args) -> int:
+    from analysis.errors import ManifestError
+    from analysis.manifest import load_manifest
+
+    try:
+        manifest = load_manifest(args.manifest)
+    except ManifestError as exc:
+        return _report_problems(exc)
+    return _refresh_and_report(manifest, args)
+
+
+def _cmd_report(args) -> int:
+    import json
+
+    from analysis.artifacts import RunNotFound, RunStore
+    from analysis.errors import ManifestError
+    from analysis.manifest import load_manifest
+    from analysis.report import format_report, report_data
+
+    try:
+        manifest = load_manifest(args.manifest)
+        run_dir = RunStore(manifest.output_dir).latest()
+    except (ManifestError, RunNotFound) as exc:
+        return _report_problems(exc)
+    if args.json:
+        print(json.dumps(report_data(run_dir), indent=2))
+    else:
+        print(format_report(run_dir))
     return 0
 
 

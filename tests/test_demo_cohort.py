@@ -230,16 +230,20 @@ def test_interrupted_build_keeps_the_previous_cohort(small_demo, monkeypatch):
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".data.")]
 
 
-def test_cli_demo_builds_validates_and_reuses(tmp_path, capsys):
+def test_cli_demo_builds_validates_refreshes_and_reuses(tmp_path, capsys):
     manifest = tmp_path / "data_manifest.yaml"
     config = dataclasses.replace(SMALL, folder="cohort")
     manifest.write_text(dc.render_demo_manifest(config, "cohort/"))
-    assert main(["demo", str(manifest), "--no-serve", "--quiet"]) == 0
+    fast = ["--no-serve", "--quiet", "--profile", "fast"]
+    assert main(["demo", str(manifest), *fast]) == 0
     out = capsys.readouterr().out
     assert "built the demo cohort" in out and "116 of 116 AAL labels" in out and "28x32x28" in out
+    assert "down_syndrome (planted subgroup)" in out and "AUROC" in out
+    assert (tmp_path / "runs" / "latest").is_file()
     assert main(["validate", str(manifest), "--quiet"]) == 0
-    assert main(["demo", str(manifest), "--no-serve", "--quiet"]) == 0
-    assert "reusing the demo cohort" in capsys.readouterr().out
+    assert main(["demo", str(manifest), *fast]) == 0
+    out = capsys.readouterr().out
+    assert "reusing the demo cohort" in out and "reused checkpoint" in out
 
 
 @pytest.mark.parametrize(

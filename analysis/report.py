@@ -1,0 +1,89 @@
+"""Headline figures of a published run, as one JSON-ready dict (``msma report --json``) or as Markdown tables.
+
+Detection metrics follow the dissertation's table 3.8: each detector, each cohort against the held-out reference
+test subjects, in-distribution as the positive class, values in percent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from analysis.artifacts import read_run
+
+METRICS = ("fpr_at_95_tpr", "detection_error", "auroc", "aupr_in", "aupr_out")
+HEADERS = ("FPR (95% TPR) ↓", "Det. error ↓", "AUROC ↑", "AUPR in ↑", "AUPR out ↑")
+DETECTOR_NAMES = {"gmm": "GMM", "knn": "KNN", "flow": "Flow"}
+NORM_NAMES = {"msma": "MSMA", "gaussian": "Gaussian baseline"}
+
+
+def report_data(run_dir: str | os.PathLike) -> dict:
+    """The run's headline figures: provenance, the score model, and per-cohort detection metrics."""
+    run = read_run(run_dir)
+    detection: dict[str, dict[str, dict[str, dict]]] = {}
+    for row in run["metrics"]:
+        entry = {k: row[k] for k in (*METRICS, "n_inliers", "n_outliers")}
+        detection.setdefault(row["norms"], {}).setdefault(row["detector"], {})[row["group"]] = entry
+    model = run["score_model"]
+    return {
+        "run_id": run["run_id"],
+        "run_dir": str(Path(run_dir).resolve()),
+        "study": run["study"],
+        "profile": run["profile"],
+        "score_model": {
+            "reused": model["reused"],
+            "steps": model["steps"],
+            "stopped": model["stopped"],
+            "best_val_loss": model["best_val_loss"],
+            "parameters": model["parameters"],
+            "sigma_min": run["schedule"]["sigma_min"],
+            "sigma_max": run["schedule"]["sigma_max"],
+            "n_scales": len(run["schedule"]["sigmas"]),
+        },
+        "detection": {
+            "reference": "held-out reference test subjects (in-distribution = positive class)",
+            "norms": {k: NORM_NAMES.get(k, k) for k in detection},
+            "results": detection,
+        },
+        "timings_s": run["timings_s"],
+    }
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}"
+
+
+def format_report(run_dir: str | os.PathLike) -> str:
+    """Markdown: a table per score-norm source (detector x cohort x metric), then an AUROC overview."""
+    data = report_data(run_dir)
+    results = data["detection"]["results"]
+    model = data["score_model"]
+    lines = [
+        f"run {data['run_id']} ({data['study']}, profile {data['profile']})",
+        f"score model: {model['parameters']} parameters, {model['steps']} steps ({model['stopped']}"
+        f"{', reused checkpoint' if model['reused'] else ''}), sigma {model['sigma_min']:.3g}..{model['sigma_max']:.3g}"
+        f" over {model['n_scales']} scales",
+        "",
+    ]
+    for norms, detectors in results.items():
+        lines += [f"### {NORM_NAMES.get(norms, norms)}: each cohort vs held-out reference test subjects (%)", ""]
+        lines.append("| detector | cohort | n | " + " | ".join(HEADERS) + " |")
+        lines.append("|---|---|---|" + "---|" * len(HEADERS))
+        for detector, groups in detectors.items():
+            for group, m in groups.items():
+                cells = " | ".join(_pct(m[k]) for k in METRICS)
+                lines.append(f"| {DETECTOR_NAMES.get(detector, detector)} | {group} | {m['n_outliers']} | {cells} |")
+        lines.append("")
+    columns = [(n, d) for n, ds in results.items() for d in ds]
+    groups = list(next(iter(next(iter(results.values())).values()))) if results else []
+    lines += ["### AUROC (%) by cohort", ""]
+    lines.append(
+        "| cohort | " + " | ".join(f"{NORM_NAMES.get(n, n)} {DETECTOR_NAMES.get(d, d)}" for n, d in columns) + " |"
+    )
+    lines.append("|---|" + "---|" * len(columns))
+    for group in groups:
+        cells = " | ".join(_pct(results[n][d].get(group, {}).get("auroc")) for n, d in columns)
+        lines.append(f"| {group} | {cells} |")
+    timings = ", ".join(f"{k} {v:.1f} s" for k, v in data["timings_s"].items())
+    lines += ["", f"stage timings: {timings}", f"run folder: {data['run_dir']}"]
+    return "\n".join(lines)

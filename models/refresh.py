@@ -1,0 +1,426 @@
+"""``msma refresh``: manifest -> score model -> multiscale score norms -> MSMA detectors -> one new published run.
+
+Stages (each timed into ``run.json``):
+
+1. validate the study (every file the manifest names);
+2. read and normalise the subject volumes;
+3. train the score model on the reference cohort's ``train`` split (``val`` for early stopping), or reuse the
+   checkpoint in ``<output_dir>/models/`` whose configuration and training-data fingerprint match; an interrupted
+   training resumes from its last checkpoint;
+4. score every subject once per scale: the score norms, and the per-voxel values kept for Spatial-MSMA;
+5. the no-network baseline: the same norms from the analytic score of a per-voxel Gaussian;
+6. fit the detectors (GMM, KNN, flow) on the training subjects' norms and score everyone;
+7. detection metrics of every cohort against the held-out reference ``test`` subjects;
+8. write the run into a staging folder and publish it atomically (:mod:`analysis.artifacts`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from threadpoolctl import threadpool_limits
+
+from analysis.artifacts import RunStore, new_run_id, write_json, write_table
+from analysis.detectors import GaussianMixtureDetector, KNNDetector
+from analysis.images import files_digest, load_images, normalise_intensity, subject_image_paths
+from analysis.metrics import detection_metrics
+from analysis.validation import Study, validate_study
+from models.checkpoint import load_score_model, save_score_model
+from models.norm_flow import FlowDetector
+from models.profiles import Profile, get_profile
+from models.score_net import ScoreNet, count_parameters
+from models.score_norms import gaussian_score_norms, score_norms
+from models.sde import sigma_range_from_data
+from models.train import train_score_model
+
+NORMALISATION = "brain_p99"
+DETECTORS = ("gmm", "knn", "flow")
+NORM_SETS = {"msma": "trained score network", "gaussian": "no-network Gaussian score (baseline)"}
+
+
+class RefreshError(RuntimeError):
+    """A refresh that cannot proceed, with a message naming what is missing."""
+
+
+@dataclass
+class RefreshResult:
+    run_dir: Path
+    run: dict
+
+
+def norm_columns(n_scales: int) -> list[str]:
+    return [f"norm_{i:02d}" for i in range(n_scales)]
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RefreshError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise RefreshError(f"--device: expected cpu, cuda or auto, got {device!r}")
+    return device
+
+
+class _Timer:
+    def __init__(self, progress: bool):
+        self.timings: dict[str, float] = {}
+        self.progress = progress
+
+    def stage(self, name: str):
+        timer = self
+
+        class _Stage:
+            def __enter__(self):
+                self.start = time.perf_counter()
+                if timer.progress:
+                    print(f"[refresh] {name} ...", flush=True)
+
+            def __exit__(self, *exc):
+                timer.timings[name] = round(time.perf_counter() - self.start, 3)
+
+        return _Stage()
+
+
+def split_ids(study: Study) -> tuple[list[str], list[str], list[str]]:
+    """Reference train, validation and test ids; without val subjects, every tenth training subject validates."""
+    s, ref = study.subjects, study.manifest.reference_cohort
+    in_ref = s["cohort"] == ref
+    train = list(s.index[in_ref & (s["split"] == "train")])
+    val = list(s.index[in_ref & (s["split"] == "val")])
+    test = list(s.index[in_ref & (s["split"] == "test")])
+    if not val:
+        val, train = train[::10], [i for k, i in enumerate(train) if k % 10]
+    if len(train) < 2:
+        raise RefreshError(f"the reference cohort {ref!r} needs at least 2 training subjects, has {len(train)}")
+    return train, val, test
+
+
+def refresh(
+    manifest,
+    *,
+    profile: str | Profile = "default",
+    device: str = "cpu",
+    progress: bool = True,
+    keep_runs: int = 3,
+    on_stage: Callable[[str], None] | None = None,
+    study: Study | None = None,
+) -> RefreshResult:
+    """Run the whole refresh for a loaded :class:`~analysis.manifest.Manifest`; returns the published run.
+
+    ``study`` is the manifest's already validated study, if the caller has one (validation is then skipped).
+    """
+    profile = get_profile(profile) if isinstance(profile, str) else profile
+    device = resolve_device(device)
+    timer = _Timer(progress)
+    n_scales, seed = manifest.model.n_scales, manifest.model.seed
+
+    def stage(name: str):
+        if on_stage is not None:
+            on_stage(name)
+        return timer.stage(name)
+
+    with stage("validate"):
+        if study is None or study.manifest is not manifest:
+            study = validate_study(manifest, progress=progress)
+    mask = study.brain_mask
+    ids = list(study.subjects.index)
+    train_ids, val_ids, test_ids = split_ids(study)
+    position = {sid: k for k, sid in enumerate(ids)}
+
+    with stage("read_volumes"):
+        images = normalise_intensity(load_images(study, ids, progress=progress), mask, NORMALISATION)
+    train_images = images[[position[i] for i in train_ids]]
+    val_images = images[[position[i] for i in val_ids]]
+    train_brain = train_images[:, mask].astype(np.float64)
+    schedule = sigma_range_from_data(train_brain)
+    voxel_mean, voxel_var = train_brain.mean(axis=0), train_brain.var(axis=0) + 1e-6
+
+    data_digest = files_digest(
+        [study.manifest.template.brain_mask, *subject_image_paths(study, train_ids + val_ids)]
+    )
+    model_key_source = json.dumps(
+        {
+            "net": profile.net.as_dict(),
+            "train": profile.train.as_dict(),
+            "normalisation": NORMALISATION,
+            "grid": list(study.grid.shape),
+            "data": data_digest,
+            "train_ids": train_ids,
+            "val_ids": val_ids,
+            "seed": seed,
+        },
+        sort_keys=True,
+    )
+    model_key = hashlib.sha256(model_key_source.encode()).hexdigest()[:16]
+    store = RunStore(study.manifest.output_dir)
+    checkpoint = store.models_dir / f"score_model-{model_key}.pt"
+
+    with stage("train"):
+        training = _train_or_reuse(
+            profile, study, schedule, voxel_mean, voxel_var, train_images, val_images, checkpoint, model_key,
+            data_digest, seed, device, progress,
+        )
+    model, schedule = training["model"], training["schedule"]
+    sigmas = schedule.sigmas(n_scales).numpy()
+
+    run_id = new_run_id(f"{study.manifest.sha256}:{model_key}:{profile.name}:{time.time_ns()}")
+    staging = store.start(run_id)
+    try:
+        with stage("score_norms"):
+            n_voxels = int(mask.sum())
+            voxel_scores = np.lib.format.open_memmap(
+                staging / "voxel_scores.npy", mode="w+", dtype=np.float16, shape=(len(ids), n_scales, n_voxels)
+            )
+            passes = score_norms(
+                model, images, mask, sigmas, batch_size=profile.inference_batch, voxel_scores_out=voxel_scores,
+                device=device, progress=progress,
+            )
+            voxel_scores.flush()
+            del voxel_scores
+        with stage("baseline_norms"):
+            baseline = gaussian_score_norms(images, mask, voxel_mean, voxel_var, sigmas)
+        norm_sets = {"msma": passes.norms, "gaussian": baseline}
+
+        with stage("detectors"), threadpool_limits(1):
+            # Small problems (hundreds of rows x L): one thread each is fastest, and idle OpenMP threads spinning
+            # beside training jobs made these fits 100x slower on a busy machine.
+            scores, detector_info = _fit_detectors(norm_sets, [position[i] for i in train_ids], profile, seed)
+        with stage("metrics"):
+            groups = evaluation_groups(study)
+            metrics = _detection_table(scores, groups, test_ids, ids)
+
+        with stage("write"):
+            norms_table = _subject_table(study, ids, train_ids, val_ids)
+            for column, values in zip(norm_columns(n_scales), passes.norms.T, strict=True):
+                norms_table[column] = values
+            write_table(staging / "score_norms.parquet", norms_table)
+            baseline_table = _subject_table(study, ids, train_ids, val_ids)
+            for column, values in zip(norm_columns(n_scales), baseline.T, strict=True):
+                baseline_table[column] = values
+            write_table(staging / "baseline_norms.parquet", baseline_table)
+            detector_table = _subject_table(study, ids, train_ids, val_ids)
+            for column, values in scores.items():
+                detector_table[column] = values
+            write_table(staging / "detector_scores.parquet", detector_table)
+            write_table(staging / "detection_metrics.parquet", metrics)
+            _link_or_copy(checkpoint, staging / "score_model.pt")
+            run = _run_record(
+                run_id, study, profile, device, schedule, sigmas, training, model, model_key, data_digest,
+                detector_info, metrics, groups, timer.timings,
+            )
+            write_json(staging / "run.json", run)
+        run_dir = store.publish(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    store.prune(keep_runs)
+    run["timings_s"] = dict(timer.timings)
+    return RefreshResult(run_dir=run_dir, run=run)
+
+
+def _train_or_reuse(
+    profile, study, schedule, voxel_mean, voxel_var, train_images, val_images, checkpoint, model_key, data_digest,
+    seed, device, progress,
+) -> dict:
+    if checkpoint.is_file():
+        model, stored_schedule, info = load_score_model(checkpoint)
+        if info.get("data_hash") == data_digest:
+            return {"model": model, "schedule": stored_schedule, "reused": True, **info["metadata"]}
+    mask = study.brain_mask
+    torch.manual_seed(seed)
+    model = ScoreNet(profile.net, study.grid.shape)
+    mean_grid = np.zeros(mask.shape, np.float32)
+    var_grid = np.ones(mask.shape, np.float32)
+    mean_grid[mask], var_grid[mask] = voxel_mean, voxel_var
+    model.set_gaussian(torch.from_numpy(mean_grid), torch.from_numpy(var_grid))
+    config = profile.train
+    if config.seed != seed:
+        config = type(config).from_dict({**config.as_dict(), "seed": seed})
+    result = train_score_model(
+        model,
+        schedule,
+        torch.from_numpy(train_images[:, None]),
+        torch.from_numpy(val_images[:, None]),
+        config,
+        weight=torch.from_numpy(mask.astype(np.float32)),
+        checkpoint_path=checkpoint.with_suffix(".training.pt"),
+        checkpoint_extra={"model_key": model_key},
+        device=device,
+        progress=progress,
+    )
+    metadata = {
+        "steps": result.steps,
+        "stopped": result.stopped,
+        "best_val_loss": result.best_val_loss,
+        "train_seconds": round(result.seconds, 2),
+        "resumed_from_step": result.resumed_from_step,
+        "history": result.history,
+        "train_config": config.as_dict(),
+        "device": device,
+    }
+    save_score_model(checkpoint, result.model.cpu(), schedule, data_hash=data_digest, metadata=metadata)
+    checkpoint.with_suffix(".training.pt").unlink(missing_ok=True)
+    return {"model": result.model, "schedule": schedule, "reused": False, **metadata}
+
+
+def _fit_detectors(norm_sets: dict[str, np.ndarray], train_rows: list[int], profile: Profile, seed: int):
+    scores: dict[str, np.ndarray] = {}
+    info: dict[str, dict] = {}
+    for name, norms in norm_sets.items():
+        train = norms[train_rows]
+        gmm = GaussianMixtureDetector(random_state=seed).fit(train)
+        knn = KNNDetector(n_neighbors=min(5, len(train) - 1)).fit(train)
+        flow = FlowDetector(max_epochs=profile.flow_epochs, random_state=seed).fit(train)
+        knn_scores = knn.score_samples(norms)
+        knn_scores[train_rows] = knn.score_training_samples()
+        scores[f"{name}_gmm"] = gmm.score_samples(norms)
+        scores[f"{name}_knn"] = knn_scores
+        scores[f"{name}_flow"] = flow.score_samples(norms)
+        info[name] = {
+            "gmm": {"n_components": int(gmm.n_components_), "cv_log_likelihood": gmm.cv_log_likelihood_},
+            "knn": {"n_neighbors": int(knn.n_neighbors)},
+            "flow": {"n_blocks": int(flow.n_blocks)},
+        }
+    return scores, info
+
+
+def evaluation_groups(study: Study) -> dict[str, list[str]]:
+    """Subjects to evaluate against the reference test split: each other cohort, plus the demo's planted subgroup
+    (and the rest of its cohort) when the study is the generated demo."""
+    s, ref = study.subjects, study.manifest.reference_cohort
+    groups = {c: list(s.index[s["cohort"] == c]) for c in sorted(set(s["cohort"])) if c != ref}
+    demo = study.manifest.demo
+    if demo is not None:
+        truth_path = study.manifest.resolve(demo.folder) / "ground_truth.json"
+        if truth_path.is_file():
+            truth = json.loads(truth_path.read_text())
+            planted = set(truth.get("planted_subgroup", []))
+            cohort = truth.get("planted_cohort", "")
+            members = groups.get(cohort, [])
+            if planted and members:
+                groups[f"{cohort} (planted subgroup)"] = [i for i in members if i in planted]
+                groups[f"{cohort} (rest)"] = [i for i in members if i not in planted]
+    return groups
+
+
+def _detection_table(scores, groups, test_ids, ids) -> pd.DataFrame:
+    position = {sid: k for k, sid in enumerate(ids)}
+    test_rows = [position[i] for i in test_ids]
+    rows = []
+    for column, values in scores.items():
+        norms, detector = column.split("_", 1)
+        for group, members in groups.items():
+            if not members or not test_rows:
+                continue
+            m = detection_metrics(values[test_rows], values[[position[i] for i in members]])
+            rows.append({"norms": norms, "detector": detector, "group": group, **m})
+    return pd.DataFrame(rows)
+
+
+def _subject_table(study: Study, ids, train_ids, val_ids) -> pd.DataFrame:
+    s = study.subjects.loc[ids]
+    used = set(train_ids)
+    validation = set(val_ids)
+    return pd.DataFrame(
+        {
+            "subject_id": ids,
+            "cohort": s["cohort"].to_numpy(),
+            "split": s["split"].to_numpy(),
+            "role": ["train" if i in used else "val" if i in validation else "score" for i in ids],
+        }
+    )
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def _versions() -> dict[str, str]:
+    import nibabel
+    import sklearn
+
+    from msma import __version__
+
+    return {
+        "msma_explorer": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+        "scikit_learn": sklearn.__version__,
+        "nibabel": nibabel.__version__,
+    }
+
+
+def _run_record(
+    run_id, study, profile, device, schedule, sigmas, training, model, model_key, data_digest, detector_info,
+    metrics, groups, timings,
+) -> dict:
+    m = study.manifest
+    history = training.get("history", {})
+    return {
+        "run_id": run_id,
+        "created_utc": run_id.split("-")[0],
+        "study": m.study_name,
+        "manifest": {"path": str(m.path), "sha256": m.sha256},
+        "profile": profile.name,
+        "device": device,
+        "seed": m.model.seed,
+        "versions": _versions(),
+        "subjects": {
+            "total": len(study.subjects),
+            "per_cohort": {str(k): int(v) for k, v in study.subjects["cohort"].value_counts().sort_index().items()},
+            "evaluation_groups": {k: len(v) for k, v in groups.items()},
+        },
+        "grid": {"shape": list(study.grid.shape), "voxel_size_mm": list(study.grid.voxel_size)},
+        "brain_voxels": int(study.brain_mask.sum()),
+        "normalisation": NORMALISATION,
+        "score_model": {
+            "checkpoint": "score_model.pt",
+            "key": model_key,
+            "training_data_sha256": data_digest,
+            "reused": bool(training.get("reused")),
+            "parameters": count_parameters(model),
+            "net_config": profile.net.as_dict(),
+            "train_config": training.get("train_config"),
+            "steps": training.get("steps"),
+            "stopped": training.get("stopped"),
+            "best_val_loss": training.get("best_val_loss"),
+            "train_seconds": training.get("train_seconds"),
+            "resumed_from_step": training.get("resumed_from_step"),
+            "history": history,
+        },
+        "schedule": {**schedule.as_dict(), "sigmas": [float(s) for s in sigmas]},
+        "detectors": detector_info,
+        "tables": {
+            "score_norms": "score_norms.parquet",
+            "baseline_norms": "baseline_norms.parquet",
+            "detector_scores": "detector_scores.parquet",
+            "detection_metrics": "detection_metrics.parquet",
+        },
+        "arrays": {
+            "voxel_scores": {
+                "file": "voxel_scores.npy",
+                "shape": "(subjects in score_norms order, scales, brain voxels in C order of the brain mask)",
+                "dtype": "float16",
+                "meaning": "sigma_i * s(x, sigma_i) at each brain voxel",
+            }
+        },
+        "metrics": metrics.to_dict(orient="records"),
+        "timings_s": dict(timings),
+    }

@@ -1,0 +1,118 @@
+"""``msma refresh`` and ``msma report`` end to end on a tiny study, and the atomicity of publishing a run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.artifacts import LATEST, RunStore
+from analysis.manifest import load_manifest
+from models.refresh import refresh
+from msma.cli import main
+from tests.conftest import make_small_study
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("refresh") / "study"
+    root.mkdir()
+    return make_small_study(root, n_train=12)
+
+
+@pytest.fixture(scope="module")
+def first_run(study):
+    return refresh(load_manifest(study.manifest), profile="fast", progress=False)
+
+
+def test_refresh_publishes_a_complete_run(study, first_run):
+    store = RunStore(study.root / "runs")
+    assert store.latest() == first_run.run_dir
+    run = json.loads((first_run.run_dir / "run.json").read_text())
+    norms = pd.read_parquet(first_run.run_dir / "score_norms.parquet")
+    assert len(norms) == 16 and list(norms.columns[:4]) == ["subject_id", "cohort", "split", "role"]
+    values = norms[[f"norm_{i:02d}" for i in range(20)]].to_numpy()
+    assert np.all(np.isfinite(values)) and np.all(values > 0)
+    scores = pd.read_parquet(first_run.run_dir / "detector_scores.parquet")
+    assert {"msma_gmm", "msma_knn", "msma_flow", "gaussian_gmm", "gaussian_knn", "gaussian_flow"} <= set(scores)
+    voxel_scores = np.load(first_run.run_dir / "voxel_scores.npy", mmap_mode="r")
+    assert voxel_scores.shape == (16, 20, run["brain_voxels"])
+    np.testing.assert_allclose(np.linalg.norm(voxel_scores.astype(np.float64), axis=2), values, rtol=2e-3)
+    assert run["schedule"]["sigmas"] == sorted(run["schedule"]["sigmas"])
+    assert set(run["timings_s"]) >= {"validate", "read_volumes", "train", "score_norms", "detectors"}
+    assert run["score_model"]["reused"] is False and run["versions"]["torch"]
+    assert {(m["norms"], m["detector"], m["group"]) for m in run["metrics"]} >= {("msma", "gmm", "patients")}
+
+
+def test_second_refresh_reuses_the_checkpoint_and_gives_the_same_norms(study, first_run):
+    second = refresh(load_manifest(study.manifest), profile="fast", progress=False)
+    assert second.run_dir != first_run.run_dir
+    assert second.run["score_model"]["reused"] is True
+    a = pd.read_parquet(first_run.run_dir / "score_norms.parquet")
+    b = pd.read_parquet(second.run_dir / "score_norms.parquet")
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_report_json_prints_the_latest_runs_metrics(study, first_run, capsys):
+    assert main(["report", str(study.manifest), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["run_id"] == RunStore(study.root / "runs").latest_id()
+    entry = data["detection"]["results"]["msma"]["gmm"]["patients"]
+    assert entry["n_outliers"] == 2 and 0 <= entry["auroc"] <= 1
+    assert main(["report", str(study.manifest)]) == 0
+    assert "AUROC" in capsys.readouterr().out
+
+
+def test_report_without_a_run_says_so(small_study, capsys):
+    assert main(["report", str(small_study.manifest), "--json"]) == 1
+    assert "no published run yet" in capsys.readouterr().err
+
+
+def test_refresh_of_a_broken_study_exits_1_and_keeps_the_last_run(study, first_run, capsys):
+    store = RunStore(study.root / "runs")
+    before = store.latest_id()
+    image = study.root / "img" / "s03.nii.gz"
+    saved = image.read_bytes()
+    image.write_bytes(b"not a nifti")
+    try:
+        assert main(["refresh", str(study.manifest), "--profile", "fast", "--quiet"]) == 1
+    finally:
+        image.write_bytes(saved)
+    assert "s03" in capsys.readouterr().err
+    assert store.latest_id() == before
+
+
+def test_killed_refresh_leaves_the_previous_run_published(study, first_run):
+    """Kill a refresh (SIGKILL) once it has started writing its run; the published run must be untouched."""
+    store = RunStore(study.root / "runs")
+    before_id = store.latest_id()
+    before_files = sorted(p.relative_to(store.root / before_id) for p in (store.root / before_id).rglob("*"))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "msma.cli", "refresh", str(study.manifest), "--profile", "fast", "--quiet"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any(store.root.glob(".staging-*/voxel_scores.npy")):
+        time.sleep(0.01)
+    assert any(store.root.glob(".staging-*")), "the refresh never started writing a run"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert store.latest_id() == before_id
+    assert (store.root / LATEST).read_text().strip() == before_id
+    after_files = sorted(p.relative_to(store.root / before_id) for p in (store.root / before_id).rglob("*"))
+    assert after_files == before_files
+    assert all(not p.name.startswith(".staging-") for p in [store.latest()])
+    # The next refresh cleans the killed one's staging folder and publishes normally.
+    result = refresh(load_manifest(study.manifest), profile="fast", progress=False)
+    assert store.latest() == result.run_dir and not any(store.root.glob(".staging-*"))
