@@ -14,7 +14,7 @@ from analysis.artifacts import read_run
 METRICS = ("fpr_at_95_tpr", "detection_error", "auroc", "aupr_in", "aupr_out")
 HEADERS = ("FPR (95% TPR) ↓", "Det. error ↓", "AUROC ↑", "AUPR in ↑", "AUPR out ↑")
 DETECTOR_NAMES = {"gmm": "GMM", "knn": "KNN", "flow": "Flow"}
-NORM_NAMES = {"msma": "MSMA", "gaussian": "Gaussian baseline"}
+NORM_NAMES = {"msma": "MSMA", "lowrank": "Low-rank Gaussian", "gaussian": "Per-voxel Gaussian"}
 
 
 def report_data(run_dir: str | os.PathLike) -> dict:

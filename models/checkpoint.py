@@ -52,6 +52,7 @@ def save_score_model(
             "kind": "score_model",
             "net_config": model.config.as_dict(),
             "grid_shape": list(model.grid_shape),
+            "rank": model.rank,
             "schedule": schedule.as_dict(),
             "data_hash": data_hash,
             "metadata": metadata,
@@ -67,7 +68,7 @@ def load_score_model(path: str | os.PathLike) -> tuple[ScoreNet, VESchedule, dic
         raise CheckpointError(f"{path}: expected a score-model checkpoint, found kind {payload.get('kind')!r}")
     try:
         config = ScoreNetConfig.from_dict(payload["net_config"])
-        model = ScoreNet(config, tuple(payload["grid_shape"]))
+        model = ScoreNet(config, tuple(payload["grid_shape"]), rank=int(payload["rank"]))
         model.load_state_dict(payload["state_dict"])
         schedule = VESchedule(**payload["schedule"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:

@@ -37,16 +37,21 @@ from analysis.images import files_digest, load_images, normalise_intensity, subj
 from analysis.metrics import detection_metrics
 from analysis.validation import Study, validate_study
 from models.checkpoint import load_score_model, save_score_model
+from models.gaussian_prior import LowRankGaussian
 from models.norm_flow import FlowDetector
 from models.profiles import Profile, get_profile
 from models.score_net import ScoreNet, count_parameters
-from models.score_norms import gaussian_score_norms, score_norms
+from models.score_norms import score_norms
 from models.sde import sigma_range_from_data
 from models.train import train_score_model
 
 NORMALISATION = "brain_p99"
 DETECTORS = ("gmm", "knn", "flow")
-NORM_SETS = {"msma": "trained score network", "gaussian": "no-network Gaussian score (baseline)"}
+NORM_SETS = {
+    "msma": "trained score network (low-rank Gaussian score + learned residual)",
+    "lowrank": "low-rank Gaussian score, no network",
+    "gaussian": "per-voxel Gaussian score, no network (baseline)",
+}
 
 
 class RefreshError(RuntimeError):
@@ -144,8 +149,10 @@ def refresh(
     train_images = images[[position[i] for i in train_ids]]
     val_images = images[[position[i] for i in val_ids]]
     train_brain = train_images[:, mask].astype(np.float64)
-    schedule = sigma_range_from_data(train_brain)
-    voxel_mean, voxel_var = train_brain.mean(axis=0), train_brain.var(axis=0) + 1e-6
+    with stage("gaussian"):
+        gaussian = LowRankGaussian().fit(train_brain, val_images[:, mask])
+        diagonal = LowRankGaussian(ranks=(0,)).fit(train_brain, val_images[:, mask])
+    schedule = sigma_range_from_data(train_brain, sigma_min=gaussian.finest_sd_)
 
     data_digest = files_digest(
         [study.manifest.template.brain_mask, *subject_image_paths(study, train_ids + val_ids)]
@@ -169,8 +176,8 @@ def refresh(
 
     with stage("train"):
         training = _train_or_reuse(
-            profile, study, schedule, voxel_mean, voxel_var, train_images, val_images, checkpoint, model_key,
-            data_digest, seed, device, progress,
+            profile, study, schedule, gaussian, train_images, val_images, checkpoint, model_key, data_digest, seed,
+            device, progress,
         )
     model, schedule = training["model"], training["schedule"]
     sigmas = schedule.sigmas(n_scales).numpy()
@@ -190,8 +197,12 @@ def refresh(
             voxel_scores.flush()
             del voxel_scores
         with stage("baseline_norms"):
-            baseline = gaussian_score_norms(images, mask, voxel_mean, voxel_var, sigmas)
-        norm_sets = {"msma": passes.norms, "gaussian": baseline}
+            brain = images[:, mask]
+            baselines = {
+                "lowrank": gaussian.score_norms(brain, sigmas),
+                "gaussian": diagonal.score_norms(brain, sigmas),
+            }
+        norm_sets = {"msma": passes.norms, **baselines}
 
         with stage("detectors"), threadpool_limits(1):
             # Small problems (hundreds of rows x L): one thread each is fastest, and idle OpenMP threads spinning
@@ -206,10 +217,11 @@ def refresh(
             for column, values in zip(norm_columns(n_scales), passes.norms.T, strict=True):
                 norms_table[column] = values
             write_table(staging / "score_norms.parquet", norms_table)
-            baseline_table = _subject_table(study, ids, train_ids, val_ids)
-            for column, values in zip(norm_columns(n_scales), baseline.T, strict=True):
-                baseline_table[column] = values
-            write_table(staging / "baseline_norms.parquet", baseline_table)
+            for name, norms in baselines.items():
+                baseline_table = _subject_table(study, ids, train_ids, val_ids)
+                for column, values in zip(norm_columns(n_scales), norms.T, strict=True):
+                    baseline_table[column] = values
+                write_table(staging / f"{name}_norms.parquet", baseline_table)
             detector_table = _subject_table(study, ids, train_ids, val_ids)
             for column, values in scores.items():
                 detector_table[column] = values
@@ -217,7 +229,7 @@ def refresh(
             write_table(staging / "detection_metrics.parquet", metrics)
             _link_or_copy(checkpoint, staging / "score_model.pt")
             run = _run_record(
-                run_id, study, profile, device, schedule, sigmas, training, model, model_key, data_digest,
+                run_id, study, profile, device, schedule, sigmas, gaussian, training, model, model_key, data_digest,
                 detector_info, metrics, groups, timer.timings,
             )
             write_json(staging / "run.json", run)
@@ -231,8 +243,8 @@ def refresh(
 
 
 def _train_or_reuse(
-    profile, study, schedule, voxel_mean, voxel_var, train_images, val_images, checkpoint, model_key, data_digest,
-    seed, device, progress,
+    profile, study, schedule, gaussian, train_images, val_images, checkpoint, model_key, data_digest, seed, device,
+    progress,
 ) -> dict:
     if checkpoint.is_file():
         model, stored_schedule, info = load_score_model(checkpoint)
@@ -240,11 +252,12 @@ def _train_or_reuse(
             return {"model": model, "schedule": stored_schedule, "reused": True, **info["metadata"]}
     mask = study.brain_mask
     torch.manual_seed(seed)
-    model = ScoreNet(profile.net, study.grid.shape)
+    model = ScoreNet(profile.net, study.grid.shape, rank=gaussian.rank_)
     mean_grid = np.zeros(mask.shape, np.float32)
     var_grid = np.ones(mask.shape, np.float32)
-    mean_grid[mask], var_grid[mask] = voxel_mean, voxel_var
-    model.set_gaussian(torch.from_numpy(mean_grid), torch.from_numpy(var_grid))
+    factors = np.zeros((gaussian.rank_, *mask.shape), np.float32)
+    mean_grid[mask], var_grid[mask], factors[:, mask] = gaussian.mean_, gaussian.diagonal_, gaussian.components_.T
+    model.set_gaussian(torch.from_numpy(mean_grid), torch.from_numpy(var_grid), torch.from_numpy(factors))
     config = profile.train
     if config.seed != seed:
         config = type(config).from_dict({**config.as_dict(), "seed": seed})
@@ -368,8 +381,8 @@ def _versions() -> dict[str, str]:
 
 
 def _run_record(
-    run_id, study, profile, device, schedule, sigmas, training, model, model_key, data_digest, detector_info,
-    metrics, groups, timings,
+    run_id, study, profile, device, schedule, sigmas, gaussian, training, model, model_key, data_digest,
+    detector_info, metrics, groups, timings,
 ) -> dict:
     m = study.manifest
     history = training.get("history", {})
@@ -406,10 +419,16 @@ def _run_record(
             "history": history,
         },
         "schedule": {**schedule.as_dict(), "sigmas": [float(s) for s in sigmas]},
+        "gaussian": {
+            "rank": int(gaussian.rank_),
+            "val_log_likelihood": {str(k): v for k, v in gaussian.val_log_likelihood_.items()},
+        },
+        "norm_sets": NORM_SETS,
         "detectors": detector_info,
         "tables": {
             "score_norms": "score_norms.parquet",
-            "baseline_norms": "baseline_norms.parquet",
+            "lowrank_norms": "lowrank_norms.parquet",
+            "gaussian_norms": "gaussian_norms.parquet",
             "detector_scores": "detector_scores.parquet",
             "detection_metrics": "detection_metrics.parquet",
         },

@@ -115,19 +115,3 @@ def score_norms_naive(model: ScoreNet, images: np.ndarray | torch.Tensor, mask: 
                 score = model(images[i : i + 1].contiguous(), sigmas_t[j : j + 1])
                 out[i, j] = float((score.flatten()[flat_mask] * sigmas_t[j]).double().norm())
     return out
-
-
-def gaussian_score_norms(
-    images: np.ndarray, mask: np.ndarray, mean: np.ndarray, var: np.ndarray, sigmas: np.ndarray
-) -> np.ndarray:
-    """The no-network baseline: norms of the analytic score of a per-voxel Gaussian perturbed by VE noise.
-
-    ``s(x, sigma) = -(x - mean) / (var + sigma^2)`` at the brain voxels; ``mean`` and ``var`` are (n_brain_voxels,)
-    from the training images, ``images`` (n, D, H, W). Returns (n, L) float64.
-    """
-    brain = np.asarray(images, dtype=np.float64).reshape(len(images), -1)[:, np.asarray(mask, bool).ravel()]
-    deviation = brain - mean[None, :]
-    out = np.empty((len(images), len(sigmas)))
-    for j, sigma in enumerate(np.asarray(sigmas, dtype=np.float64)):
-        out[:, j] = np.linalg.norm(sigma * deviation / (var[None, :] + sigma**2), axis=1)
-    return out

@@ -4,9 +4,10 @@ Images are perturbed as ``x_noisy = x + sigma * z`` with ``z ~ N(0, I)``; the sc
 log-uniformly between ``sigma_min`` and ``sigma_max`` and read out at ``n_scales`` sigmas spaced geometrically over
 the same range (ascending: scale 0 is the smallest sigma).
 
-Both ends come from the training images (ch. 5.4): ``sigma_min`` is the typical intensity variation the model must
-resolve, the mean over brain voxels of the across-subject standard deviation; ``sigma_max`` is the 99th percentile of
-the pairwise Euclidean distances between training images, so the largest perturbation covers the data's support.
+Both ends come from the training images (ch. 5.4): ``sigma_min`` is the finest intensity variation the model must
+resolve (the refresh passes the residual standard deviation of its Gaussian, :mod:`models.gaussian_prior`; by
+default the mean over brain voxels of the across-subject standard deviation); ``sigma_max`` is the 99th percentile
+of the pairwise Euclidean distances between training images, so the largest perturbation covers the data's support.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class VESchedule:
         return {"sigma_min": float(self.sigma_min), "sigma_max": float(self.sigma_max)}
 
 
-def sigma_range_from_data(train: np.ndarray, percentile: float = 99.0) -> VESchedule:
+def sigma_range_from_data(train: np.ndarray, percentile: float = 99.0, sigma_min: float | None = None) -> VESchedule:
     """Derive the schedule from training images.
 
     Parameters
@@ -58,11 +59,13 @@ def sigma_range_from_data(train: np.ndarray, percentile: float = 99.0) -> VESche
         Brain voxels of the (normalised) training images; at least 2 subjects.
     percentile : float
         Percentile of the pairwise distances used as ``sigma_max``.
+    sigma_min : float, optional
+        The smallest sigma; default: the mean over voxels of the across-subject standard deviation.
     """
     train = np.asarray(train, dtype=np.float64)
     if train.ndim != 2 or train.shape[0] < 2:
         raise ValueError(f"expected training images of shape (n_subjects >= 2, n_voxels), got {train.shape}")
-    sigma_min = float(train.std(axis=0).mean())
+    sigma_min = float(train.std(axis=0).mean()) if sigma_min is None else float(sigma_min)
     squared = np.einsum("ij,ij->i", train, train)
     gram = train @ train.T
     distances = np.sqrt(np.maximum(squared[:, None] + squared[None, :] - 2 * gram, 0.0))

@@ -44,7 +44,7 @@ def test_refresh_publishes_a_complete_run(study, first_run):
     values = norms[[f"norm_{i:02d}" for i in range(20)]].to_numpy()
     assert np.all(np.isfinite(values)) and np.all(values > 0)
     scores = pd.read_parquet(first_run.run_dir / "detector_scores.parquet")
-    assert {"msma_gmm", "msma_knn", "msma_flow", "gaussian_gmm", "gaussian_knn", "gaussian_flow"} <= set(scores)
+    assert {f"{n}_{d}" for n in ("msma", "lowrank", "gaussian") for d in ("gmm", "knn", "flow")} <= set(scores)
     voxel_scores = np.load(first_run.run_dir / "voxel_scores.npy", mmap_mode="r")
     assert voxel_scores.shape == (16, 20, run["brain_voxels"])
     np.testing.assert_allclose(np.linalg.norm(voxel_scores.astype(np.float64), axis=2), values, rtol=2e-3)

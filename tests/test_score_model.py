@@ -12,9 +12,10 @@ from scipy import stats
 from scipy.spatial.distance import pdist
 
 from models.checkpoint import CheckpointError, load_checkpoint, load_score_model, save_score_model
+from models.gaussian_prior import LowRankGaussian
 from models.losses import dsm_loss, get_dsm_loss_fn
 from models.score_net import ScoreNet, ScoreNetConfig
-from models.score_norms import gaussian_score_norms, score_norms, score_norms_naive
+from models.score_norms import score_norms, score_norms_naive
 from models.sde import VESchedule, sigma_range_from_data
 from models.train import TrainConfig, train_score_model
 
@@ -183,15 +184,55 @@ def test_a_subjects_norms_do_not_depend_on_its_batch():
         np.testing.assert_allclose(norms[row], alone, rtol=1e-5)
 
 
-def test_gaussian_baseline_norms_match_a_direct_computation():
-    images, mask = random_images(4, seed=6), brain_mask()
-    brain = images[:, mask].astype(np.float64)
-    mean, var = brain.mean(0), brain.var(0) + 0.01
+def test_per_voxel_gaussian_norms_match_a_direct_computation():
+    brain = random_images(12, seed=6)[:, brain_mask()].astype(np.float64)
+    gaussian = LowRankGaussian(ranks=(0,)).fit(brain[:8], brain[8:])
+    mean, var = brain[:8].mean(0), brain[:8].var(0)
     sigmas = np.array([0.1, 1.0, 3.0])
-    out = gaussian_score_norms(images, mask, mean, var, sigmas)
+    out = gaussian.score_norms(brain[8:], sigmas)
     for i in range(4):
         for j, s in enumerate(sigmas):
-            assert out[i, j] == pytest.approx(np.sqrt(np.sum((s * (brain[i] - mean) / (var + s * s)) ** 2)))
+            expected = np.sqrt(np.sum((s * (brain[8 + i] - mean) / (var + s * s)) ** 2))
+            assert out[i, j] == pytest.approx(expected, rel=1e-6)
+
+
+def _low_rank_data(n: int, seed: int) -> np.ndarray:
+    factors = np.random.default_rng(100).normal(size=(3, 40)) * 2.0
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 3)) @ factors + rng.normal(size=(n, 40)) * 0.3 + 5.0
+
+
+def test_low_rank_gaussian_matches_the_dense_covariance_and_scipy():
+    train, val = _low_rank_data(200, 0), _low_rank_data(50, 1)
+    gaussian = LowRankGaussian(ranks=(0, 1, 3, 8)).fit(train, val)
+    assert gaussian.rank_ == 3  # the data have three factors
+    covariance = gaussian.components_ @ gaussian.components_.T + np.diag(gaussian.diagonal_)
+    for k, ll in gaussian.val_log_likelihood_.items():
+        assert np.isfinite(ll) and (k != 3 or ll == max(gaussian.val_log_likelihood_.values()))
+    expected_ll = stats.multivariate_normal(gaussian.mean_, covariance).logpdf(val).mean()
+    assert gaussian.val_log_likelihood_[3] == pytest.approx(expected_ll, rel=1e-9)
+    sigma = 0.7
+    dense = -sigma * np.linalg.solve(covariance + sigma**2 * np.eye(40), (val - gaussian.mean_).T).T
+    np.testing.assert_allclose(gaussian.scaled_scores(val, sigma), dense, rtol=1e-8, atol=1e-10)
+
+
+def test_network_gaussian_part_equals_the_numpy_gaussian():
+    rng = np.random.default_rng(9)
+    mask = np.ones(GRID, dtype=bool)
+    train = (rng.normal(size=(30, 2)) @ rng.normal(size=(2, mask.size)) + rng.normal(size=(30, mask.size))) * 0.1
+    gaussian = LowRankGaussian(ranks=(2,)).fit(train, train[:5])
+    net = ScoreNet(SMALL_NET, GRID, rank=2)
+    net.set_gaussian(
+        torch.tensor(gaussian.mean_.reshape(GRID), dtype=torch.float32),
+        torch.tensor(gaussian.diagonal_.reshape(GRID), dtype=torch.float32),
+        torch.tensor(gaussian.components_.T.reshape(2, *GRID), dtype=torch.float32),
+    )
+    x = torch.tensor(train[:3].reshape(3, 1, *GRID), dtype=torch.float32)
+    sigma = torch.tensor([0.05, 0.5, 2.0])
+    with torch.no_grad():
+        got = (net(x, sigma) * sigma[:, None, None, None, None]).reshape(3, -1).numpy()
+    for i, s in enumerate(sigma.tolist()):
+        np.testing.assert_allclose(got[i], gaussian.scaled_scores(train[i : i + 1], s)[0], rtol=2e-3, atol=1e-4)
 
 
 def test_score_norms_rejects_a_mask_of_another_grid():
