@@ -32,17 +32,19 @@ def main() -> None:
     parser.add_argument("--scales", type=int, default=20)
     parser.add_argument("--grid", type=int, nargs=3, default=(28, 32, 28))
     parser.add_argument("--batch", type=int, default=get_profile("default").inference_batch)
+    parser.add_argument("--rank", type=int, default=40, help="rank of the analytic Gaussian (the demo chooses 40)")
     args = parser.parse_args()
     grid = tuple(args.grid)
 
     torch.manual_seed(0)
-    model = ScoreNet(get_profile("default").net, grid)
+    model = ScoreNet(get_profile("default").net, grid, rank=args.rank)
     torch.nn.init.normal_(model.head.weight, std=0.05)
     rng = np.random.default_rng(0)
     mask = np.zeros(grid, dtype=bool)
     mask[2:-2, 2:-2, 2:-2] = True
     images = (rng.random((args.subjects, *grid), dtype=np.float32) * mask).astype(np.float32)
-    model.set_gaussian(torch.from_numpy(images.mean(0)), torch.from_numpy(images.var(0) + 0.01))
+    factors = 0.05 * torch.randn(args.rank, *grid)
+    model.set_gaussian(torch.from_numpy(images.mean(0)), torch.from_numpy(images.var(0) + 0.01), factors)
     sigmas = VESchedule(0.08, 20.0).sigmas(args.scales).numpy()
 
     with FlopCounterMode(display=False) as counter, torch.no_grad():

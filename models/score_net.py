@@ -164,9 +164,12 @@ class ScoreNet(nn.Module):
         diagonal = self.voxel_var.flatten()[None, :] + sigma.float()[:, None] ** 2
         y = deviation / diagonal
         if self.rank:
+            # The k x k system depends only on sigma: solve it once per distinct sigma in the batch.
             w = self.low_rank
-            inner = torch.eye(self.rank, device=x.device) + torch.einsum("kv,bv,lv->bkl", w, 1.0 / diagonal, w)
-            coefficients = torch.linalg.solve(inner, y @ w.T)
+            levels, which = torch.unique(sigma.float(), return_inverse=True)
+            level_diagonal = self.voxel_var.flatten()[None, :] + levels[:, None] ** 2
+            inner = torch.eye(self.rank, device=x.device) + torch.einsum("kv,bv,lv->bkl", w, 1.0 / level_diagonal, w)
+            coefficients = torch.linalg.solve(inner[which], (y @ w.T).unsqueeze(-1)).squeeze(-1)
             y = y - (coefficients @ w) / diagonal
         return (-y).reshape(x.shape).to(x.dtype)
 

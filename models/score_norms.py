@@ -1,8 +1,8 @@
 """Multiscale score norms (MSMA, dissertation ch. 3.2): per subject, ``(||sigma_i s(x, sigma_i)||_2)_i`` over the
 brain voxels, for the L read-out sigmas of the schedule.
 
-Each (subject, scale) forward pass runs once. The (subject, scale) pairs are packed into batches of
-``batch_size`` images in the channels-last-3d memory layout under ``torch.inference_mode``; every operation of the
+Each (subject, scale) forward pass runs once: ``batch_size`` subjects at one scale per pass, in the
+channels-last-3d memory layout under ``torch.inference_mode``; every operation of the
 network acts on one image at a time (GroupNorm, not BatchNorm), so a subject's norms do not depend on which
 subjects share its batch. The per-voxel values ``sigma_i s(x, sigma_i)`` inside the brain can be kept (written
 into an array the caller provides, e.g. a memory map) for Spatial-MSMA's patch norms, so nothing is recomputed.
@@ -56,7 +56,7 @@ def score_norms(
     Parameters
     ----------
     batch_size : int
-        Images per forward pass; (subject, scale) pairs are packed across subjects.
+        Subjects per forward pass (all at the same scale).
     voxel_scores_out : array (n, L, n_brain_voxels), optional
         Filled with ``sigma_i s(x, sigma_i)`` at the brain voxels (any float dtype; a ``numpy.memmap`` works).
     """
@@ -70,32 +70,25 @@ def score_norms(
         raise ValueError(f"voxel_scores_out: expected shape {(n, n_scales, n_voxels)}, got {voxel_scores_out.shape}")
     flat_mask = mask_t.flatten().to(device)
     model = model.to(device=device, memory_format=torch.channels_last_3d).eval()
-    pairs = [(i, j) for i in range(n) for j in range(n_scales)]
     squared = np.zeros((n, n_scales), dtype=np.float64)
     autocast = device.startswith("cuda")
     with torch.inference_mode(), tqdm(total=n, desc="score norms", unit="subject", disable=not progress) as bar:
-        done = 0
-        for start in range(0, len(pairs), batch_size):
-            chunk = pairs[start : start + batch_size]
-            subject = torch.tensor([p[0] for p in chunk])
-            scale = torch.tensor([p[1] for p in chunk])
-            x = images[subject].to(device).contiguous(memory_format=torch.channels_last_3d)
-            sigma = sigmas_t[scale].to(device)
-            if autocast:
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    score = model(x, sigma).float()
-            else:
-                score = model(x, sigma)
-            scaled = (score.flatten(1)[:, flat_mask] * sigma[:, None]).cpu()
-            values = scaled.double().pow(2).sum(dim=1).numpy()
-            squared[subject.numpy(), scale.numpy()] = values
-            if voxel_scores_out is not None:
-                block = scaled.numpy()
-                for row, (i, j) in enumerate(chunk):
-                    voxel_scores_out[i, j] = block[row]
-            finished = (chunk[-1][0] + 1) if chunk[-1][1] == n_scales - 1 else chunk[-1][0]
-            bar.update(finished - done)
-            done = finished
+        for start in range(0, n, batch_size):
+            subjects = slice(start, min(start + batch_size, n))
+            x = images[subjects].to(device).contiguous(memory_format=torch.channels_last_3d)
+            for j in range(n_scales):
+                # One scale per forward pass: the analytic Gaussian's k x k solve is shared by the batch.
+                sigma = sigmas_t[j].expand(len(x)).to(device)
+                if autocast:
+                    with torch.autocast("cuda", dtype=torch.bfloat16):
+                        score = model(x, sigma).float()
+                else:
+                    score = model(x, sigma)
+                scaled = (score.flatten(1)[:, flat_mask] * sigma[:, None]).cpu()
+                squared[subjects, j] = scaled.double().pow(2).sum(dim=1).numpy()
+                if voxel_scores_out is not None:
+                    voxel_scores_out[subjects, j] = scaled.numpy()
+            bar.update(len(x))
     return ScorePasses(norms=np.sqrt(squared), sigmas=sigmas_t.numpy(), voxel_scores=voxel_scores_out)
 
 

@@ -35,13 +35,14 @@ def random_images(n: int, seed: int = 0) -> np.ndarray:
 
 
 def trained_like_net(config: ScoreNetConfig = SMALL_NET, seed: int = 0) -> ScoreNet:
-    """A network whose zero-initialised head is randomised, so the residual is not zero."""
+    """A network whose zero-initialised head is randomised, so the residual is not zero, on a rank-2 Gaussian."""
     torch.manual_seed(seed)
-    net = ScoreNet(config, GRID)
+    net = ScoreNet(config, GRID, rank=2)
     torch.nn.init.normal_(net.head.weight, std=0.1)
     torch.nn.init.normal_(net.head.bias, std=0.1)
     images = random_images(10, seed=seed + 1)
-    net.set_gaussian(torch.from_numpy(images.mean(0)), torch.from_numpy(images.var(0) + 0.01))
+    factors = 0.05 * torch.randn(2, *GRID)
+    net.set_gaussian(torch.from_numpy(images.mean(0)), torch.from_numpy(images.var(0) + 0.01), factors)
     return net.eval()
 
 
