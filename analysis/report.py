@@ -25,6 +25,8 @@ def report_data(run_dir: str | os.PathLike) -> dict:
         entry = {k: row[k] for k in (*METRICS, "n_inliers", "n_outliers")}
         detection.setdefault(row["norms"], {}).setdefault(row["detector"], {})[row["group"]] = entry
     model = run["score_model"]
+    history = model.get("history") or {}
+    steps, losses = history.get("step", []), history.get("val_loss", [])
     return {
         "run_id": run["run_id"],
         "run_dir": str(Path(run_dir).resolve()),
@@ -35,6 +37,7 @@ def report_data(run_dir: str | os.PathLike) -> dict:
             "steps": model["steps"],
             "stopped": model["stopped"],
             "best_val_loss": model["best_val_loss"],
+            "untrained_val_loss": losses[0] if steps[:1] == [0.0] else None,
             "parameters": model["parameters"],
             "sigma_min": run["schedule"]["sigma_min"],
             "sigma_max": run["schedule"]["sigma_max"],
@@ -47,6 +50,10 @@ def report_data(run_dir: str | os.PathLike) -> dict:
         },
         "timings_s": run["timings_s"],
     }
+
+
+def _loss(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def _pct(value) -> str:
@@ -63,6 +70,7 @@ def format_report(run_dir: str | os.PathLike) -> str:
         f"score model: {model['parameters']} parameters, {model['steps']} steps ({model['stopped']}"
         f"{', reused checkpoint' if model['reused'] else ''}), sigma {model['sigma_min']:.3g}..{model['sigma_max']:.3g}"
         f" over {model['n_scales']} scales",
+        f"validation DSM loss: {_loss(model['untrained_val_loss'])} untrained -> {_loss(model['best_val_loss'])} best",
         "",
     ]
     for norms, detectors in results.items():

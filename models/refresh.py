@@ -228,17 +228,16 @@ def refresh(
             write_table(staging / "detector_scores.parquet", detector_table)
             write_table(staging / "detection_metrics.parquet", metrics)
             _link_or_copy(checkpoint, staging / "score_model.pt")
-            run = _run_record(
-                run_id, study, profile, device, schedule, sigmas, gaussian, training, model, model_key, data_digest,
-                detector_info, metrics, groups, timer.timings,
-            )
-            write_json(staging / "run.json", run)
+        run = _run_record(
+            run_id, study, profile, device, schedule, sigmas, gaussian, training, model, model_key, data_digest,
+            detector_info, metrics, groups, timer.timings,
+        )
+        write_json(staging / "run.json", run)  # last: a run folder without run.json is never complete
         run_dir = store.publish(staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     store.prune(keep_runs)
-    run["timings_s"] = dict(timer.timings)
     return RefreshResult(run_dir=run_dir, run=run)
 
 

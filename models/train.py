@@ -187,6 +187,12 @@ def train_score_model(
 
     val_device = to_device(val)
     eval_model = copy.deepcopy(model)
+    if step == 0:
+        # The untrained model's validation loss: what training improves on (for the Gaussian-residual score
+        # network, the loss of the analytic Gaussian alone).
+        initial = validation_loss(eval_model, schedule, val_device, weight, config.seed, config.batch_size)
+        history.update(step=[0.0], train_loss=[math.nan], val_loss=[initial])
+        best_val, best_state = initial, {k: v.clone() for k, v in ema.items()}
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else None
     bar = tqdm(total=config.max_steps, initial=step, desc="training score model", unit="step", disable=not progress)
     running = None
