@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
-#   make demo   build the demo cohort from the real MNI152 template and AAL atlas, validate it (and, as the
-#               backend issues land, train, score and serve the app)
+#   make demo   build the demo cohort from the real MNI152 template and AAL atlas, validate it, train the score
+#               model, score every subject and publish a run (and, as the app lands, serve it)
 #   make test   run the test suite
 PYTHON ?= python3.11
 VENV ?= .venv

@@ -22,7 +22,7 @@ def report_data(run_dir: str | os.PathLike) -> dict:
     run = read_run(run_dir)
     detection: dict[str, dict[str, dict[str, dict]]] = {}
     for row in run["metrics"]:
-        entry = {k: row[k] for k in (*METRICS, "n_inliers", "n_outliers")}
+        entry = {k: row.get(k) for k in (*METRICS, "auroc_se", "n_inliers", "n_outliers")}
         detection.setdefault(row["norms"], {}).setdefault(row["detector"], {})[row["group"]] = entry
     model = run["score_model"]
     history = model.get("history") or {}
@@ -56,6 +56,13 @@ def _loss(value) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
+def _auroc(entry: dict) -> str:
+    if entry.get("auroc") is None:
+        return "n/a"
+    se = entry.get("auroc_se")
+    return _pct(entry["auroc"]) + ("" if se is None else f" ± {100 * se:.1f}")
+
+
 def _pct(value) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}"
 
@@ -84,13 +91,13 @@ def format_report(run_dir: str | os.PathLike) -> str:
         lines.append("")
     columns = [(n, d) for n, ds in results.items() for d in ds]
     groups = list(next(iter(next(iter(results.values())).values()))) if results else []
-    lines += ["### AUROC (%) by cohort", ""]
+    lines += ["### AUROC (%) by cohort, ± its standard error (Hanley-McNeil)", ""]
     lines.append(
         "| cohort | " + " | ".join(f"{NORM_NAMES.get(n, n)} {DETECTOR_NAMES.get(d, d)}" for n, d in columns) + " |"
     )
     lines.append("|---|" + "---|" * len(columns))
     for group in groups:
-        cells = " | ".join(_pct(results[n][d].get(group, {}).get("auroc")) for n, d in columns)
+        cells = " | ".join(_auroc(results[n][d].get(group, {})) for n, d in columns)
         lines.append(f"| {group} | {cells} |")
     timings = ", ".join(f"{k} {v:.1f} s" for k, v in data["timings_s"].items())
     lines += ["", f"stage timings: {timings}", f"run folder: {data['run_dir']}"]

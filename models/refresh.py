@@ -46,6 +46,9 @@ from models.sde import sigma_range_from_data
 from models.train import train_score_model
 
 NORMALISATION = "brain_p99"
+TRAINING_VERSION = 2
+"""Part of a checkpoint's key: bump it when a code change alters what training produces, so old checkpoints are
+not reused for the new method."""
 DETECTORS = ("gmm", "knn", "flow")
 NORM_SETS = {
     "msma": "trained score network (low-rank Gaussian score + learned residual)",
@@ -159,6 +162,7 @@ def refresh(
     )
     model_key_source = json.dumps(
         {
+            "version": TRAINING_VERSION,
             "net": profile.net.as_dict(),
             "train": profile.train.as_dict(),
             "normalisation": NORMALISATION,

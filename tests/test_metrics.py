@@ -7,7 +7,15 @@ import pytest
 from scipy.stats import mannwhitneyu
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from analysis.metrics import aupr_in, aupr_out, auroc, detection_error, detection_metrics, fpr_at_tpr
+from analysis.metrics import (
+    aupr_in,
+    aupr_out,
+    auroc,
+    auroc_standard_error,
+    detection_error,
+    detection_metrics,
+    fpr_at_tpr,
+)
 
 
 def random_case(seed: int):
@@ -65,6 +73,7 @@ def test_perfect_separation():
         "fpr_at_95_tpr": 0.0,
         "detection_error": 0.0,
         "auroc": 1.0,
+        "auroc_se": 0.0,
         "aupr_in": 1.0,
         "aupr_out": 1.0,
         "n_inliers": 3,
@@ -140,3 +149,15 @@ def test_invalid_input_names_the_argument(function, inliers, outliers, needle):
 def test_fpr_at_tpr_rejects_a_target_outside_the_unit_interval(target):
     with pytest.raises(ValueError, match="tpr must be in"):
         fpr_at_tpr([1.0], [2.0], tpr=target)
+
+
+@pytest.mark.parametrize(("area", "n", "expected"), [(0.8, 50, 0.045), (0.9, 50, 0.032)])
+def test_auroc_standard_error_matches_hanley_and_mcneils_table(area, n, expected):
+    assert auroc_standard_error(area, n, n) == pytest.approx(expected, abs=0.0015)
+
+
+def test_auroc_standard_error_is_close_to_the_spread_of_simulated_aurocs():
+    rng = np.random.default_rng(0)
+    areas = [auroc(rng.normal(0, 1, 50), rng.normal(1.19, 1, 20)) for _ in range(3000)]
+    mean_area = float(np.mean(areas))
+    assert auroc_standard_error(mean_area, 50, 20) == pytest.approx(np.std(areas), rel=0.1)

@@ -14,7 +14,7 @@ from scipy.spatial.distance import pdist
 from models.checkpoint import CheckpointError, load_checkpoint, load_score_model, save_score_model
 from models.gaussian_prior import LowRankGaussian
 from models.losses import dsm_loss, get_dsm_loss_fn
-from models.score_net import ScoreNet, ScoreNetConfig
+from models.score_net import GPU_2MM, ScoreNet, ScoreNetConfig, count_parameters
 from models.score_norms import score_norms, score_norms_naive
 from models.sde import VESchedule, sigma_range_from_data
 from models.train import TrainConfig, train_score_model
@@ -136,6 +136,12 @@ def test_network_output_has_the_input_shape_on_odd_grids(channels):
     net = ScoreNet(ScoreNetConfig(channels=channels, groups=2, embedding_dim=8), GRID)
     x = torch.randn(3, 1, *GRID)
     assert net(x, torch.tensor([0.1, 1.0, 5.0])).shape == (3, 1, *GRID)
+
+
+def test_the_gpu_configuration_builds_and_runs():
+    net = ScoreNet(GPU_2MM, GRID, rank=3)
+    assert 3e6 < count_parameters(net) < 2e7
+    assert net(torch.randn(1, 1, *GRID), torch.tensor([1.0])).shape == (1, 1, *GRID)
 
 
 def test_untrained_gaussian_residual_network_is_the_analytic_gaussian_score():
