@@ -7,7 +7,8 @@ Stages (each timed into ``run.json``):
 3. train the score model on the reference cohort's ``train`` split (``val`` for early stopping), or reuse the
    checkpoint in ``<output_dir>/models/`` whose configuration and training-data fingerprint match; an interrupted
    training resumes from its last checkpoint;
-4. score every subject once per scale: the score norms, and the per-voxel values kept for Spatial-MSMA;
+4. score every subject once per scale: the score norms, and the per-voxel values kept for Spatial-MSMA (taken
+   over from the published run when it was scored by the same network on the same volumes);
 5. the no-network baseline: the same norms from the analytic score of a per-voxel Gaussian;
 6. fit the detectors (GMM, KNN, flow) on the training subjects' norms and score everyone;
 7. detection metrics of every cohort against the held-out reference ``test`` subjects;
@@ -31,7 +32,7 @@ import pandas as pd
 import torch
 from threadpoolctl import threadpool_limits
 
-from analysis.artifacts import RunStore, new_run_id, write_json, write_table
+from analysis.artifacts import RunNotFound, RunStore, new_run_id, read_run, write_json, write_table
 from analysis.detectors import GaussianMixtureDetector, KNNDetector
 from analysis.images import files_digest, load_images, normalise_intensity, subject_image_paths
 from analysis.metrics import detection_metrics
@@ -186,27 +187,44 @@ def refresh(
     model, schedule = training["model"], training["schedule"]
     sigmas = schedule.sigmas(n_scales).numpy()
 
+    passes_key = hashlib.sha256(
+        json.dumps(
+            {
+                "model": model_key,
+                "images": files_digest([study.manifest.template.brain_mask, *subject_image_paths(study, ids)]),
+                "ids": ids,
+                "sigmas": [float(v) for v in sigmas],
+            }
+        ).encode()
+    ).hexdigest()[:16]
     run_id = new_run_id(f"{study.manifest.sha256}:{model_key}:{profile.name}:{time.time_ns()}")
+    previous = _previous_passes(store, passes_key)
     staging = store.start(run_id)
     try:
         with stage("score_norms"):
-            n_voxels = int(mask.sum())
-            voxel_scores = np.lib.format.open_memmap(
-                staging / "voxel_scores.npy", mode="w+", dtype=np.float16, shape=(len(ids), n_scales, n_voxels)
-            )
-            passes = score_norms(
-                model, images, mask, sigmas, batch_size=profile.inference_batch, voxel_scores_out=voxel_scores,
-                device=device, progress=progress,
-            )
-            voxel_scores.flush()
-            del voxel_scores
+            if previous is not None:
+                # Same network, same volumes, same sigmas: the previous run's passes are these passes.
+                norms = pd.read_parquet(previous / "score_norms.parquet")[norm_columns(n_scales)].to_numpy()
+                _link_or_copy(previous / "voxel_scores.npy", staging / "voxel_scores.npy")
+            else:
+                voxel_scores = np.lib.format.open_memmap(
+                    staging / "voxel_scores.npy", mode="w+", dtype=np.float16,
+                    shape=(len(ids), n_scales, int(mask.sum())),
+                )
+                norms = score_norms(
+                    model, images, mask, sigmas, batch_size=profile.inference_batch, voxel_scores_out=voxel_scores,
+                    device=device, progress=progress,
+                ).norms
+                voxel_scores.flush()
+                del voxel_scores
+        passes_record = {"key": passes_key, "reused_from_run": previous.name if previous is not None else None}
         with stage("baseline_norms"):
             brain = images[:, mask]
             baselines = {
                 "lowrank": gaussian.score_norms(brain, sigmas),
                 "gaussian": diagonal.score_norms(brain, sigmas),
             }
-        norm_sets = {"msma": passes.norms, **baselines}
+        norm_sets = {"msma": norms, **baselines}
 
         with stage("detectors"), threadpool_limits(1):
             # Small problems (hundreds of rows x L): one thread each is fastest, and idle OpenMP threads spinning
@@ -218,7 +236,7 @@ def refresh(
 
         with stage("write"):
             norms_table = _subject_table(study, ids, train_ids, val_ids)
-            for column, values in zip(norm_columns(n_scales), passes.norms.T, strict=True):
+            for column, values in zip(norm_columns(n_scales), norms.T, strict=True):
                 norms_table[column] = values
             write_table(staging / "score_norms.parquet", norms_table)
             for name, norms in baselines.items():
@@ -236,6 +254,7 @@ def refresh(
             run_id, study, profile, device, schedule, sigmas, gaussian, training, model, model_key, data_digest,
             detector_info, metrics, groups, timer.timings,
         )
+        run["score_passes"] = passes_record
         write_json(staging / "run.json", run)  # last: a run folder without run.json is never complete
         run_dir = store.publish(staging)
     except BaseException:
@@ -243,6 +262,17 @@ def refresh(
         raise
     store.prune(keep_runs)
     return RefreshResult(run_dir=run_dir, run=run)
+
+
+def _previous_passes(store: RunStore, passes_key: str) -> Path | None:
+    """The published run whose score passes were made by the same network on the same volumes, if any."""
+    try:
+        latest = store.latest()
+        record = read_run(latest).get("score_passes") or {}
+    except (RunNotFound, OSError, ValueError):
+        return None
+    files_present = (latest / "score_norms.parquet").is_file() and (latest / "voxel_scores.npy").is_file()
+    return latest if record.get("key") == passes_key and files_present else None
 
 
 def _train_or_reuse(

@@ -58,9 +58,25 @@ def test_second_refresh_reuses_the_checkpoint_and_gives_the_same_norms(study, fi
     second = refresh(load_manifest(study.manifest), profile="fast", progress=False)
     assert second.run_dir != first_run.run_dir
     assert second.run["score_model"]["reused"] is True
+    assert second.run["score_passes"]["reused_from_run"] == first_run.run_dir.name
     a = pd.read_parquet(first_run.run_dir / "score_norms.parquet")
     b = pd.read_parquet(second.run_dir / "score_norms.parquet")
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_a_changed_volume_is_scored_again_with_the_same_model(study, first_run):
+    import nibabel as nib
+
+    path = study.root / "img" / "s14.nii.gz"
+    saved = path.read_bytes()
+    image = nib.load(path)
+    nib.save(nib.Nifti1Image(np.asarray(image.dataobj) * 1.5, image.affine), path)
+    try:
+        run = refresh(load_manifest(study.manifest), profile="fast", progress=False).run
+    finally:
+        path.write_bytes(saved)
+    assert run["score_model"]["reused"] is True  # s14 is not a training subject
+    assert run["score_passes"]["reused_from_run"] is None
 
 
 def test_report_json_prints_the_latest_runs_metrics(study, first_run, capsys):
