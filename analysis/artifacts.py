@@ -6,6 +6,7 @@ Layout::
       latest                    one line: the id of the published run (replaced atomically)
       <run_id>/                 a complete run: run.json, Parquet tables, arrays, checkpoints
       .staging-<run_id>/        a run being written; never read, removed by the next refresh
+      .lock                     held by the refresh writing here (one at a time)
       models/                   trained checkpoints shared between runs, keyed by config and data
 
 A refresh writes everything into ``.staging-<run_id>/``, renames it to ``<run_id>/`` (atomic on one file system)
@@ -15,6 +16,8 @@ intact; readers follow ``latest`` and never see a partial run.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -34,6 +37,10 @@ RUN_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
 
 class RunNotFound(FileNotFoundError):
     """No published run where one was expected."""
+
+
+class StoreBusy(RuntimeError):
+    """Another refresh holds the store's lock."""
 
 
 def new_run_id(fingerprint: str, now: float | None = None) -> str:
@@ -78,6 +85,22 @@ class RunStore:
     def models_dir(self) -> Path:
         return self.root / "models"
 
+    @contextlib.contextmanager
+    def lock(self):
+        """Hold the store's lock (``<root>/.lock``) for one refresh; raises :class:`StoreBusy` if another
+        process holds it. The operating system releases it when the process dies, so a killed refresh never
+        leaves the store locked."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                raise StoreBusy(f"{self.root}: another refresh is writing runs here; wait for it to finish") from exc
+            try:
+                yield self
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def start(self, run_id: str) -> Path:
         """Create and return the staging folder of a new run, after removing stale ones of killed refreshes."""
         if not RUN_ID.match(run_id):
@@ -92,6 +115,8 @@ class RunStore:
     def publish(self, staging: Path) -> Path:
         """Move a finished staging folder into place and point ``latest`` at it; returns the run folder."""
         run_id = staging.name.removeprefix(STAGING_PREFIX)
+        if not (staging / "run.json").is_file():
+            raise FileNotFoundError(f"{staging}: incomplete run (no run.json); not published")
         final = self.root / run_id
         if final.exists():
             raise FileExistsError(f"{final}: a run with this id exists already")

@@ -19,7 +19,15 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import rankdata
 
-__all__ = ["aupr_in", "aupr_out", "auroc", "detection_error", "detection_metrics", "fpr_at_tpr"]
+__all__ = [
+    "aupr_in",
+    "aupr_out",
+    "auroc",
+    "auroc_standard_error",
+    "detection_error",
+    "detection_metrics",
+    "fpr_at_tpr",
+]
 
 
 def _check_scores(values, name: str) -> np.ndarray:

@@ -49,6 +49,7 @@ def report_data(run_dir: str | os.PathLike) -> dict:
             "results": detection,
         },
         "timings_s": run["timings_s"],
+        "warnings": run.get("warnings", []),
     }
 
 
@@ -99,6 +100,7 @@ def format_report(run_dir: str | os.PathLike) -> str:
     for group in groups:
         cells = " | ".join(_auroc(results[n][d].get(group, {})) for n, d in columns)
         lines.append(f"| {group} | {cells} |")
+    lines += [f"warning: {w}" for w in data["warnings"]]
     timings = ", ".join(f"{k} {v:.1f} s" for k, v in data["timings_s"].items())
     lines += ["", f"stage timings: {timings}", f"run folder: {data['run_dir']}"]
     return "\n".join(lines)

@@ -31,9 +31,11 @@ VARIANTS = ("default", "net_over_sigma", "steps6000")
 def variant_profile(name: str):
     profile = get_profile("default")
     if name == "net_over_sigma":
-        return dataclasses.replace(profile, net=dataclasses.replace(profile.net, parameterisation="net_over_sigma"))
+        net = dataclasses.replace(profile.net, parameterisation="net_over_sigma")
+        return dataclasses.replace(profile, name=name, net=net)
     if name == "steps6000":
-        return dataclasses.replace(profile, train=dataclasses.replace(profile.train, max_steps=6000, patience=100))
+        train = dataclasses.replace(profile.train, max_steps=6000, patience=100)
+        return dataclasses.replace(profile, name=name, train=train)
     if name == "default":
         return profile
     raise SystemExit(f"unknown variant {name!r}; expected some of {VARIANTS}")

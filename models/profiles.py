@@ -21,7 +21,7 @@ class Profile:
     flow_epochs: int
     """Epochs of the norm-space flow detector."""
     inference_batch: int
-    """(subject, scale) pairs per forward pass when extracting score norms."""
+    """Subjects per forward pass (all at one scale) when extracting score norms."""
 
 
 PROFILES = {

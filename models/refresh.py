@@ -9,7 +9,8 @@ Stages (each timed into ``run.json``):
    training resumes from its last checkpoint;
 4. score every subject once per scale: the score norms, and the per-voxel values kept for Spatial-MSMA (taken
    over from the published run when it was scored by the same network on the same volumes);
-5. the no-network baseline: the same norms from the analytic score of a per-voxel Gaussian;
+5. the no-network baselines: the same norms from the analytic score of the low-rank Gaussian alone and of a
+   per-voxel Gaussian;
 6. fit the detectors (GMM, KNN, flow) on the training subjects' norms and score everyone;
 7. detection metrics of every cohort against the held-out reference ``test`` subjects;
 8. write the run into a staging folder and publish it atomically (:mod:`analysis.artifacts`).
@@ -23,6 +24,7 @@ import os
 import platform
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +39,7 @@ from analysis.detectors import GaussianMixtureDetector, KNNDetector
 from analysis.images import files_digest, load_images, normalise_intensity, subject_image_paths
 from analysis.metrics import detection_metrics
 from analysis.validation import Study, validate_study
-from models.checkpoint import load_score_model, save_score_model
+from models.checkpoint import CheckpointError, load_score_model, save_score_model
 from models.gaussian_prior import LowRankGaussian
 from models.norm_flow import FlowDetector
 from models.profiles import Profile, get_profile
@@ -56,6 +58,11 @@ NORM_SETS = {
     "lowrank": "low-rank Gaussian score, no network",
     "gaussian": "per-voxel Gaussian score, no network (baseline)",
 }
+
+
+MIN_TRAIN_SUBJECTS = 6
+"""Fewest reference training subjects a refresh accepts: the detectors need a few rows (5-fold cross-validation
+of the GMM, a held-out fifth for the flow, 5 neighbours for KNN)."""
 
 
 class RefreshError(RuntimeError):
@@ -111,8 +118,12 @@ def split_ids(study: Study) -> tuple[list[str], list[str], list[str]]:
     test = list(s.index[in_ref & (s["split"] == "test")])
     if not val:
         val, train = train[::10], [i for k, i in enumerate(train) if k % 10]
-    if len(train) < 2:
-        raise RefreshError(f"the reference cohort {ref!r} needs at least 2 training subjects, has {len(train)}")
+    if len(train) < MIN_TRAIN_SUBJECTS:
+        raise RefreshError(
+            f"{study.manifest.subjects.table}: the reference cohort {ref!r} needs at least {MIN_TRAIN_SUBJECTS} "
+            f"subjects in split 'train' (besides those in 'val') for the score model and its detectors; found "
+            f"{len(train)}"
+        )
     return train, val, test
 
 
@@ -128,8 +139,14 @@ def refresh(
 ) -> RefreshResult:
     """Run the whole refresh for a loaded :class:`~analysis.manifest.Manifest`; returns the published run.
 
-    ``study`` is the manifest's already validated study, if the caller has one (validation is then skipped).
+    ``study`` is the manifest's already validated study, if the caller has one (validation is then skipped). One
+    refresh at a time per ``output_dir``: a second one fails at once with :class:`RefreshError`.
     """
+    with RunStore(manifest.output_dir).lock():
+        return _refresh(manifest, profile, device, progress, keep_runs, on_stage, study)
+
+
+def _refresh(manifest, profile, device, progress, keep_runs, on_stage, study) -> RefreshResult:
     profile = get_profile(profile) if isinstance(profile, str) else profile
     device = resolve_device(device)
     timer = _Timer(progress)
@@ -149,7 +166,11 @@ def refresh(
     position = {sid: k for k, sid in enumerate(ids)}
 
     with stage("read_volumes"):
-        images = normalise_intensity(load_images(study, ids, progress=progress), mask, NORMALISATION)
+        images = load_images(study, ids, progress=progress)
+        try:
+            normalise_intensity(images, mask, NORMALISATION)
+        except ValueError as exc:
+            raise RefreshError(f"{study.manifest.subjects.table}: {exc}") from exc
     train_images = images[[position[i] for i in train_ids]]
     val_images = images[[position[i] for i in val_ids]]
     train_brain = train_images[:, mask].astype(np.float64)
@@ -190,7 +211,8 @@ def refresh(
     passes_key = hashlib.sha256(
         json.dumps(
             {
-                "model": model_key,
+                "model": files_digest([checkpoint]),
+                "device": device,
                 "images": files_digest([study.manifest.template.brain_mask, *subject_image_paths(study, ids)]),
                 "ids": ids,
                 "sigmas": [float(v) for v in sigmas],
@@ -255,6 +277,10 @@ def refresh(
             detector_info, metrics, groups, timer.timings,
         )
         run["score_passes"] = passes_record
+        run["warnings"] = [] if test_ids else [
+            f"the reference cohort {study.manifest.reference_cohort!r} has no subjects in split 'test' "
+            f"({study.manifest.subjects.table}): no detection metrics; mark some reference subjects 'test'"
+        ]
         write_json(staging / "run.json", run)  # last: a run folder without run.json is never complete
         run_dir = store.publish(staging)
     except BaseException:
@@ -280,9 +306,13 @@ def _train_or_reuse(
     progress,
 ) -> dict:
     if checkpoint.is_file():
-        model, stored_schedule, info = load_score_model(checkpoint)
-        if info.get("data_hash") == data_digest:
-            return {"model": model, "schedule": stored_schedule, "reused": True, **info["metadata"]}
+        try:
+            model, stored_schedule, info = load_score_model(checkpoint)
+        except CheckpointError as exc:
+            warnings.warn(f"{exc}; training a new score model", stacklevel=2)
+        else:
+            if info.get("data_hash") == data_digest:
+                return {"model": model, "schedule": stored_schedule, "reused": True, **info["metadata"]}
     mask = study.brain_mask
     torch.manual_seed(seed)
     model = ScoreNet(profile.net, study.grid.shape, rank=gaussian.rank_)

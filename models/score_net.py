@@ -159,7 +159,14 @@ class ScoreNet(nn.Module):
             self.low_rank.copy_(low_rank.reshape(self.low_rank.shape))
 
     def gaussian_score(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        """``-(W W^T + diag(var + sigma^2))^{-1} (x - mean)`` per image (Woodbury: one k x k solve each)."""
+        """``-(W W^T + diag(var + sigma^2))^{-1} (x - mean)`` per image (Woodbury: one k x k solve each).
+
+        Always in float32, also under mixed-precision autocast: in bfloat16 this exact part loses several percent.
+        """
+        with torch.autocast(x.device.type, enabled=False):
+            return self._gaussian_score(x, sigma)
+
+    def _gaussian_score(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         deviation = (x - self.voxel_mean).flatten(1).float()
         diagonal = self.voxel_var.flatten()[None, :] + sigma.float()[:, None] ** 2
         y = deviation / diagonal

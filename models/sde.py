@@ -5,7 +5,8 @@ log-uniformly between ``sigma_min`` and ``sigma_max`` and read out at ``n_scales
 the same range (ascending: scale 0 is the smallest sigma).
 
 Both ends come from the training images (ch. 5.4): ``sigma_min`` is the finest intensity variation the model must
-resolve (the refresh passes the residual standard deviation of its Gaussian, :mod:`models.gaussian_prior`; by
+resolve (the refresh passes the 1st percentile of its Gaussian's residual standard deviation,
+:mod:`models.gaussian_prior`; by
 default the mean over brain voxels of the across-subject standard deviation); ``sigma_max`` is the 99th percentile
 of the pairwise Euclidean distances between training images, so the largest perturbation covers the data's support.
 """

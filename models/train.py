@@ -4,8 +4,9 @@ The loop is generic over the model (anything called as ``model(x, sigma)``) and 
 shape (N, ...)): the brain-volume U-Net and the 1-D toy MLP of the tests use the same machinery.
 
 A checkpoint is written every ``checkpoint_every`` steps (atomically, see :mod:`models.checkpoint`) and carries
-the model, its EMA, the optimiser, the random-number state and the history, so a killed run resumes where it
-stopped and ends with the same weights as an uninterrupted one.
+the model, its EMA, the optimiser, the random-number state and the history, so a killed run resumes from its last
+checkpoint and ends with the same weights as an uninterrupted one (on the CPU; CUDA kernels need not be
+deterministic). ``max_minutes`` counts the time of the current process only.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -21,8 +23,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from models.checkpoint import load_checkpoint, save_checkpoint
-from models.losses import dsm_loss
+from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from models.losses import dsm_loss, get_dsm_loss_fn
 from models.sde import VESchedule
 
 
@@ -102,6 +104,19 @@ def validation_loss(
     return total / count
 
 
+def _resumable_state(checkpoint_path: str | Path | None, extra: dict) -> dict | None:
+    """The training state saved at ``checkpoint_path`` for the same settings, or None (an unreadable one is
+    reported and ignored: training starts over)."""
+    if checkpoint_path is None or not Path(checkpoint_path).exists():
+        return None
+    try:
+        state = load_checkpoint(checkpoint_path)
+    except CheckpointError as exc:
+        warnings.warn(f"{exc}; training starts from the beginning", stacklevel=3)
+        return None
+    return state if state.get("kind") == "training_state" and state.get("extra") == extra else None
+
+
 def train_score_model(
     model: nn.Module,
     schedule: VESchedule,
@@ -149,17 +164,17 @@ def train_score_model(
     extra = checkpoint_extra or {}
     stopped = ""
 
-    if checkpoint_path is not None and Path(checkpoint_path).exists():
-        state = load_checkpoint(checkpoint_path)
-        if state.get("extra") == extra:
-            model.load_state_dict(state["model"])
-            optimiser.load_state_dict(state["optimizer"])
-            ema = state["ema"]
-            best_state = state["best"]
-            history = state["history"]
-            step, best_val, bad_validations = state["step"], state["best_val"], state["bad_validations"]
-            generator.set_state(state["generator"])
-            stopped = state["stopped"]
+    running = None
+    state = _resumable_state(checkpoint_path, extra)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimizer"])
+        ema = {k: v.to(device) for k, v in state["ema"].items()}
+        best_state = state["best"]
+        history = state["history"]
+        step, best_val, bad_validations = state["step"], state["best_val"], state["bad_validations"]
+        generator.set_state(state["generator"])
+        stopped, running = state["stopped"], state["running"]
     resumed_from = step
 
     def save() -> None:
@@ -179,6 +194,7 @@ def train_score_model(
                     "bad_validations": bad_validations,
                     "generator": generator.get_state(),
                     "stopped": stopped,
+                    "running": running,
                 },
             )
 
@@ -193,20 +209,15 @@ def train_score_model(
         initial = validation_loss(eval_model, schedule, val_device, weight, config.seed, config.batch_size)
         history.update(step=[0.0], train_loss=[math.nan], val_loss=[initial])
         best_val, best_state = initial, {k: v.clone() for k, v in ema.items()}
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else None
+    cuda = device.startswith("cuda")
+    loss_fn = get_dsm_loss_fn(schedule, weight)
     bar = tqdm(total=config.max_steps, initial=step, desc="training score model", unit="step", disable=not progress)
-    running = None
     model.train()
     while not stopped and step < config.max_steps:
         index = torch.randint(len(train), (config.batch_size,), generator=generator)
         batch = to_device(train[index])
-        sigma = schedule.sample_sigmas(config.batch_size, generator).to(device)
-        noise = torch.randn(batch.shape, generator=generator).to(device=device, dtype=batch.dtype)
-        if autocast is not None:
-            with autocast:
-                loss = dsm_loss(model, batch, sigma, noise, weight)
-        else:
-            loss = dsm_loss(model, batch, sigma, noise, weight)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            loss = loss_fn(model, batch, generator)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)

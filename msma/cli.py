@@ -192,6 +192,7 @@ def _cmd_demo(args) -> int:
 
 
 def _refresh_and_report(manifest, args, study=None) -> int:
+    from analysis.artifacts import StoreBusy
     from analysis.errors import ManifestError
     from analysis.report import format_report
     from models.refresh import RefreshError, refresh
@@ -208,7 +209,7 @@ def _refresh_and_report(manifest, args, study=None) -> int:
             keep_runs=args.keep_runs,
             study=study,
         )
-    except (ManifestError, RefreshError) as exc:
+    except (ManifestError, RefreshError, StoreBusy) as exc:
         return _report_problems(exc)
     print(format_report(result.run_dir))
     return 0
@@ -238,10 +239,12 @@ def _cmd_report(args) -> int:
         run_dir = RunStore(manifest.output_dir).latest()
     except (ManifestError, RunNotFound) as exc:
         return _report_problems(exc)
-    if args.json:
-        print(json.dumps(report_data(run_dir), indent=2))
-    else:
-        print(format_report(run_dir))
+    try:
+        text = json.dumps(report_data(run_dir), indent=2) if args.json else format_report(run_dir)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"{run_dir / 'run.json'}: not a readable msma run record ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return 1
+    print(text)
     return 0
 
 

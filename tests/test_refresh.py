@@ -132,3 +132,59 @@ def test_killed_refresh_leaves_the_previous_run_published(study, first_run):
     # The next refresh cleans the killed one's staging folder and publishes normally.
     result = refresh(load_manifest(study.manifest), profile="fast", progress=False)
     assert store.latest() == result.run_dir and not any(store.root.glob(".staging-*"))
+
+
+def test_a_second_refresh_on_the_same_store_is_refused_while_one_runs(study, first_run, capsys):
+    store = RunStore(study.root / "runs")
+    before = store.latest_id()
+    with store.lock():
+        assert main(["refresh", str(study.manifest), "--profile", "fast", "--quiet"]) == 1
+    assert "another refresh is writing runs here" in capsys.readouterr().err
+    assert store.latest_id() == before
+
+
+def test_too_few_reference_training_subjects_is_a_clear_error(tmp_path, capsys):
+    root = tmp_path / "few"
+    root.mkdir()
+    few = make_small_study(root, n_train=4)
+    assert main(["refresh", str(few.manifest), "--profile", "fast", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "subjects.csv" in err and "at least 6" in err and "'typical'" in err
+    assert not (root / "runs" / "latest").exists()
+
+
+def test_a_study_without_reference_test_subjects_publishes_with_a_warning(tmp_path, capsys):
+    root = tmp_path / "notest"
+    root.mkdir()
+    study = make_small_study(root, n_train=8)
+    table = study.subjects()
+    table.loc[table["split"] == "test", "split"] = "val"
+    study.write_subjects(table)
+    assert main(["refresh", str(study.manifest), "--profile", "fast", "--quiet"]) == 0
+    assert "warning: the reference cohort 'typical' has no subjects in split 'test'" in capsys.readouterr().out
+    assert main(["report", str(study.manifest), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["warnings"]
+
+
+def test_a_corrupt_run_record_is_reported_not_a_traceback(tmp_path, capsys):
+    root = tmp_path / "corrupt"
+    root.mkdir()
+    study = make_small_study(root, n_train=8)
+    assert main(["refresh", str(study.manifest), "--profile", "fast", "--quiet"]) == 0
+    capsys.readouterr()
+    run_json = RunStore(root / "runs").latest() / "run.json"
+    run_json.write_text("{ not json")
+    assert main(["report", str(study.manifest)]) == 1
+    assert "run.json: not a readable msma run record" in capsys.readouterr().err
+
+
+def test_a_corrupt_checkpoint_is_retrained_with_a_warning(tmp_path):
+    root = tmp_path / "ckpt"
+    root.mkdir()
+    study = make_small_study(root, n_train=8)
+    refresh(load_manifest(study.manifest), profile="fast", progress=False)
+    (checkpoint,) = (root / "runs" / "models").glob("score_model-*.pt")
+    checkpoint.write_bytes(b"truncated")
+    with pytest.warns(UserWarning, match="training a new score model"):
+        result = refresh(load_manifest(study.manifest), profile="fast", progress=False)
+    assert result.run["score_model"]["reused"] is False

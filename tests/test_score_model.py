@@ -329,3 +329,14 @@ def test_a_checkpoint_of_other_settings_is_not_resumed(tmp_path):
     again = train_score_model(ScoreNet(SMALL_NET, GRID), VESchedule(0.05, 5.0), train, val, config,
                               checkpoint_path=path, checkpoint_extra={"key": "b"}, progress=False)
     assert again.resumed_from_step == 0
+
+
+def test_an_unreadable_training_state_is_ignored_with_a_warning(tmp_path):
+    train, val = _training_data()
+    path = tmp_path / "state.pt"
+    path.write_bytes(b"not a checkpoint")
+    config = TrainConfig(max_steps=5, batch_size=3, validate_every=5, checkpoint_every=5)
+    with pytest.warns(UserWarning, match="training starts from the beginning"):
+        result = train_score_model(ScoreNet(SMALL_NET, GRID), VESchedule(0.05, 5.0), train, val, config,
+                                   checkpoint_path=path, progress=False)
+    assert result.resumed_from_step == 0 and result.steps == 5
