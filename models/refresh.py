@@ -60,7 +60,7 @@ NORM_SETS = {
 }
 
 
-MIN_TRAIN_SUBJECTS = 6
+MIN_TRAIN_SUBJECTS = 5
 """Fewest reference training subjects a refresh accepts: the detectors need a few rows (5-fold cross-validation
 of the GMM, a held-out fifth for the flow, 5 neighbours for KNN)."""
 

@@ -149,7 +149,7 @@ def test_too_few_reference_training_subjects_is_a_clear_error(tmp_path, capsys):
     few = make_small_study(root, n_train=4)
     assert main(["refresh", str(few.manifest), "--profile", "fast", "--quiet"]) == 1
     err = capsys.readouterr().err
-    assert "subjects.csv" in err and "at least 6" in err and "'typical'" in err
+    assert "subjects.csv" in err and "at least 5" in err and "'typical'" in err
     assert not (root / "runs" / "latest").exists()
 
 
