@@ -18,6 +18,7 @@ Stages (each timed into ``run.json``):
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -257,15 +258,10 @@ def _refresh(manifest, profile, device, progress, keep_runs, on_stage, study) ->
             metrics = _detection_table(scores, groups, test_ids, ids)
 
         with stage("write"):
-            norms_table = _subject_table(study, ids, train_ids, val_ids)
-            for column, values in zip(norm_columns(n_scales), norms.T, strict=True):
-                norms_table[column] = values
-            write_table(staging / "score_norms.parquet", norms_table)
-            for name, norms in baselines.items():
-                baseline_table = _subject_table(study, ids, train_ids, val_ids)
-                for column, values in zip(norm_columns(n_scales), norms.T, strict=True):
-                    baseline_table[column] = values
-                write_table(staging / f"{name}_norms.parquet", baseline_table)
+            for name, values in norm_sets.items():
+                table = _subject_table(study, ids, train_ids, val_ids)
+                table[norm_columns(n_scales)] = values
+                write_table(staging / ("score_norms.parquet" if name == "msma" else f"{name}_norms.parquet"), table)
             detector_table = _subject_table(study, ids, train_ids, val_ids)
             for column, values in scores.items():
                 detector_table[column] = values
@@ -321,9 +317,7 @@ def _train_or_reuse(
     factors = np.zeros((gaussian.rank_, *mask.shape), np.float32)
     mean_grid[mask], var_grid[mask], factors[:, mask] = gaussian.mean_, gaussian.diagonal_, gaussian.components_.T
     model.set_gaussian(torch.from_numpy(mean_grid), torch.from_numpy(var_grid), torch.from_numpy(factors))
-    config = profile.train
-    if config.seed != seed:
-        config = type(config).from_dict({**config.as_dict(), "seed": seed})
+    config = dataclasses.replace(profile.train, seed=seed)
     result = train_score_model(
         model,
         schedule,
