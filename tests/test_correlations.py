@@ -1,0 +1,92 @@
+"""Permutation Spearman correlations: checked against scipy.stats (spearmanr, permutation_test) and statsmodels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
+
+from analysis.correlations import benjamini_hochberg, spearman_permutation
+
+
+def _data(n: int = 28, n_rois: int = 6, n_scores: int = 5, seed: int = 0, missing: float = 0.1):
+    rng = np.random.default_rng(seed)
+    rois = pd.DataFrame(rng.normal(size=(n, n_rois)), columns=[f"roi{j}" for j in range(n_rois)])
+    scores = rng.normal(size=(n, n_scores))
+    scores[:, 0] += 1.5 * rois["roi0"].to_numpy()  # one real association
+    scores[rng.random(scores.shape) < missing] = np.nan
+    behaviour = pd.DataFrame(scores, columns=[f"score{k}" for k in range(n_scores)])
+    return rois, behaviour
+
+
+def test_rho_equals_scipy_spearmanr_on_each_pairs_complete_cases():
+    rois, behaviour = _data()
+    rois.iloc[3, 2] = np.nan
+    result = spearman_permutation(rois, behaviour, n_permutations=10, min_complete=5)
+    for row in result.table.itertuples():
+        keep = rois[row.roi].notna() & behaviour[row.behaviour].notna()
+        expected = stats.spearmanr(rois.loc[keep, row.roi], behaviour.loc[keep, row.behaviour]).statistic
+        assert row.n == keep.sum()
+        assert row.rho == pytest.approx(expected, abs=1e-12)
+
+
+def test_p_values_match_scipy_permutation_test_within_monte_carlo_error():
+    rois, behaviour = _data(n=20, n_rois=3, n_scores=2, seed=1, missing=0.0)
+    n_permutations = 4000
+    result = spearman_permutation(rois, behaviour, n_permutations=n_permutations, random_state=2)
+    for row in result.table.itertuples():
+        reference = stats.permutation_test(
+            (rois[row.roi].to_numpy(), behaviour[row.behaviour].to_numpy()),
+            lambda a, b: stats.spearmanr(a, b).statistic,
+            permutation_type="pairings",
+            n_resamples=n_permutations,
+            alternative="two-sided",
+            random_state=3,
+        ).pvalue
+        tolerance = 4 * np.sqrt(max(reference, 0.01) * (1 - reference) / n_permutations) + 2 / n_permutations
+        assert abs(row.p_perm - reference) < tolerance
+
+
+def test_bh_matches_statsmodels_with_nans_masked():
+    rng = np.random.default_rng(4)
+    p = rng.random(200) ** 3
+    p[[3, 50, 77]] = np.nan
+    expected = np.full_like(p, np.nan)
+    keep = ~np.isnan(p)
+    expected[keep] = multipletests(p[keep], method="fdr_bh")[1]
+    np.testing.assert_allclose(benjamini_hochberg(p), expected, rtol=1e-12, equal_nan=True)
+
+
+def test_untestable_pairs_are_reported_not_dropped():
+    rois, behaviour = _data(n=12, n_rois=2, n_scores=2, missing=0.0)
+    behaviour.iloc[:8, 1] = np.nan
+    result = spearman_permutation(rois, behaviour, n_permutations=50, min_complete=6)
+    assert len(result.table) == 4
+    untestable = result.table[~result.table.testable]
+    assert set(untestable.behaviour) == {"score1"} and (untestable.n == 4).all()
+    assert untestable[["rho", "p_perm", "p_bh", "p_maxt"]].isna().all().all()
+
+
+def test_maxt_is_familywise_and_the_floor_is_reported():
+    rois, behaviour = _data(n=30, n_rois=8, n_scores=6, missing=0.05)
+    result = spearman_permutation(rois, behaviour, n_permutations=999)
+    table = result.table[result.table.testable]
+    assert result.p_floor == pytest.approx(1 / 1000)
+    assert (table.p_maxt >= table.p_perm - 1e-12).all()
+    assert (table.p_perm >= result.p_floor - 1e-15).all()
+    real = table[(table.roi == "roi0") & (table.behaviour == "score0")].iloc[0]
+    assert real.p_perm == pytest.approx(result.p_floor) and real.p_maxt < 0.05 and real.p_bh < 0.05
+    single = spearman_permutation(rois[["roi1"]], behaviour[["score2"]], n_permutations=999)
+    row = single.table.iloc[0]
+    assert row.p_maxt == pytest.approx(row.p_perm)
+
+
+def test_results_are_reproducible_and_depend_on_the_seed():
+    rois, behaviour = _data()
+    a = spearman_permutation(rois, behaviour, n_permutations=200, random_state=5).table
+    b = spearman_permutation(rois, behaviour, n_permutations=200, random_state=5).table
+    c = spearman_permutation(rois, behaviour, n_permutations=200, random_state=6).table
+    pd.testing.assert_frame_equal(a, b)
+    assert not np.allclose(a.p_perm.dropna(), c.p_perm.dropna())
