@@ -1,0 +1,81 @@
+"""Which brain regions make a cohort's prototype atypical (dissertation ch. 6.3, fig. 6.4 and 6.7).
+
+1. :func:`atypical_rois`: keep the ROIs whose mean anomaly score in the cohort exceeds the reference cohort's 90th
+   percentile of that ROI (the red dashed line of the box plots).
+2. :func:`prototype_vs_rest`: for each kept ROI, a two-sided Mann-Whitney U test between the cohort's prototype
+   members and its other members, with raw, Bonferroni and Benjamini-Hochberg p-values (over the kept ROIs) and the
+   rank-biserial correlation as effect size (+1: every prototype member scores above every other member).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy.stats import mannwhitneyu
+
+from analysis.correlations import benjamini_hochberg
+
+
+def reference_percentile(roi_scores: pd.DataFrame, reference_ids: Sequence, percentile: float = 90.0) -> pd.Series:
+    """Per ROI, the ``percentile`` of the reference subjects' scores (NaN ignored)."""
+    reference = roi_scores.loc[list(reference_ids)]
+    return pd.Series(np.nanpercentile(reference.to_numpy(dtype=float), percentile, axis=0), index=roi_scores.columns)
+
+
+def atypical_rois(
+    roi_scores: pd.DataFrame, reference_ids: Sequence, cohort_ids: Sequence, percentile: float = 90.0
+) -> list[str]:
+    """ROIs whose mean score over ``cohort_ids`` exceeds the reference ``percentile`` (higher = more anomalous)."""
+    threshold = reference_percentile(roi_scores, reference_ids, percentile)
+    cohort_mean = roi_scores.loc[list(cohort_ids)].mean(axis=0)
+    return [str(roi) for roi in roi_scores.columns if cohort_mean[roi] > threshold[roi]]
+
+
+def prototype_vs_rest(
+    roi_scores: pd.DataFrame,
+    prototype_ids: Sequence,
+    rest_ids: Sequence,
+    rois: Sequence[str] | None = None,
+    reference_ids: Sequence | None = None,
+) -> pd.DataFrame:
+    """Mann-Whitney U of prototype vs other cohort members for each ROI, with corrections and effect size.
+
+    Returns one row per ROI, sorted by raw p-value: roi, n_prototype, n_rest, median_prototype, median_rest,
+    u (the prototype group's U), rank_biserial, p_raw, p_bonferroni, p_bh and, with ``reference_ids``, the
+    reference 90th percentile ``reference_p90``.
+    """
+    prototype, rest = list(prototype_ids), list(rest_ids)
+    if len(prototype) < 1 or len(rest) < 1:
+        raise ValueError(f"need members in both groups, got {len(prototype)} prototype and {len(rest)} others")
+    rois = [str(r) for r in (roi_scores.columns if rois is None else rois)]
+    rows = []
+    for roi in rois:
+        a = roi_scores.loc[prototype, roi].dropna().to_numpy(dtype=float)
+        b = roi_scores.loc[rest, roi].dropna().to_numpy(dtype=float)
+        if len(a) == 0 or len(b) == 0:
+            rows.append({"roi": roi, "n_prototype": len(a), "n_rest": len(b), "p_raw": np.nan})
+            continue
+        test = mannwhitneyu(a, b, alternative="two-sided")
+        u = float(test.statistic)
+        rows.append(
+            {
+                "roi": roi,
+                "n_prototype": len(a),
+                "n_rest": len(b),
+                "median_prototype": float(np.median(a)),
+                "median_rest": float(np.median(b)),
+                "u": u,
+                "rank_biserial": 2.0 * u / (len(a) * len(b)) - 1.0,
+                "p_raw": float(test.pvalue),
+            }
+        )
+    table = pd.DataFrame(rows)
+    tested = int(table["p_raw"].notna().sum())
+    table["p_bonferroni"] = np.minimum(table["p_raw"] * tested, 1.0)
+    table["p_bh"] = benjamini_hochberg(table["p_raw"].to_numpy())
+    if reference_ids is not None:
+        table["reference_p90"] = reference_percentile(roi_scores, reference_ids).loc[rois].to_numpy()
+    return table.sort_values("p_raw", kind="mergesort", na_position="last").reset_index(drop=True)
+

@@ -1,0 +1,59 @@
+"""ROI statistics of a cohort prototype: checked against brute force, scipy and statsmodels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from statsmodels.stats.multitest import multipletests
+
+from analysis.roi_stats import atypical_rois, prototype_vs_rest, reference_percentile
+
+
+def _scores(seed: int = 0) -> tuple[pd.DataFrame, list, list, list]:
+    rng = np.random.default_rng(seed)
+    ids = [f"s{i:03d}" for i in range(140)]
+    table = pd.DataFrame(rng.normal(size=(140, 6)), index=ids, columns=[f"roi{j}" for j in range(6)])
+    reference, prototype, rest = ids[:100], ids[100:116], ids[116:]
+    table.loc[prototype, ["roi1", "roi4"]] += 4.0  # the prototype's regions
+    table.loc[rest, "roi4"] += 2.5  # the whole cohort is atypical in roi4
+    table.loc[ids[100:], "roi2"] += 0.2  # slightly shifted, below the reference 90th percentile
+    return table, reference, prototype, rest
+
+
+def test_atypical_rois_use_the_reference_90th_percentile():
+    table, reference, prototype, rest = _scores()
+    p90 = reference_percentile(table, reference)
+    np.testing.assert_allclose(p90.to_numpy(), np.percentile(table.loc[reference].to_numpy(), 90, axis=0))
+    kept = atypical_rois(table, reference, prototype + rest)
+    means = table.loc[prototype + rest].mean()
+    assert kept == [roi for roi in table.columns if means[roi] > p90[roi]]
+    assert "roi4" in kept and "roi1" in kept and "roi0" not in kept and "roi2" not in kept
+
+
+def test_mann_whitney_u_effect_size_and_corrections_match_independent_references():
+    table, reference, prototype, rest = _scores(1)
+    table.loc[rest[:3], "roi0"] = table.loc[prototype[0], "roi0"]  # ties
+    result = prototype_vs_rest(table, prototype, rest, reference_ids=reference).set_index("roi")
+    for roi in table.columns:
+        a, b = table.loc[prototype, roi].to_numpy(), table.loc[rest, roi].to_numpy()
+        brute_u = (a[:, None] > b[None, :]).sum() + 0.5 * (a[:, None] == b[None, :]).sum()
+        assert result.loc[roi, "u"] == pytest.approx(brute_u)
+        assert result.loc[roi, "rank_biserial"] == pytest.approx(2 * brute_u / (a.size * b.size) - 1)
+    p = result.loc[list(table.columns), "p_raw"].to_numpy()
+    np.testing.assert_allclose(
+        result.loc[list(table.columns), "p_bonferroni"], multipletests(p, method="bonferroni")[1], rtol=1e-12
+    )
+    bh = multipletests(p, method="fdr_bh")[1]
+    np.testing.assert_allclose(result.loc[list(table.columns), "p_bh"], bh, rtol=1e-12)
+    assert result.index[0] == "roi1" and result.loc["roi1", "p_bonferroni"] < 1e-4
+    assert result.loc["roi1", "rank_biserial"] > 0.9 and abs(result.loc["roi3", "rank_biserial"]) < 0.5
+
+
+def test_missing_scores_are_dropped_per_roi_and_empty_groups_rejected():
+    table, reference, prototype, rest = _scores(2)
+    table.loc[prototype[:4], "roi3"] = np.nan
+    result = prototype_vs_rest(table, prototype, rest, rois=["roi3", "roi1"]).set_index("roi")
+    assert result.loc["roi3", "n_prototype"] == 12 and result.loc["roi1", "n_prototype"] == 16
+    with pytest.raises(ValueError, match="both groups"):
+        prototype_vs_rest(table, [], rest)
