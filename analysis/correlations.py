@@ -44,10 +44,15 @@ def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
     return out
 
 
-def _standardised_ranks(values: np.ndarray) -> np.ndarray:
-    """Average ranks along axis 0, centred and scaled so that the dot product of two columns / n is Pearson's r."""
+def _standardised_ranks(values: np.ndarray, covariates: np.ndarray | None = None) -> np.ndarray:
+    """Average ranks along axis 0, centred (or, with ``covariates`` (n, c), residualised on them by least squares)
+    and scaled so that the dot product of two columns / n is Pearson's r of the (residual) ranks."""
     ranks = rankdata(values, axis=0)
-    ranks = ranks - ranks.mean(axis=0)
+    if covariates is None:
+        ranks = ranks - ranks.mean(axis=0)
+    else:
+        design = np.column_stack([np.ones(len(ranks)), covariates])
+        ranks = ranks - design @ np.linalg.lstsq(design, ranks, rcond=None)[0]
     norm = np.sqrt((ranks**2).mean(axis=0))
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(norm > 0, ranks / norm, 0.0)
@@ -59,6 +64,7 @@ def spearman_permutation(
     *,
     n_permutations: int = 10_000,
     min_complete: int = 10,
+    covariates: pd.DataFrame | None = None,
     random_state: int = 0,
     chunk_size: int = 2_000,
 ) -> CorrelationResult:
@@ -74,6 +80,10 @@ def spearman_permutation(
         Permutations P of the pairing; p-values are ``(1 + #{|rho*| >= |rho|}) / (P + 1)``.
     min_complete : int
         Pairs with fewer complete cases are reported with ``testable = False`` and NaN p-values.
+    covariates : DataFrame (subjects x c), optional
+        Numeric covariates (e.g. age, sex coded 0/1) for partial Spearman correlations: the ranks of both variables
+        are residualised on them (with an intercept) before correlating; subjects missing a covariate are left out.
+        Permutations then permute the behaviour's residual ranks.
     """
     if n_permutations < 1 or min_complete < 3:
         raise ValueError(f"expected n_permutations >= 1 and min_complete >= 3, got {n_permutations}, {min_complete}")
@@ -82,6 +92,9 @@ def spearman_permutation(
     x = rois.to_numpy(dtype=float)
     y = behaviour.to_numpy(dtype=float)
     n, n_rois = x.shape
+    z = None if covariates is None else covariates.reindex(rois.index).to_numpy(dtype=float)
+    if z is not None:
+        y = np.where(np.isnan(z).any(axis=1)[:, None], np.nan, y)
     keys = np.random.default_rng(random_state).random((n_permutations, n))
     rho = np.full((n_rois, y.shape[1]), np.nan)
     exceed = np.zeros_like(rho)
@@ -93,8 +106,9 @@ def spearman_permutation(
             counts[columns, k] = mask.sum()
             if mask.sum() < min_complete:
                 continue
-            rx = _standardised_ranks(x[mask][:, columns])
-            ry = _standardised_ranks(y[mask, k])
+            cov = None if z is None else z[mask]
+            rx = _standardised_ranks(x[mask][:, columns], cov)
+            ry = _standardised_ranks(y[mask, k], cov)
             m = int(mask.sum())
             observed = ry @ rx / m
             rho[columns, k] = observed

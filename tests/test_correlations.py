@@ -90,3 +90,20 @@ def test_results_are_reproducible_and_depend_on_the_seed():
     c = spearman_permutation(rois, behaviour, n_permutations=200, random_state=6).table
     pd.testing.assert_frame_equal(a, b)
     assert not np.allclose(a.p_perm.dropna(), c.p_perm.dropna())
+
+
+def test_partial_spearman_equals_pearson_of_rank_residuals_from_statsmodels():
+    import statsmodels.api as sm
+
+    rois, behaviour = _data(n=40, n_rois=3, n_scores=2, seed=7, missing=0.1)
+    rng = np.random.default_rng(8)
+    covariates = pd.DataFrame({"age": rng.uniform(8, 12, 40), "sex": rng.integers(0, 2, 40).astype(float)})
+    covariates.iloc[5, 0] = np.nan
+    result = spearman_permutation(rois, behaviour, n_permutations=20, min_complete=5, covariates=covariates)
+    for row in result.table.itertuples():
+        keep = rois[row.roi].notna() & behaviour[row.behaviour].notna() & covariates.notna().all(axis=1)
+        design = sm.add_constant(covariates[keep].to_numpy())
+        rx = sm.OLS(stats.rankdata(rois.loc[keep, row.roi]), design).fit().resid
+        ry = sm.OLS(stats.rankdata(behaviour.loc[keep, row.behaviour]), design).fit().resid
+        assert row.n == keep.sum()
+        assert row.rho == pytest.approx(stats.pearsonr(rx, ry).statistic, abs=1e-10)
