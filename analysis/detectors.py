@@ -31,8 +31,9 @@ __all__ = [
 ]
 
 
-def check_score_norms(X, n_features: int | None = None, name: str = "X") -> np.ndarray:
-    """Return ``X`` as a 2-D float array of finite, strictly positive values, or raise ValueError.
+def check_score_norms(X, n_features: int | None = None, name: str = "X", positive: bool = True) -> np.ndarray:
+    """Return ``X`` as a 2-D float array of finite (and, with ``positive``, strictly positive) values, or raise
+    ValueError.
 
     Parameters
     ----------
@@ -69,12 +70,12 @@ def check_score_norms(X, n_features: int | None = None, name: str = "X") -> np.n
             f"{name} must hold finite score norms; received {int((~finite).sum())} non-finite value(s), "
             f"the first at row {row}, column {col} ({array[row, col]})"
         )
-    positive = array > 0
-    if not positive.all():
-        row, col = np.argwhere(~positive)[0]
+    above_zero = array > 0
+    if positive and not above_zero.all():
+        row, col = np.argwhere(~above_zero)[0]
         raise ValueError(
             f"{name} must hold strictly positive score norms (they are log-transformed); received "
-            f"{int((~positive).sum())} value(s) <= 0, the first at row {row}, column {col} ({array[row, col]})"
+            f"{int((~above_zero).sum())} value(s) <= 0, the first at row {row}, column {col} ({array[row, col]})"
         )
     return array
 
@@ -95,9 +96,13 @@ def fit_log_standardisation(X) -> tuple[np.ndarray, np.ndarray]:
         Standard deviation (``ddof=0``) of ``log X`` per column; 1.0 where a column is constant (std below
         ``1e-12 * max(1, |center|)``), so that standardising never divides by zero.
     """
-    logs = np.log(check_score_norms(X))
-    center = logs.mean(axis=0)
-    scale = logs.std(axis=0)
+    return fit_standardisation(np.log(check_score_norms(X)))
+
+
+def fit_standardisation(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column means and standard deviations (``ddof=0``) of ``values`` (n, L); 1.0 for a constant column."""
+    center = values.mean(axis=0)
+    scale = values.std(axis=0)
     # A constant column's std is a rounding residue (~1e-16), not 0: treat anything that small as constant.
     scale[~(scale > 1e-12 * np.maximum(1.0, np.abs(center)))] = 1.0
     return center, scale
