@@ -93,6 +93,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_manifest(report)
     report.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     report.set_defaults(run=_cmd_report)
+
+    sweep = commands.add_parser(
+        "sweep",
+        help="SOM grid-stability sweep of a cohort's maximal prototype over grid sizes",
+        description="For every SOM grid size, fit the map on the latest run's score norms and record the cohort's "
+        "maximal prototype (unit, size, members), the map's errors and the Jaccard overlap of the members with "
+        "neighbouring grid sizes. The table is added to the run as sweep_<cohort>.parquet.",
+    )
+    _add_manifest(sweep)
+    sweep.add_argument("--cohort", required=True, help="the cohort whose maximal prototype is followed")
+    sweep.add_argument("--rows", default="3:15", help="grid rows FIRST:LAST, inclusive (default 3:15)")
+    sweep.add_argument("--cols", default="3:15", help="grid columns FIRST:LAST, inclusive (default 3:15)")
+    sweep.add_argument("--topology", default="rectangular", choices=["rectangular", "hexagonal"])
+    sweep.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
+    sweep.add_argument("--quiet", action="store_true", help="no progress bar")
+    sweep.set_defaults(run=_cmd_sweep)
     return parser
 
 
@@ -245,6 +261,58 @@ def _cmd_report(args) -> int:
         print(f"{run_dir / 'run.json'}: not a readable msma run record ({type(exc).__name__}: {exc})", file=sys.stderr)
         return 1
     print(text)
+    return 0
+
+
+def _cmd_sweep(args) -> int:
+    import re
+
+    import pandas as pd
+
+    from analysis.artifacts import RunNotFound, RunStore, write_table
+    from analysis.errors import ManifestError
+    from analysis.manifest import load_manifest
+    from analysis.sweep import grid_stability_sweep, parse_range
+
+    try:
+        rows, cols = parse_range(args.rows, "--rows"), parse_range(args.cols, "--cols")
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    try:
+        manifest = load_manifest(args.manifest)
+        run_dir = RunStore(manifest.output_dir).latest()
+    except (ManifestError, RunNotFound) as exc:
+        return _report_problems(exc)
+    norms = pd.read_parquet(run_dir / "score_norms.parquet")
+    columns = [c for c in norms.columns if c.startswith("norm_")]
+    cohorts = sorted(set(norms["cohort"]))
+    if args.cohort not in cohorts:
+        expected = f"expected one of {cohorts} (cohorts of run {run_dir.name})"
+        print(f"--cohort: {expected}, got {args.cohort!r}", file=sys.stderr)
+        return 1
+    table = grid_stability_sweep(
+        norms[columns].to_numpy(),
+        norms["cohort"].to_numpy(),
+        args.cohort,
+        reference=(norms["cohort"] == manifest.reference_cohort).to_numpy(),
+        rows=rows,
+        cols=cols,
+        topology=args.topology,
+        n_jobs=args.jobs,
+        progress=not args.quiet,
+    )
+    ids = norms["subject_id"].to_numpy()
+    table["members"] = [[str(ids[i]) for i in m] for m in table["members"]]
+    safe = re.sub(r"[^A-Za-z0-9_-]", "_", args.cohort)
+    write_table(run_dir / f"sweep_{safe}.parquet", table)
+    stable = table[table["jaccard_neighbours"] >= 0.8]
+    print(
+        f"{len(table)} grids, rows {rows[0]}-{rows[-1]} x cols {cols[0]}-{cols[-1]}: maximal prototype of "
+        f"{args.cohort} holds {table['size'].min()}-{table['size'].max()} of {table['cohort_size'].iloc[0]} subjects; "
+        f"{len(stable)} grids overlap their neighbours by Jaccard >= 0.8"
+    )
+    print(f"table: {run_dir / f'sweep_{safe}.parquet'}")
     return 0
 
 

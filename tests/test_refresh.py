@@ -188,3 +188,15 @@ def test_a_corrupt_checkpoint_is_retrained_with_a_warning(tmp_path):
     with pytest.warns(UserWarning, match="training a new score model"):
         result = refresh(load_manifest(study.manifest), profile="fast", progress=False)
     assert result.run["score_model"]["reused"] is False
+
+
+def test_sweep_adds_its_table_to_the_latest_run(study, first_run, capsys):
+    assert main(["sweep", str(study.manifest), "--cohort", "patients", "--rows", "2:3", "--cols", "2", "--quiet",
+                 "--jobs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "3 grids" not in out and "2 grids" in out
+    table = pd.read_parquet(RunStore(study.root / "runs").latest() / "sweep_patients.parquet")
+    assert list(table.rows) == [2, 3] and all(set(m) <= {"s14", "s15"} for m in table.members)
+    assert main(["sweep", str(study.manifest), "--cohort", "nobody", "--quiet"]) == 1
+    assert "--cohort: expected one of" in capsys.readouterr().err
+    assert main(["sweep", str(study.manifest), "--cohort", "patients", "--rows", "9:3"]) == 2

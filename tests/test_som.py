@@ -193,3 +193,19 @@ def test_log_transform_false_accepts_signed_data():
     Z = rng.normal(size=(40, 3))
     som = SelfOrganizingMap(n_rows=3, n_cols=4, n_iterations=5, log_transform=False).fit(Z)
     np.testing.assert_allclose(som.center_, Z.mean(axis=0))
+
+
+@pytest.mark.parametrize("topology", ["rectangular", "hexagonal"])
+def test_vectorised_batch_training_equals_minisoms_loop(topology):
+    from minisom import MiniSom
+
+    from analysis.som import train_batch_offline
+
+    rng = np.random.default_rng(11)
+    data = np.vstack([rng.normal(size=(40, 5)), rng.normal(3.0, 1.0, size=(20, 5))])
+    reference, ours = (MiniSom(4, 5, 5, sigma=2.0, learning_rate=0.5, topology=topology) for _ in range(2))
+    for som in (reference, ours):
+        som.pca_weights_init(data)
+    reference.train_batch_offline(data, 30)
+    train_batch_offline(ours, data, 30)
+    np.testing.assert_allclose(ours.get_weights(), reference.get_weights(), rtol=1e-9, atol=1e-12)
