@@ -48,8 +48,19 @@ def report_data(run_dir: str | os.PathLike) -> dict:
             "norms": {k: NORM_NAMES.get(k, k) for k in detection},
             "results": detection,
         },
+        "som": _som_summary(run.get("som")),
+        "recovery": (run.get("som") or {}).get("recovery"),
         "timings_s": run["timings_s"],
         "warnings": run.get("warnings", []),
+    }
+
+
+def _som_summary(som: dict | None) -> dict | None:
+    if not som:
+        return None
+    prototypes = {c: {k: p[k] for k in ("unit", "size", "cohort_size")} for c, p in som["prototypes"].items()}
+    return {k: som[k] for k in ("grid", "topology", "quantization_error", "topographic_error")} | {
+        "maximal_prototypes": prototypes
     }
 
 
@@ -100,6 +111,19 @@ def format_report(run_dir: str | os.PathLike) -> str:
     for group in groups:
         cells = " | ".join(_auroc(results[n][d].get(group, {})) for n, d in columns)
         lines.append(f"| {group} | {cells} |")
+    if data["som"]:
+        som = data["som"]
+        lines += ["", f"### SOM {som['grid'][0]} x {som['grid'][1]}: maximal prototype per cohort", ""]
+        lines += ["| cohort | unit | members | of |", "|---|---|---|---|"]
+        for cohort, p in som["maximal_prototypes"].items():
+            lines.append(f"| {cohort} | {tuple(p['unit'])} | {p['size']} | {p['cohort_size']} |")
+    if data["recovery"]:
+        r = data["recovery"]
+        lines += [
+            "",
+            f"recovery of the planted subgroup by the {r['cohort']} prototype: precision {r['precision']:.2f}, "
+            f"recall {r['recall']:.2f} ({r['prototype_size']} members, {r['planted']} planted)",
+        ]
     lines += [f"warning: {w}" for w in data["warnings"]]
     timings = ", ".join(f"{k} {v:.1f} s" for k, v in data["timings_s"].items())
     lines += ["", f"stage timings: {timings}", f"run folder: {data['run_dir']}"]

@@ -39,6 +39,7 @@ from analysis.artifacts import RunNotFound, RunStore, new_run_id, read_run, writ
 from analysis.detectors import GaussianMixtureDetector, KNNDetector
 from analysis.images import files_digest, load_images, normalise_intensity, subject_image_paths
 from analysis.metrics import detection_metrics
+from analysis.som import SelfOrganizingMap
 from analysis.validation import Study, validate_study
 from models.checkpoint import CheckpointError, load_score_model, save_score_model
 from models.gaussian_prior import LowRankGaussian
@@ -256,6 +257,8 @@ def _refresh(manifest, profile, device, progress, keep_runs, on_stage, study) ->
         with stage("metrics"):
             groups = evaluation_groups(study)
             metrics = _detection_table(scores, groups, test_ids, ids)
+        with stage("som"), threadpool_limits(1):
+            som_record, som_table, som = _fit_som(study, ids, norms, demo_truth(study))
 
         with stage("write"):
             for name, values in norm_sets.items():
@@ -267,12 +270,16 @@ def _refresh(manifest, profile, device, progress, keep_runs, on_stage, study) ->
                 detector_table[column] = values
             write_table(staging / "detector_scores.parquet", detector_table)
             write_table(staging / "detection_metrics.parquet", metrics)
+            write_table(staging / "som.parquet", som_table)
+            np.save(staging / "som_weights.npy", som.weights_)
+            np.save(staging / "som_u_matrix.npy", som.u_matrix_)
             _link_or_copy(checkpoint, staging / "score_model.pt")
         run = _run_record(
             run_id, study, profile, device, schedule, sigmas, gaussian, training, model, model_key, data_digest,
             detector_info, metrics, groups, timer.timings,
         )
         run["score_passes"] = passes_record
+        run["som"] = som_record
         run["warnings"] = [] if test_ids else [
             f"the reference cohort {study.manifest.reference_cohort!r} has no subjects in split 'test' "
             f"({study.manifest.subjects.table}): no detection metrics; mark some reference subjects 'test'"
@@ -371,18 +378,64 @@ def evaluation_groups(study: Study) -> dict[str, list[str]]:
     (and the rest of its cohort) when the study is the generated demo."""
     s, ref = study.subjects, study.manifest.reference_cohort
     groups = {c: list(s.index[s["cohort"] == c]) for c in sorted(set(s["cohort"])) if c != ref}
-    demo = study.manifest.demo
-    if demo is not None:
-        truth_path = study.manifest.resolve(demo.folder) / "ground_truth.json"
-        if truth_path.is_file():
-            truth = json.loads(truth_path.read_text())
-            planted = set(truth.get("planted_subgroup", []))
-            cohort = truth.get("planted_cohort", "")
-            members = groups.get(cohort, [])
-            if planted and members:
-                groups[f"{cohort} (planted subgroup)"] = [i for i in members if i in planted]
-                groups[f"{cohort} (rest)"] = [i for i in members if i not in planted]
+    truth = demo_truth(study)
+    if truth is not None:
+        planted = set(truth.get("planted_subgroup", []))
+        cohort = truth.get("planted_cohort", "")
+        members = groups.get(cohort, [])
+        if planted and members:
+            groups[f"{cohort} (planted subgroup)"] = [i for i in members if i in planted]
+            groups[f"{cohort} (rest)"] = [i for i in members if i not in planted]
     return groups
+
+
+def demo_truth(study: Study) -> dict | None:
+    """The generated demo's ground truth (planted subgroup, regions, ...), or None for a study of real data."""
+    demo = study.manifest.demo
+    if demo is None:
+        return None
+    path = study.manifest.resolve(demo.folder) / "ground_truth.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _fit_som(study: Study, ids: list[str], norms: np.ndarray, truth: dict | None):
+    """The 7 x 9 SOM of the trained model's norms (standardised by the reference cohort), every cohort's maximal
+    prototype and, for the demo, how well the planted cohort's prototype recovers the planted subgroup."""
+    cohorts = study.subjects.loc[ids, "cohort"].to_numpy()
+    som = SelfOrganizingMap().fit(norms, reference=cohorts == study.manifest.reference_cohort)
+    prototypes = {}
+    for cohort in sorted(set(cohorts)):
+        p = som.maximal_prototype(cohorts, cohort)
+        prototypes[cohort] = {
+            "unit": list(p.unit), "size": p.size, "cohort_size": p.cohort_size, "members": [ids[i] for i in p.members]
+        }
+    record = {
+        "grid": [som.n_rows, som.n_cols],
+        "topology": som.topology,
+        "quantization_error": som.quantization_error_,
+        "topographic_error": som.topographic_error_,
+        "prototypes": prototypes,
+        "tables": {"bmus": "som.parquet", "weights": "som_weights.npy", "u_matrix": "som_u_matrix.npy"},
+    }
+    if truth is not None and truth.get("planted_cohort") in prototypes and truth.get("planted_subgroup"):
+        found, planted = set(prototypes[truth["planted_cohort"]]["members"]), set(truth["planted_subgroup"])
+        record["recovery"] = {
+            "cohort": truth["planted_cohort"],
+            "planted": len(planted),
+            "prototype_size": len(found),
+            "precision": len(found & planted) / len(found),
+            "recall": len(found & planted) / len(planted),
+        }
+    table = pd.DataFrame(
+        {
+            "subject_id": ids,
+            "cohort": cohorts,
+            "bmu_row": som.bmu_[:, 0],
+            "bmu_col": som.bmu_[:, 1],
+            "quantization_distance": som.quantization_distances_,
+        }
+    )
+    return record, table, som
 
 
 def _detection_table(scores, groups, test_ids, ids) -> pd.DataFrame:

@@ -200,3 +200,16 @@ def test_sweep_adds_its_table_to_the_latest_run(study, first_run, capsys):
     assert main(["sweep", str(study.manifest), "--cohort", "nobody", "--quiet"]) == 1
     assert "--cohort: expected one of" in capsys.readouterr().err
     assert main(["sweep", str(study.manifest), "--cohort", "patients", "--rows", "9:3"]) == 2
+
+
+def test_run_holds_the_som_and_every_cohorts_prototype(study, first_run):
+    run_dir = RunStore(study.root / "runs").latest()  # earlier tests' refreshes may have pruned the first run
+    run = json.loads((run_dir / "run.json").read_text())
+    som = run["som"]
+    assert som["grid"] == [7, 9] and set(som["prototypes"]) == {"typical", "patients"}
+    bmus = pd.read_parquet(run_dir / "som.parquet")
+    patients = bmus[bmus.cohort == "patients"]
+    unit = tuple(som["prototypes"]["patients"]["unit"])
+    in_unit = patients[(patients.bmu_row == unit[0]) & (patients.bmu_col == unit[1])]
+    assert sorted(in_unit.subject_id) == sorted(som["prototypes"]["patients"]["members"])
+    assert np.load(run_dir / "som_weights.npy").shape == (7, 9, 20)
