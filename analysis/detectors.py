@@ -132,7 +132,8 @@ def log_standardise(X, center, scale) -> np.ndarray:
     return (np.log(array) - center) / scale
 
 
-def _check_positive_int(value, name: str, minimum: int = 1) -> int:
+def check_int(value, name: str, minimum: int = 1) -> int:
+    """``value`` as an int, or a ValueError saying it must be an integer >= ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}; received {value!r}")
     return int(value)
@@ -214,9 +215,9 @@ class GaussianMixtureDetector(BaseEstimator):
         -------
         self
         """
-        max_components = _check_positive_int(self.max_components, "max_components")
-        n_folds = _check_positive_int(self.n_folds, "n_folds", minimum=2)
-        _check_positive_int(self.n_init, "n_init")
+        max_components = check_int(self.max_components, "max_components")
+        n_folds = check_int(self.n_folds, "n_folds", minimum=2)
+        check_int(self.n_init, "n_init")
         if self.covariance_type not in ("full", "tied", "diag", "spherical"):
             raise ValueError(
                 f"covariance_type must be 'full', 'tied', 'diag' or 'spherical'; received {self.covariance_type!r}"
@@ -291,7 +292,7 @@ class KNNDetector(BaseEstimator):
         -------
         self
         """
-        k = _check_positive_int(self.n_neighbors, "n_neighbors")
+        k = check_int(self.n_neighbors, "n_neighbors")
         X = check_score_norms(X)
         if X.shape[0] <= k:
             raise ValueError(f"X must have more than n_neighbors={k} rows; received {X.shape[0]}")

@@ -23,7 +23,7 @@ from scipy.sparse import csr_matrix
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
-from analysis.detectors import check_score_norms, fit_standardisation
+from analysis.detectors import check_int, check_score_norms, fit_standardisation
 
 __all__ = ["Prototype", "SelfOrganizingMap"]
 
@@ -132,12 +132,6 @@ def _reference_mask(reference, n_subjects: int) -> np.ndarray:
     return mask
 
 
-def _check_int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; received {value!r}")
-    return int(value)
-
-
 def _check_positive_float(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
         raise ValueError(f"{name} must be a positive number; received {value!r}")
@@ -219,8 +213,8 @@ class SelfOrganizingMap(BaseEstimator):
         self.random_state = random_state
 
     def _checked_params(self) -> tuple[int, int, float, float, int]:
-        n_rows = _check_int(self.n_rows, "n_rows", 2)
-        n_cols = _check_int(self.n_cols, "n_cols", 2)
+        n_rows = check_int(self.n_rows, "n_rows", 2)
+        n_cols = check_int(self.n_cols, "n_cols", 2)
         if self.topology not in TOPOLOGIES:
             raise ValueError(f"topology must be one of {TOPOLOGIES}; received {self.topology!r}")
         sigma = max(1.0, max(n_rows, n_cols) / 2) if self.sigma is None else _check_positive_float(self.sigma, "sigma")
@@ -228,7 +222,7 @@ class SelfOrganizingMap(BaseEstimator):
         if learning_rate > 1:
             raise ValueError(f"learning_rate must lie in (0, 1]; received {self.learning_rate!r}")
         n_iterations = (
-            DEFAULT_ITERATIONS if self.n_iterations is None else _check_int(self.n_iterations, "n_iterations", 1)
+            DEFAULT_ITERATIONS if self.n_iterations is None else check_int(self.n_iterations, "n_iterations", 1)
         )
         if not (self.random_state is None or isinstance(self.random_state, int | np.integer)):
             raise ValueError(f"random_state must be an int or None; received {self.random_state!r}")

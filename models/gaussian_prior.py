@@ -42,10 +42,14 @@ class LowRankGaussian:
             )
         self.mean_ = train.mean(axis=0)
         variance = train.var(axis=0) + 1e-8
-        _, singular, vt = np.linalg.svd(train - self.mean_, full_matrices=False)
+        ranks = sorted({int(r) for r in self.ranks if 0 <= r < len(train)})
+        if max(ranks, default=0) > 0:
+            _, singular, vt = np.linalg.svd(train - self.mean_, full_matrices=False)
+        else:  # a per-voxel Gaussian needs no decomposition
+            singular, vt = np.zeros(0), np.zeros((0, train.shape[1]))
         self.val_log_likelihood_: dict[int, float] = {}
         best = None
-        for k in sorted({int(r) for r in self.ranks if 0 <= r < len(train)}):
+        for k in ranks:
             components = vt[:k].T * (singular[:k] / np.sqrt(len(train)))
             diagonal = np.maximum(variance - (components**2).sum(axis=1), MIN_RESIDUAL_FRACTION * variance)
             ll = float(_log_likelihood(val - self.mean_, components, diagonal).mean())

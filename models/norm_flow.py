@@ -17,7 +17,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from analysis.detectors import check_score_norms, fit_log_standardisation, log_standardise
+from analysis.detectors import check_int, check_score_norms, fit_log_standardisation, log_standardise
 
 __all__ = ["CouplingFlow", "FlowDetector"]
 
@@ -160,9 +160,7 @@ class FlowDetector(BaseEstimator):
         self
         """
         for name in ("n_blocks", "hidden", "max_epochs", "batch_size", "patience"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1; received {value!r}")
+            check_int(getattr(self, name), name)
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError(f"validation_fraction must be in [0, 1); received {self.validation_fraction!r}")
         X = check_score_norms(X)
