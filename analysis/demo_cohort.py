@@ -508,7 +508,7 @@ def build_demo_cohort(config: DemoConfig, folder: str | os.PathLike, *, progress
         folder/template/mni152_t1.nii.gz, folder/template/brain_mask.nii.gz
         folder/atlas/aal.nii.gz, folder/atlas/aal_labels.tsv
         folder/images/<subject>_T1w.nii.gz
-        folder/subjects.csv, folder/behaviour.csv
+        folder/subjects.csv, folder/behaviour.csv, folder/lesions.csv
         folder/ground_truth.json, folder/ground_truth/lesions/<subject>_lesion_mask.nii.gz
         folder/demo_config.json
     """
@@ -583,6 +583,10 @@ def _build_into(config: DemoConfig, out: Path, *, progress: bool) -> dict:
                 }
             )
     pd.DataFrame(rows).to_csv(out / "subjects.csv", index=False)
+    pd.DataFrame(
+        [{"subject_id": t["subject_id"], "mask": t["mask"], "group": t["kind"]} for t in lesion_truth],
+        columns=["subject_id", "mask", "group"],
+    ).to_csv(out / "lesions.csv", index=False)
     behaviour_table(plans, config).to_csv(out / "behaviour.csv", index=False, float_format="%g")
 
     on_grid = set(np.unique(space.atlas).tolist()) - {0}
@@ -671,10 +675,17 @@ behaviour:                                # optional: behavioural scores to corr
   id_column: subject_id                   # ids must appear in the subjects table
   scores: all                             # 'all' columns but the id (each must be numeric), or a list of names
 
+lesions:                                  # optional: ground-truth lesion masks, for msma evaluate-lesions
+  table: {prefix}lesions.csv                   # one row per subject with a mask
+  id_column: subject_id                   # ids must appear in the subjects table
+  mask_column: mask                       # path of a binary mask (0/1) on the template grid
+  group_column: group                     # optional: results are reported per group (here faint / bright)
+
 model:
   n_scales: 20                            # noise scales L of the multiscale score norms
   min_train_subjects: {min_train}               # fewest reference training subjects accepted
   seed: 0                                 # seed of training and scoring
+  patch_size: 3                           # k of the k x k x k patch score norms behind the heatmaps (odd)
 
 output_dir: runs                          # each refresh writes runs/<run_id>/ and points runs/latest at it
 

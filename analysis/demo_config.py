@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from analysis.errors import ManifestError
 from analysis.settings import FieldReader, settings_from_mapping
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 """Bumped whenever the generator's output changes for the same settings (invalidates built cohorts)."""
 
 

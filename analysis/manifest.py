@@ -66,6 +66,18 @@ class BehaviourSpec:
 
 
 @dataclass(frozen=True)
+class LesionsSpec:
+    """Ground-truth lesion masks of some subjects, for ``msma evaluate-lesions`` (one row per subject)."""
+
+    table: Path
+    id_column: str = "subject_id"
+    mask_column: str = "mask"
+    """Column holding the path of a binary lesion mask on the template grid (relative to the manifest's folder)."""
+    group_column: str | None = None
+    """Optional column grouping the subjects in the evaluation (e.g. lesion intensity); results are per group."""
+
+
+@dataclass(frozen=True)
 class ModelSettings:
     """Settings shared by the models trained on the study."""
 
@@ -75,6 +87,8 @@ class ModelSettings:
     """Fewest reference-cohort training subjects the score model accepts."""
     seed: int = 0
     """Seed of every random choice made while training and scoring."""
+    patch_size: int = 3
+    """Edge k (odd) of the k x k x k neighbourhood of Spatial-MSMA's patch score norms."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +115,7 @@ class Manifest:
     reference_cohort: str
     output_dir: Path
     behaviour: BehaviourSpec | None = None
+    lesions: LesionsSpec | None = None
     model: ModelSettings = field(default_factory=ModelSettings)
     options: Options = field(default_factory=Options)
     demo: DemoConfig | None = None
@@ -119,6 +134,7 @@ _TOP_LEVEL = {
     "subjects": True,
     "reference_cohort": True,
     "behaviour": False,
+    "lesions": False,
     "model": False,
     "output_dir": True,
     "options": False,
@@ -181,6 +197,7 @@ def load_manifest(path: str | os.PathLike) -> Manifest:
     atlas = _read_atlas(reader, doc.get("atlas"))
     subjects = _read_subjects(reader, doc.get("subjects"))
     behaviour = _read_behaviour(reader, doc.get("behaviour"))
+    lesions = _read_lesions(reader, doc.get("lesions"))
     reference = reader.string(doc.get("reference_cohort"), "reference_cohort") if "reference_cohort" in doc else None
     output_dir = reader.string(doc.get("output_dir"), "output_dir") if "output_dir" in doc else None
     model = settings_from_mapping(ModelSettings, reader.mapping(doc.get("model"), "model"), reader, "model")
@@ -191,6 +208,8 @@ def load_manifest(path: str | os.PathLike) -> Manifest:
         reader.problem("model.n_scales", "a positive number of noise scales", str(model.n_scales))
     if model.min_train_subjects < 1:
         reader.problem("model.min_train_subjects", "a positive count", str(model.min_train_subjects))
+    if model.patch_size < 1 or model.patch_size % 2 == 0:
+        reader.problem("model.patch_size", "an odd positive patch edge in voxels (1, 3, 5, ...)", str(model.patch_size))
 
     if reader.problems:
         raise ManifestError(reader.problems)
@@ -221,11 +240,21 @@ def load_manifest(path: str | os.PathLike) -> Manifest:
             if behaviour
             else None
         ),
+        lesions=(
+            LesionsSpec(
+                table=p(lesions["table"]),
+                **{k: lesions[k] for k in ("id_column", "mask_column", "group_column") if k in lesions},
+            )
+            if lesions
+            else None
+        ),
         model=model,
         options=options,
         demo=demo,
     )
     _check_containment(manifest, reader, template, atlas, subjects, behaviour, output_dir)
+    if lesions:
+        check_inside(manifest, lesions["table"], "lesions.table", reader.problems, file=reader.file)
     if demo is not None:
         _check_demo_folder(manifest, reader)
     if reader.problems:
@@ -280,6 +309,16 @@ def _read_behaviour(reader: FieldReader, value) -> dict | None:
     else:
         reader.problem("behaviour.scores", "a non-empty list of column names, or 'all'", describe(scores))
     return out
+
+
+def _read_lesions(reader: FieldReader, value) -> dict | None:
+    section = reader.mapping(value, "lesions")
+    if section is None:
+        return None
+    keys = ("table", "id_column", "mask_column", "group_column")
+    reader.check_keys(section, {"table": True, "id_column": False, "mask_column": False, "group_column": False},
+                      "lesions")
+    return {k: reader.string(section[k], f"lesions.{k}") for k in keys if k in section}
 
 
 def _check_containment(manifest: Manifest, reader: FieldReader, template, atlas, subjects, behaviour, output_dir):

@@ -15,6 +15,14 @@ METRICS = ("fpr_at_95_tpr", "detection_error", "auroc", "aupr_in", "aupr_out")
 HEADERS = ("FPR (95% TPR) ↓", "Det. error ↓", "AUROC ↑", "AUPR in ↑", "AUPR out ↑")
 DETECTOR_NAMES = {"gmm": "GMM", "knn": "KNN", "flow": "Flow"}
 NORM_NAMES = {"msma": "MSMA", "lowrank": "Low-rank Gaussian", "gaussian": "Per-voxel Gaussian"}
+LESION_METHOD_NAMES = {
+    "spatial_msma": "Spatial-MSMA",
+    "z_score": "Voxel z-score",
+    "voxel_magnitude": "Voxel score magnitude",
+    "patch_magnitude": "Patch-norm magnitude",
+    "unconditional_flow": "Unconditional flow",
+}
+LESION_METRICS = (("hd99", "99-HD (mm) ↓", 2), ("msd", "MSD (mm) ↓", 2), ("tpr", "TPR ↑", 2), ("ppv", "PPV ↑", 2))
 
 
 def report_data(run_dir: str | os.PathLike) -> dict:
@@ -48,11 +56,55 @@ def report_data(run_dir: str | os.PathLike) -> dict:
             "norms": {k: NORM_NAMES.get(k, k) for k in detection},
             "results": detection,
         },
+        "spatial": _spatial_summary(run.get("spatial")),
+        "lesions": ((run.get("spatial") or {}).get("lesions") or {}).get("summary"),
         "som": _som_summary(run.get("som")),
         "recovery": (run.get("som") or {}).get("recovery"),
         "timings_s": run["timings_s"],
         "warnings": run.get("warnings", []),
     }
+
+
+def _spatial_summary(spatial: dict | None) -> dict | None:
+    if not spatial:
+        return None
+    flow = spatial["flow"]
+    return {
+        "patch_size": spatial["config"]["patch_size"],
+        "flow": {k: flow.get(k) for k in ("reused", "steps", "stopped", "best_val_nll", "parameters")},
+        "heatmaps": spatial["heatmaps"]["stack"],
+        "roi_scores": spatial["roi_scores"]["table"],
+        "rois": len(spatial["roi_scores"]["rois"]),
+    }
+
+
+def _mean_se(value, se, digits: int) -> str:
+    if value is None or value != value:
+        return "n/a"
+    if se is None or se != se:
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} ± {se:.{digits}f}"
+
+
+def format_lesion_table(summary: list[dict]) -> str:
+    """Table 5.1 of the dissertation: per lesion group, each method's mean ± standard error over subjects."""
+    lines = []
+    groups = list(dict.fromkeys(row["group"] for row in summary))
+    order = list(LESION_METHOD_NAMES)
+    for group in groups:
+        rows = sorted(
+            (r for r in summary if r["group"] == group),
+            key=lambda r: order.index(r["method"]) if r["method"] in order else len(order),
+        )
+        n = rows[0]["n_subjects"] if rows else 0
+        lines += [f"#### lesions: {group} ({n} subjects)", ""]
+        lines.append("| method | " + " | ".join(h for _, h, _ in LESION_METRICS) + " |")
+        lines.append("|---|" + "---|" * len(LESION_METRICS))
+        for r in rows:
+            cells = " | ".join(_mean_se(r.get(f"{k}_mean"), r.get(f"{k}_se"), d) for k, _, d in LESION_METRICS)
+            lines.append(f"| {LESION_METHOD_NAMES.get(r['method'], r['method'])} | {cells} |")
+        lines.append("")
+    return "\n".join(lines).rstrip()
 
 
 def _som_summary(som: dict | None) -> dict | None:
@@ -111,6 +163,19 @@ def format_report(run_dir: str | os.PathLike) -> str:
     for group in groups:
         cells = " | ".join(_auroc(results[n][d].get(group, {})) for n, d in columns)
         lines.append(f"| {group} | {cells} |")
+    if data["spatial"]:
+        sp = data["spatial"]
+        flow = sp["flow"]
+        lines += [
+            "",
+            f"### Spatial-MSMA: {sp['patch_size']}^3 patch norms, conditional flow ({flow['parameters']} parameters, "
+            f"{flow['steps']} steps, {flow['stopped']}{', reused' if flow['reused'] else ''}; best validation NLL "
+            f"{_loss(flow['best_val_nll'])}); heatmaps in {sp['heatmaps']}, {sp['rois']} ROI scores in "
+            f"{sp['roi_scores']}",
+        ]
+    if data["lesions"]:
+        lines += ["", "### Lesion detection (dissertation table 5.1 protocol)", ""]
+        lines.append(format_lesion_table(data["lesions"]))
     if data["som"]:
         som = data["som"]
         lines += ["", f"### SOM {som['grid'][0]} x {som['grid'][1]}: maximal prototype per cohort", ""]

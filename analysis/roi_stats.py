@@ -1,4 +1,8 @@
-"""Which brain regions make a cohort's prototype atypical (dissertation ch. 6.3, fig. 6.4 and 6.7).
+"""ROI anomaly scores, and which brain regions make a cohort's prototype atypical (dissertation ch. 6.3, fig. 6.4
+and 6.7).
+
+0. :func:`roi_scores`: the mean Spatial-MSMA heatmap value (NLL) inside each atlas label, per subject, and
+   :func:`percentile_of_reference`: where each score falls among the reference cohort's scores of that ROI.
 
 1. :func:`atypical_rois`: keep the ROIs whose mean anomaly score in the cohort exceeds the reference cohort's 90th
    percentile of that ROI (the red dashed line of the box plots).
@@ -16,6 +20,52 @@ import pandas as pd
 from scipy.stats import mannwhitneyu
 
 from analysis.correlations import benjamini_hochberg
+
+
+def roi_scores(heatmaps: np.ndarray, labels: np.ndarray, label_names: pd.DataFrame, subject_ids) -> pd.DataFrame:
+    """Mean heatmap value inside each atlas label.
+
+    Parameters
+    ----------
+    heatmaps : array (n_subjects, n_brain_voxels)
+        Per-voxel anomaly scores inside the brain mask.
+    labels : int array (n_brain_voxels,)
+        The atlas label of each brain voxel (0 = unlabelled).
+    label_names : DataFrame with columns ``index``, ``name``
+    subject_ids : sequence of n_subjects ids
+
+    Returns
+    -------
+    DataFrame indexed by subject id, one column per named label with at least one brain voxel (in label order).
+    """
+    heatmaps = np.asarray(heatmaps, dtype=np.float64)
+    labels = np.asarray(labels).ravel()
+    if heatmaps.ndim != 2 or heatmaps.shape[1] != labels.size:
+        raise ValueError(f"heatmaps must have shape (subjects, {labels.size} brain voxels); got {heatmaps.shape}")
+    columns = {}
+    for index, name in zip(label_names["index"], label_names["name"], strict=True):
+        inside = labels == index
+        if inside.any():
+            columns[str(name)] = heatmaps[:, inside].mean(axis=1)
+    return pd.DataFrame(columns, index=pd.Index(list(subject_ids), name="subject_id"))
+
+
+def percentile_of_reference(scores: pd.DataFrame, reference_ids: Sequence) -> pd.DataFrame:
+    """Per subject and ROI, the percentage of reference subjects scoring at or below the subject's score.
+
+    Equal to ``scipy.stats.percentileofscore(reference, score, kind="weak")`` ROI by ROI; NaN scores stay NaN and
+    NaN reference scores are left out.
+    """
+    reference = scores.loc[list(reference_ids)].to_numpy(dtype=float)
+    values = scores.to_numpy(dtype=float)
+    out = np.full(values.shape, np.nan)
+    for j in range(values.shape[1]):
+        ref = np.sort(reference[:, j][~np.isnan(reference[:, j])])
+        if ref.size == 0:
+            continue
+        finite = ~np.isnan(values[:, j])
+        out[finite, j] = 100.0 * np.searchsorted(ref, values[finite, j], side="right") / ref.size
+    return pd.DataFrame(out, index=scores.index, columns=scores.columns)
 
 
 def reference_percentile(roi_scores: pd.DataFrame, reference_ids: Sequence, percentile: float = 90.0) -> pd.Series:

@@ -35,6 +35,8 @@ class Study:
     """One row per subject, indexed by subject id, with columns cohort, split, sex, age and one path per modality."""
     behaviour: pd.DataFrame | None
     """Score columns as floats (NaN = missing), indexed by subject id."""
+    lesions: pd.DataFrame | None = None
+    """Ground-truth lesion masks, indexed by subject id: columns ``mask`` (resolved path) and ``group``."""
 
     def summary(self) -> str:
         """A human-readable overview: subjects per cohort and split, grid, atlas, behaviour."""
@@ -62,6 +64,12 @@ class Study:
             )
         else:
             lines.append("behaviour: none")
+        if self.lesions is not None:
+            groups = self.lesions["group"].value_counts().sort_index()
+            lines.append(
+                f"lesions: ground-truth masks of {len(self.lesions)} subjects ("
+                + ", ".join(f"{g}: {n}" for g, n in groups.items()) + ")"
+            )
         return "\n".join(lines)
 
     @property
@@ -100,9 +108,10 @@ def validate_study(manifest: Manifest, *, progress: bool = True, check_voxels: b
     if subjects is not None and grid is not None:
         _check_subject_volumes(manifest, subjects, grid, out, progress=progress, check_voxels=check_voxels)
     behaviour = _check_behaviour(manifest, subjects, out)
+    lesions = _check_lesions(manifest, subjects, grid, mask, out)
     if out.problems:
         raise ManifestError(out.problems)
-    return Study(manifest, grid, mask, atlas, names, subjects, behaviour)
+    return Study(manifest, grid, mask, atlas, names, subjects, behaviour, lesions)
 
 
 def _check_template(manifest: Manifest, out: _Collector) -> tuple[Grid | None, np.ndarray | None]:
@@ -299,10 +308,8 @@ def _check_behaviour(manifest: Manifest, subjects: pd.DataFrame | None, out: _Co
     if spec is None:
         return None
     file = spec.table
-    try:
-        table = read_table(file)
-    except TableError as exc:
-        out.add(file, "behaviour.table", exc.expected, exc.found)
+    table = _read_section_table(file, "behaviour.table", out)
+    if table is None:
         return None
     if spec.id_column not in table.columns:
         out.add(
@@ -323,15 +330,7 @@ def _check_behaviour(manifest: Manifest, subjects: pd.DataFrame | None, out: _Co
             "each subject id at most once",
             f"repeated ids {_preview(dupes)}",
         )
-    if subjects is not None:
-        unknown = [i for i in ids.dropna().unique() if i not in subjects.index]
-        if unknown:
-            out.add(
-                file,
-                f"column {spec.id_column}",
-                f"ids of the subjects table {manifest.subjects.table.name}",
-                f"{len(unknown)} ids not in it: {_preview(unknown)}",
-            )
+    _check_known_ids(manifest, subjects, ids, file, spec.id_column, out)
     score_columns = list(spec.scores) if spec.scores is not None else [c for c in table.columns if c != spec.id_column]
     absent = [c for c in score_columns if c not in table.columns]
     if absent:
@@ -353,6 +352,86 @@ def _check_behaviour(manifest: Manifest, subjects: pd.DataFrame | None, out: _Co
             )
         scores[column] = values.astype(float)
     frame = pd.DataFrame(scores)
+    frame.index = pd.Index(ids, name="subject_id")
+    return frame
+
+
+def _read_section_table(file, field_name: str, out: _Collector) -> pd.DataFrame | None:
+    try:
+        return read_table(file)
+    except TableError as exc:
+        out.add(file, field_name, exc.expected, exc.found)
+        return None
+
+
+def _check_known_ids(manifest: Manifest, subjects, ids: pd.Series, file, column: str, out: _Collector) -> None:
+    if subjects is None:
+        return
+    unknown = [i for i in ids.dropna().unique() if i not in subjects.index]
+    if unknown:
+        out.add(
+            file,
+            f"column {column}",
+            f"ids of the subjects table {manifest.subjects.table.name}",
+            f"{len(unknown)} ids not in it: {_preview(unknown)}",
+        )
+
+
+def _check_lesions(manifest: Manifest, subjects, grid, brain_mask, out: _Collector) -> pd.DataFrame | None:
+    """The lesion table: known, unique subject ids; binary masks on the template grid with lesion voxels in the
+    brain mask."""
+    spec = manifest.lesions
+    if spec is None:
+        return None
+    file = spec.table
+    table = _read_section_table(file, "lesions.table", out)
+    if table is None:
+        return None
+    columns = {"lesions.id_column": spec.id_column, "lesions.mask_column": spec.mask_column}
+    if spec.group_column is not None:
+        columns["lesions.group_column"] = spec.group_column
+    missing = {k: c for k, c in columns.items() if c not in table.columns}
+    for key, column in missing.items():
+        out.add(file, key, f"a column named '{column}'", f"columns {list(table.columns)}")
+    if missing:
+        return None
+    if table.empty:
+        out.add(file, "lesions.table", "at least one subject with a lesion mask", "no rows")
+        return None
+    ids = table[spec.id_column]
+    dupes = sorted(ids[ids.duplicated()].dropna().astype(str).unique().tolist())
+    if dupes:
+        out.add(file, f"column {spec.id_column}", "each subject id at most once", f"repeated ids {_preview(dupes)}")
+    _check_known_ids(manifest, subjects, ids, file, spec.id_column, out)
+    paths, groups = [], []
+    for row in table.index:
+        subject_id, value = table.at[row, spec.id_column], table.at[row, spec.mask_column]
+        where = f"row {row + 2} ({subject_id}), column {spec.mask_column}"
+        group = "all" if spec.group_column is None else table.at[row, spec.group_column]
+        groups.append("all" if pd.isna(group) else str(group))
+        if pd.isna(subject_id):
+            out.add(file, f"row {row + 2}, column {spec.id_column}", "a subject id", "an empty cell")
+        if pd.isna(value):
+            out.add(file, where, "a path to the subject's lesion mask", "an empty cell")
+            paths.append(None)
+            continue
+        path = manifest.resolve(str(value))
+        paths.append(path)
+        if not check_inside(manifest, str(value), where, out.problems, file=str(file)) or grid is None:
+            continue
+        try:
+            data = load_volume(path, grid)
+        except VolumeError as exc:
+            out.add(path, f"lesion mask of subject {subject_id} ({where})", exc.expected, exc.found)
+            continue
+        values = np.unique(data)
+        if not np.isin(values, (0, 1)).all():
+            out.add(path, f"lesion mask of subject {subject_id}", "a binary mask (0 and 1)",
+                    f"values {_preview(values.tolist())}")
+        elif brain_mask is not None and not (data[brain_mask] > 0).any():
+            out.add(path, f"lesion mask of subject {subject_id}", "lesion voxels inside the brain mask",
+                    "none" if not data.any() else "lesion voxels only outside the brain mask")
+    frame = pd.DataFrame({"mask": paths, "group": groups})
     frame.index = pd.Index(ids, name="subject_id")
     return frame
 

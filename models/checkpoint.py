@@ -76,3 +76,35 @@ def load_score_model(path: str | os.PathLike) -> tuple[ScoreNet, VESchedule, dic
     model.eval()
     info = {k: v for k, v in payload.items() if k != "state_dict"}
     return model, schedule, info
+
+
+def save_spatial_model(path: str | os.PathLike, model, *, metadata: dict) -> None:
+    """Save a trained Spatial-MSMA flow with its config, number of scales, brain mask and training metadata."""
+    save_checkpoint(
+        path,
+        {
+            "kind": "spatial_flow",
+            "config": model.config.as_dict(),
+            "n_scales": int(model.n_scales),
+            "metadata": metadata,
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        },
+    )
+
+
+def load_spatial_model(path: str | os.PathLike):
+    """Rebuild a Spatial-MSMA flow from its checkpoint: (model in eval mode, the checkpoint's other fields)."""
+    from models.spatial_flow import SpatialFlowConfig, SpatialMSMA
+
+    payload = load_checkpoint(path)
+    if payload.get("kind") != "spatial_flow":
+        raise CheckpointError(f"{path}: expected a Spatial-MSMA checkpoint, found kind {payload.get('kind')!r}")
+    try:
+        config = SpatialFlowConfig.from_dict(payload["config"])
+        state = payload["state_dict"]
+        model = SpatialMSMA(config, int(payload["n_scales"]), state["brain_mask"].numpy())
+        model.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: inconsistent Spatial-MSMA checkpoint ({exc})") from exc
+    model.eval()
+    return model, {k: v for k, v in payload.items() if k != "state_dict"}

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from models.score_net import GPU_2MM, ScoreNetConfig
+from models.spatial_flow import SpatialFlowConfig
 from models.train import TrainConfig
 
 
@@ -22,6 +23,8 @@ class Profile:
     """Epochs of the norm-space flow detector."""
     inference_batch: int
     """Subjects per forward pass (all at one scale) when extracting score norms."""
+    spatial: SpatialFlowConfig = SpatialFlowConfig()
+    """Spatial-MSMA's conditional flow (its patch size and seed come from the manifest's ``model`` block)."""
 
 
 PROFILES = {
@@ -45,6 +48,10 @@ PROFILES = {
         TrainConfig(max_steps=30, batch_size=2, validate_every=10, patience=3, checkpoint_every=10),
         flow_epochs=20,
         inference_batch=8,
+        spatial=SpatialFlowConfig(
+            n_blocks=2, hidden=16, n_frequencies=2, context_features=4, context_channels=(4,), subjects_per_step=2,
+            voxels_per_subject=64, max_steps=20, eval_every=5, patience=2, val_voxels_per_subject=64,
+        ),
     ),
 }
 

@@ -38,20 +38,35 @@ from threadpoolctl import threadpool_limits
 from analysis.artifacts import RunNotFound, RunStore, new_run_id, read_run, write_json, write_table
 from analysis.detectors import GaussianMixtureDetector, KNNDetector
 from analysis.images import files_digest, load_images, normalise_intensity, subject_image_paths
+from analysis.lesions import evaluate_methods, summarise
 from analysis.metrics import detection_metrics
+from analysis.roi_stats import percentile_of_reference, roi_scores
 from analysis.som import SelfOrganizingMap
 from analysis.validation import Study, validate_study
-from models.checkpoint import CheckpointError, load_score_model, save_score_model
+from analysis.volumes import load_volume
+from models.checkpoint import (
+    CheckpointError,
+    load_score_model,
+    load_spatial_model,
+    save_score_model,
+    save_spatial_model,
+)
 from models.gaussian_prior import LowRankGaussian
+from models.heatmap import BASELINES, baseline_maps, compute_heatmaps, write_heatmaps
 from models.norm_flow import FlowDetector
+from models.patch_norms import patch_norms
 from models.profiles import Profile, get_profile
 from models.score_net import ScoreNet, count_parameters
 from models.score_norms import score_norms
 from models.sde import sigma_range_from_data
+from models.spatial_flow import train_spatial_flow
 from models.train import train_score_model
 
 NORMALISATION = "brain_p99"
 TRAINING_VERSION = 2
+SPATIAL_VERSION = 1
+"""Part of a Spatial-MSMA flow checkpoint's key, like :data:`TRAINING_VERSION`."""
+LESION_METHODS = ("spatial_msma", "z_score", "voxel_magnitude", "patch_magnitude", "unconditional_flow")
 """Part of a checkpoint's key: bump it when a code change alters what training produces, so old checkpoints are
 not reused for the new method."""
 DETECTORS = ("gmm", "knn", "flow")
@@ -250,6 +265,11 @@ def _refresh(manifest, profile, device, progress, keep_runs, on_stage, study) ->
             }
         norm_sets = {"msma": norms, **baselines}
 
+        spatial_record = _spatial_stages(
+            stage, study, profile, images, staging, store, passes_key, ids, train_ids, val_ids, test_ids, position,
+            seed, progress,
+        )
+
         with stage("detectors"), threadpool_limits(1):
             # Small problems (hundreds of rows x L): one thread each is fastest, and idle OpenMP threads spinning
             # beside training jobs made these fits 100x slower on a busy machine.
@@ -279,6 +299,7 @@ def _refresh(manifest, profile, device, progress, keep_runs, on_stage, study) ->
             detector_info, metrics, groups, timer.timings,
         )
         run["score_passes"] = passes_record
+        run["spatial"] = spatial_record
         run["som"] = som_record
         run["warnings"] = [] if test_ids else [
             f"the reference cohort {study.manifest.reference_cohort!r} has no subjects in split 'test' "
@@ -291,6 +312,150 @@ def _refresh(manifest, profile, device, progress, keep_runs, on_stage, study) ->
         raise
     store.prune(keep_runs)
     return RefreshResult(run_dir=run_dir, run=run)
+
+
+PATCH_NORMS_FILE = ".patch_norms.npy"
+"""Scratch memory map of the patch norms in the staging folder; deleted before the run is published."""
+
+
+def _spatial_stages(
+    stage, study, profile, images, staging, store, passes_key, ids, train_ids, val_ids, test_ids, position, seed,
+    progress,
+) -> dict:
+    """Patch norms -> Spatial-MSMA flow -> heatmaps (stack + NIfTI) -> ROI scores -> lesion evaluation (when the
+    manifest names lesion masks). Writes into ``staging``; returns the run record's ``spatial`` section."""
+    mask, grid = study.brain_mask, study.grid
+    config = dataclasses.replace(profile.spatial, patch_size=study.manifest.model.patch_size, seed=seed)
+    train_rows = [position[i] for i in train_ids]
+    val_rows = [position[i] for i in val_ids]
+    with stage("patch_norms"):
+        voxel_scores = np.load(staging / "voxel_scores.npy", mmap_mode="r")
+        norms = np.lib.format.open_memmap(
+            staging / PATCH_NORMS_FILE, mode="w+", dtype=np.float32,
+            shape=(len(ids), int(mask.sum()), voxel_scores.shape[1]),
+        )
+        patch_norms(voxel_scores, mask, config.patch_size, progress=progress, out=norms)
+    with stage("spatial_flow"):
+        flow, flow_record = _spatial_flow_or_reuse(config, images, norms, mask, train_rows, val_rows, store,
+                                                   passes_key, train_ids, val_ids, progress)
+        _link_or_copy(Path(flow_record["path"]), staging / "spatial_flow.pt")
+    with stage("heatmaps"):
+        heatmaps = compute_heatmaps(flow, images, norms, range(len(ids)), progress=progress)
+        files = write_heatmaps(staging, heatmaps, mask, grid, ids, progress=progress)
+        labels = study.atlas_labels[mask]
+        scores = roi_scores(heatmaps, labels, study.label_names, ids)
+        ref = study.manifest.reference_cohort
+        cohort = study.subjects.loc[ids, "cohort"]
+        held_out = [i for i in ids if cohort[i] == ref and i not in set(train_ids)]
+        reference_ids = held_out or [i for i in ids if cohort[i] == ref]
+        percentiles = percentile_of_reference(scores, reference_ids)
+        frame = _subject_table(study, ids, train_ids, val_ids)
+        frame["heatmap_file"] = [f"heatmaps/{name}" for name in files]
+        write_table(staging / "heatmaps.parquet", frame)
+        for name, table in (("roi_scores", scores), ("roi_percentiles", percentiles)):
+            out = _subject_table(study, ids, train_ids, val_ids)
+            write_table(staging / f"{name}.parquet", pd.concat([out, table.reset_index(drop=True)], axis=1))
+    record = {
+        "config": config.as_dict(),
+        "flow": {k: v for k, v in flow_record.items() if k != "path"},
+        "heatmaps": {
+            "stack": "heatmaps.npy",
+            "files": "heatmaps.parquet",
+            "shape": "(subjects in score_norms order, D, H, W), float32, NaN outside the brain mask",
+            "meaning": "negative log-likelihood (nats) of the voxel's patch score norms under the conditional flow",
+        },
+        "roi_scores": {
+            "table": "roi_scores.parquet",
+            "percentiles": "roi_percentiles.parquet",
+            "rois": list(scores.columns),
+            "reference_subjects": len(reference_ids),
+            "reference": "reference-cohort subjects not used for training" if held_out else "reference cohort",
+        },
+    }
+    if study.lesions is not None:
+        with stage("lesions"):
+            record["lesions"] = _lesion_stage(
+                study, config, images, norms, voxel_scores, heatmaps, position, train_rows, val_rows, store,
+                passes_key, train_ids, val_ids, staging, progress,
+            )
+    del norms, voxel_scores
+    (staging / PATCH_NORMS_FILE).unlink()
+    return record
+
+
+def _spatial_flow_or_reuse(config, images, norms, mask, train_rows, val_rows, store, passes_key, train_ids, val_ids,
+                           progress):
+    """The trained flow from ``<output_dir>/models/`` when one was trained on the same passes with the same config,
+    else a new one (saved there)."""
+    key = hashlib.sha256(
+        json.dumps(
+            {"version": SPATIAL_VERSION, "passes": passes_key, "config": config.as_dict(), "train_ids": train_ids,
+             "val_ids": val_ids},
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()[:16]
+    name = "spatial_flow" if config.conditional else "unconditional_flow"
+    path = store.models_dir / f"{name}-{key}.pt"
+    if path.is_file():
+        try:
+            model, info = load_spatial_model(path)
+        except CheckpointError as exc:
+            warnings.warn(f"{exc}; training a new Spatial-MSMA flow", stacklevel=2)
+        else:
+            return model, {**info["metadata"], "key": key, "reused": True, "path": str(path)}
+    with threadpool_limits(None):
+        result = train_spatial_flow(config, images, norms, mask, train_rows, val_rows, progress=progress)
+    metadata = {
+        "steps": result.steps,
+        "best_step": result.best_step,
+        "stopped": result.stopped,
+        "best_val_nll": result.best_val_nll,
+        "train_seconds": round(result.seconds, 2),
+        "history": result.history,
+        "parameters": count_parameters(result.model),
+    }
+    save_spatial_model(path, result.model, metadata=metadata)
+    return result.model, {**metadata, "key": key, "reused": False, "path": str(path)}
+
+
+def _lesion_stage(study, config, images, norms, voxel_scores, heatmaps, position, train_rows, val_rows, store,
+                  passes_key, train_ids, val_ids, staging, progress) -> dict:
+    """Every method's maps of the subjects with lesion masks, through the same protocol (ch. 5.4)."""
+    lesions = study.lesions
+    unconditional, unconditional_record = _spatial_flow_or_reuse(
+        dataclasses.replace(config, conditional=False), images, norms, study.brain_mask, train_rows, val_rows, store,
+        passes_key, train_ids, val_ids, progress,
+    )
+    rows = [position[i] for i in lesions.index]
+    maps = {
+        "spatial_msma": heatmaps[rows],
+        **baseline_maps(rows, images, study.brain_mask, train_rows, voxel_scores, norms, unconditional),
+    }
+    np.save(staging / "lesion_maps.npy", np.stack([maps[m] for m in LESION_METHODS], axis=1))
+    truth = [load_volume(path, study.grid) > 0 for path in lesions["mask"]]
+    per_subject = evaluate_methods(
+        maps, list(lesions.index), list(lesions["group"]), truth, study.brain_mask, study.grid.voxel_size,
+        n_jobs=min(2, os.cpu_count() or 1), progress=progress,
+    )
+    write_table(staging / "lesion_evaluation.parquet", per_subject)
+    summary = summarise(per_subject, ["group", "method"])
+    return {
+        "methods": {"spatial_msma": "Spatial-MSMA: conditional flow NLL of the patch norms", **BASELINES},
+        "maps": {
+            "file": "lesion_maps.npy",
+            "shape": "(subjects in lesions.subject_id order, methods in 'methods' order, brain voxels)",
+        },
+        "subjects": list(lesions.index),
+        "protocol": {
+            "threshold": "per subject, the one minimising the symmetric mean surface distance (64 quantiles)",
+            "min_component_voxels": 3,
+            "dilation_radius": 1,
+            "component_connectivity": 26,
+        },
+        "per_subject": "lesion_evaluation.parquet",
+        "summary": summary.to_dict(orient="records"),
+        "unconditional_flow": {k: v for k, v in unconditional_record.items() if k != "path"},
+    }
 
 
 def _previous_passes(store: RunStore, passes_key: str) -> Path | None:

@@ -49,7 +49,11 @@ class SmallStudy:
         table.to_csv(self.root / "behaviour.csv", index=False)
 
 
-def make_small_study(root: Path, n_train: int = 4) -> SmallStudy:
+LESION_BLOCK = (slice(2, 4), slice(2, 4), slice(3, 5))
+"""Where the patients of a small study ``with_lesions`` have a bright 2 x 2 x 2 lesion."""
+
+
+def make_small_study(root: Path, n_train: int = 4, with_lesions: bool = False) -> SmallStudy:
     rng = np.random.default_rng(0)
     mask = np.zeros(SHAPE, dtype=np.uint8)
     mask[1:6, 1:7, 1:8] = 1
@@ -70,6 +74,11 @@ def make_small_study(root: Path, n_train: int = 4) -> SmallStudy:
     for i, (cohort, split) in enumerate(rows):
         sid = f"s{i:02d}"
         image = template + 0.01 * rng.standard_normal(SHAPE).astype(np.float32)
+        if with_lesions and cohort == "patients":
+            image[LESION_BLOCK] *= 1.5
+            lesion = np.zeros(SHAPE, dtype=np.uint8)
+            lesion[LESION_BLOCK] = 1
+            write_nifti(root / "lesions" / f"{sid}.nii.gz", lesion)
         write_nifti(root / "img" / f"{sid}.nii.gz", image)
         table.append(
             {
@@ -96,6 +105,12 @@ def make_small_study(root: Path, n_train: int = 4) -> SmallStudy:
         "model": {"min_train_subjects": 3},
         "output_dir": "runs",
     }
+    if with_lesions:
+        patients = [row["subject_id"] for row in table if row["cohort"] == "patients"]
+        pd.DataFrame(
+            {"subject_id": patients, "mask": [f"lesions/{p}.nii.gz" for p in patients], "group": ["faint", "bright"]}
+        ).to_csv(root / "lesions.csv", index=False)
+        doc["lesions"] = {"table": "lesions.csv", "group_column": "group"}
     manifest = root / "data_manifest.yaml"
     manifest.write_text(yaml.safe_dump(doc, sort_keys=False))
     return SmallStudy(root, manifest, doc)

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("refresh") / "study"
     root.mkdir()
-    return make_small_study(root, n_train=12)
+    return make_small_study(root, n_train=12, with_lesions=True)
 
 
 @pytest.fixture(scope="module")
@@ -213,3 +213,64 @@ def test_run_holds_the_som_and_every_cohorts_prototype(study, first_run):
     in_unit = patients[(patients.bmu_row == unit[0]) & (patients.bmu_col == unit[1])]
     assert sorted(in_unit.subject_id) == sorted(som["prototypes"]["patients"]["members"])
     assert np.load(run_dir / "som_weights.npy").shape == (7, 9, 20)
+
+
+def test_run_holds_heatmaps_roi_scores_and_the_lesion_evaluation(study, first_run):
+    import nibabel as nib
+
+    from analysis.validation import validate_study
+
+    run_dir = RunStore(study.root / "runs").latest()  # earlier tests refresh again and prune old runs
+    run = json.loads((run_dir / "run.json").read_text())
+    loaded = validate_study(load_manifest(study.manifest), progress=False)
+    mask = loaded.brain_mask
+    stack = np.load(run_dir / "heatmaps.npy", mmap_mode="r")
+    assert stack.shape == (16, *mask.shape) and stack.dtype == np.float32
+    assert np.isnan(stack[:, ~mask]).all() and np.isfinite(stack[:, mask]).all()
+    files = pd.read_parquet(run_dir / "heatmaps.parquet")
+    image = nib.load(run_dir / files["heatmap_file"].iloc[3])
+    np.testing.assert_allclose(image.affine, nib.load(study.root / "template.nii.gz").affine)
+    np.testing.assert_allclose(np.asarray(image.dataobj)[mask], stack[3][mask], rtol=1e-6)
+    assert not (run_dir / ".patch_norms.npy").exists()
+
+    rois = pd.read_parquet(run_dir / "roi_scores.parquet").set_index("subject_id")
+    atlas = loaded.atlas_labels
+    np.testing.assert_allclose(rois["Right_B"], [np.mean(s[(atlas == 2) & mask]) for s in stack], rtol=1e-5)
+    assert list(rois.columns[:3]) == ["cohort", "split", "role"]
+    percentiles = pd.read_parquet(run_dir / "roi_percentiles.parquet").set_index("subject_id")
+    values = percentiles[["Left_A", "Right_B", "Mid_C"]].to_numpy()
+    assert ((values >= 0) & (values <= 100)).all()
+    assert run["spatial"]["roi_scores"]["reference_subjects"] == 2  # the reference val and test subjects
+
+    lesions = run["spatial"]["lesions"]
+    assert lesions["subjects"] == ["s14", "s15"]
+    per_subject = pd.read_parquet(run_dir / "lesion_evaluation.parquet")
+    assert len(per_subject) == 2 * 5 and set(per_subject["group"]) == {"faint", "bright"}
+    assert set(per_subject["method"]) == set(lesions["methods"])
+    maps = np.load(run_dir / "lesion_maps.npy")
+    assert maps.shape == (2, 5, int(mask.sum()))
+    np.testing.assert_allclose(maps[:, 0], stack[[14, 15]][:, mask], rtol=1e-6)
+    assert {"patch_norms", "spatial_flow", "heatmaps", "lesions"} <= set(run["timings_s"])
+
+
+def test_evaluate_lesions_and_report_print_table_5_1(study, first_run, capsys):
+    assert main(["evaluate-lesions", str(study.manifest), "--json", "--quiet"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["run_id"] == RunStore(study.root / "runs").latest().name
+    methods = {row["method"] for row in payload["summary"]}
+    assert methods == {"spatial_msma", "z_score", "voxel_magnitude", "patch_magnitude", "unconditional_flow"}
+    run = json.loads((RunStore(study.root / "runs").latest() / "run.json").read_text())
+    stored = {(r["group"], r["method"]): r for r in run["spatial"]["lesions"]["summary"]}
+    for row in payload["summary"]:
+        assert row["msd_mean"] == pytest.approx(stored[(row["group"], row["method"])]["msd_mean"])
+    assert main(["evaluate-lesions", str(study.manifest), "--quiet", "--dilation", "0"]) == 0
+    text = capsys.readouterr().out
+    assert "| Spatial-MSMA |" in text and "99-HD (mm)" in text and "'dilation_radius': 0" in text
+    assert main(["report", str(study.manifest)]) == 0
+    assert "Lesion detection" in capsys.readouterr().out
+
+
+def test_evaluate_lesions_without_a_lesion_table_is_a_clear_error(small_study, capsys):
+    assert main(["evaluate-lesions", str(small_study.manifest), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "lesions" in err and "data_manifest.yaml" in err
