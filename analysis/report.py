@@ -20,6 +20,7 @@ LESION_METHOD_NAMES = {
     "z_score": "Voxel z-score",
     "voxel_magnitude": "Voxel score magnitude",
     "patch_magnitude": "Patch-norm magnitude",
+    "patch_magnitude_centre": "Patch-norm magnitude (centre)",
     "unconditional_flow": "Unconditional flow",
 }
 LESION_METRICS = (("hd99", "99-HD (mm) ↓", 2), ("msd", "MSD (mm) ↓", 2), ("tpr", "TPR ↑", 2), ("ppv", "PPV ↑", 2))

@@ -24,7 +24,8 @@ from models.spatial_flow import SpatialMSMA
 BASELINES = {
     "z_score": "voxel-wise |z| of the intensity against the reference training subjects",
     "voxel_magnitude": "per-voxel score magnitude sum_i |sigma_i s(x, sigma_i)|, summed over scales, no flow",
-    "patch_magnitude": "k^3 patch norms summed over scales, no flow",
+    "patch_magnitude": "k^3 patch norms summed over scales, no flow, mapped to voxels like Spatial-MSMA",
+    "patch_magnitude_centre": "k^3 patch norms summed over scales, no flow, each patch's value at its centre voxel",
     "unconditional_flow": "the same flow on the patch norms without positional encoding or image context",
 }
 """The maps that Spatial-MSMA is evaluated against on lesions, all run through the same protocol."""
@@ -124,11 +125,13 @@ def baseline_maps(
     mean, sd = brain_train.mean(axis=0), brain_train.std(axis=0)
     sd = np.where(sd > 0, sd, sd[sd > 0].min() if (sd > 0).any() else 1.0)
     brain = np.stack([np.asarray(images[r])[mask] for r in rows]).astype(np.float64)
+    patch_sums = np.stack([np.asarray(norms[r], dtype=np.float32).sum(axis=1) for r in rows])
     return {
         "z_score": (np.abs(brain - mean) / sd).astype(np.float32),
         "voxel_magnitude": np.stack(
             [np.abs(np.asarray(voxel_scores[r], dtype=np.float32)).sum(axis=0) for r in rows]
         ),
-        "patch_magnitude": np.stack([np.asarray(norms[r], dtype=np.float32).sum(axis=1) for r in rows]),
+        "patch_magnitude": patches_to_voxels(patch_sums, mask, unconditional.config.patch_size),
+        "patch_magnitude_centre": patch_sums,
         "unconditional_flow": compute_heatmaps(unconditional, images, norms, rows),
     }

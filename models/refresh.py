@@ -66,7 +66,9 @@ NORMALISATION = "brain_p99"
 TRAINING_VERSION = 2
 SPATIAL_VERSION = 1
 """Part of a Spatial-MSMA flow checkpoint's key, like :data:`TRAINING_VERSION`."""
-LESION_METHODS = ("spatial_msma", "z_score", "voxel_magnitude", "patch_magnitude", "unconditional_flow")
+LESION_METHODS = (
+    "spatial_msma", "z_score", "voxel_magnitude", "patch_magnitude", "patch_magnitude_centre", "unconditional_flow"
+)
 """Part of a checkpoint's key: bump it when a code change alters what training produces, so old checkpoints are
 not reused for the new method."""
 DETECTORS = ("gmm", "knn", "flow")
@@ -439,8 +441,9 @@ def _lesion_stage(study, config, images, norms, voxel_scores, heatmaps, position
     )
     write_table(staging / "lesion_evaluation.parquet", per_subject)
     summary = summarise(per_subject, ["group", "method"])
+    descriptions = {"spatial_msma": "Spatial-MSMA: conditional flow NLL of the patch norms", **BASELINES}
     return {
-        "methods": {"spatial_msma": "Spatial-MSMA: conditional flow NLL of the patch norms", **BASELINES},
+        "methods": {m: descriptions[m] for m in LESION_METHODS},  # the order of lesion_maps.npy's axis 1
         "maps": {
             "file": "lesion_maps.npy",
             "shape": "(subjects in lesions.subject_id order, methods in 'methods' order, brain voxels)",

@@ -52,8 +52,10 @@ class SpatialFlowConfig:
     context_channels: tuple[int, ...] = (8, 16, 32)
     subjects_per_step: int = 8
     voxels_per_subject: int = 512
-    max_steps: int = 2000
+    max_steps: int = 3000
     lr: float = 1e-3
+    cosine_decay: bool = True
+    """Anneal the learning rate to zero over ``max_steps`` along a half cosine."""
     weight_decay: float = 1e-5
     eval_every: int = 100
     patience: int = 5
@@ -389,6 +391,12 @@ def train_spatial_flow(
         model.center.copy_(torch.as_tensor(center, dtype=torch.float32))
         model.scale.copy_(torch.as_tensor(scale, dtype=torch.float32))
         optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimiser,
+            (lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, config.max_steps) / config.max_steps)))
+            if config.cosine_decay
+            else (lambda step: 1.0),
+        )
 
         def validation() -> float:
             model.eval()
@@ -415,6 +423,7 @@ def train_spatial_flow(
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
+                schedule.step()
                 running, running_n = running + loss.item(), running_n + 1
                 bar.update(1)
                 if step % config.eval_every == 0 or step == config.max_steps:

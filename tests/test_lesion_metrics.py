@@ -392,3 +392,33 @@ def test_summarise_against_numpy_and_scipy():
     assert single["n_subjects"].item() == 1 and np.isnan(single["hd99_se"].item())
     with pytest.raises(ValueError, match="msd"):
         lesions.summarise(table.drop(columns="msd"), "method")
+
+
+def test_evaluate_methods_runs_every_map_through_evaluate_map_in_parallel():
+    rng = np.random.default_rng(11)
+    brain = np.zeros((10, 11, 9), dtype=bool)
+    brain[1:9, 1:10, 1:8] = True
+    truths, maps = [], {"a": [], "b": []}
+    for _ in range(3):
+        gt = np.zeros(brain.shape, dtype=bool)
+        start = rng.integers(2, 5, 3)
+        gt[start[0] : start[0] + 2, start[1] : start[1] + 3, start[2] : start[2] + 2] = True
+        truths.append(gt)
+        maps["a"].append((gt + 0.3 * rng.random(brain.shape))[brain])
+        maps["b"].append(rng.random(brain.shape)[brain])
+    maps = {k: np.stack(v) for k, v in maps.items()}
+    args = (maps, ["x", "y", "z"], ["g1", "g1", "g2"], truths, brain, (2.0, 2.0, 3.0))
+    serial = lesions.evaluate_methods(*args)
+    parallel = lesions.evaluate_methods(*args, n_jobs=2)
+    pd.testing.assert_frame_equal(serial, parallel)
+    assert list(serial["method"]) == ["a", "b"] * 3 and list(serial["subject_id"]) == ["x", "x", "y", "y", "z", "z"]
+    for _, row in serial.iterrows():
+        k = ["x", "y", "z"].index(row["subject_id"])
+        volume = np.full(brain.shape, np.nan)
+        volume[brain] = maps[row["method"]][k]
+        expected = lesions.evaluate_map(volume, truths[k], brain, (2.0, 2.0, 3.0))
+        assert row["msd"] == pytest.approx(expected["msd"])
+        assert row["ppv"] == pytest.approx(expected["ppv"], nan_ok=True)
+    assert serial.loc[serial["method"] == "a", "tpr"].eq(1.0).all()
+    with pytest.raises(ValueError, match="expected shape"):
+        lesions.evaluate_methods({"a": maps["a"][:2]}, ["x", "y", "z"], ["g"] * 3, truths, brain, (2.0, 2.0, 3.0))
