@@ -61,6 +61,7 @@ def report_data(run_dir: str | os.PathLike) -> dict:
         "lesions": ((run.get("spatial") or {}).get("lesions") or {}).get("summary"),
         "som": _som_summary(run.get("som")),
         "recovery": (run.get("som") or {}).get("recovery"),
+        "hypotheses": run.get("hypotheses"),
         "timings_s": run["timings_s"],
         "warnings": run.get("warnings", []),
     }
@@ -190,6 +191,31 @@ def format_report(run_dir: str | os.PathLike) -> str:
             f"recovery of the planted subgroup by the {r['cohort']} prototype: precision {r['precision']:.2f}, "
             f"recall {r['recall']:.2f} ({r['prototype_size']} members, {r['planted']} planted)",
         ]
+        if r.get("regions"):
+            g = r["regions"]
+            fdp = "n/a" if g["false_discovery_proportion"] is None else f"{g['false_discovery_proportion']:.2f}"
+            recall = "n/a" if g["recall"] is None else f"{g['recall']:.2f}"
+            lines.append(
+                f"planted regions among the prototype's significant ROIs (Bonferroni p < 0.05): recall {recall} of "
+                f"{g['planted']}, {g['significant']} significant, false discovery proportion {fdp}"
+            )
+        if r.get("behaviour"):
+            b = r["behaviour"]
+            found = ", ".join(f"{f['score']} ~ {f['region_group']}" for f in b["found"]) or "none"
+            lines.append(
+                f"planted behaviour pairs at BH q < 0.1: {len(b['found'])} of {b['planted_pairs']} ({found}); "
+                f"{b['false_discoveries']} other significant pairs of {b['significant_pairs']}"
+            )
+    if data.get("hypotheses"):
+        lines += ["", "### Cohort hypotheses (dissertation ch. 6.3): prototype vs rest of the cohort on ROI scores", ""]
+        lines += ["| cohort | ROIs above reference p90 | significant (Bonferroni) | correlation pairs | BH q < 0.1 |",
+                  "|---|---|---|---|---|"]
+        for cohort, h in data["hypotheses"].items():
+            c = h["correlations"] or {}
+            lines.append(
+                f"| {cohort} | {h['kept_rois']} | {len(h['significant_rois'])} | {c.get('pairs', 0)} | "
+                f"{c.get('bh_below_0.1', 0)} |"
+            )
     lines += [f"warning: {w}" for w in data["warnings"]]
     timings = ", ".join(f"{k} {v:.1f} s" for k, v in data["timings_s"].items())
     lines += ["", f"stage timings: {timings}", f"run folder: {data['run_dir']}"]

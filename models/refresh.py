@@ -36,6 +36,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from analysis.artifacts import RunNotFound, RunStore, new_run_id, read_run, write_json, write_table
+from analysis.cohort_analysis import analyse_cohort, planted_recovery
 from analysis.detectors import GaussianMixtureDetector, KNNDetector
 from analysis.images import files_digest, load_images, normalise_intensity, subject_image_paths
 from analysis.lesions import evaluate_methods, summarise
@@ -267,7 +268,7 @@ def _refresh(manifest, profile, device, progress, keep_runs, on_stage, study) ->
             }
         norm_sets = {"msma": norms, **baselines}
 
-        spatial_record = _spatial_stages(
+        spatial_record, roi_table, roi_reference = _spatial_stages(
             stage, study, profile, images, staging, store, passes_key, ids, train_ids, val_ids, test_ids, position,
             seed, progress,
         )
@@ -281,6 +282,10 @@ def _refresh(manifest, profile, device, progress, keep_runs, on_stage, study) ->
             metrics = _detection_table(scores, groups, test_ids, ids)
         with stage("som"), threadpool_limits(1):
             som_record, som_table, som = _fit_som(study, ids, norms, demo_truth(study))
+        with stage("hypotheses"), threadpool_limits(1):
+            hypotheses, roi_tests, correlations = _hypotheses(
+                study, som_record, roi_table, roi_reference, demo_truth(study), seed
+            )
 
         with stage("write"):
             for name, values in norm_sets.items():
@@ -293,6 +298,8 @@ def _refresh(manifest, profile, device, progress, keep_runs, on_stage, study) ->
             write_table(staging / "detector_scores.parquet", detector_table)
             write_table(staging / "detection_metrics.parquet", metrics)
             write_table(staging / "som.parquet", som_table)
+            write_table(staging / "roi_tests.parquet", roi_tests)
+            write_table(staging / "correlations.parquet", correlations)
             np.save(staging / "som_weights.npy", som.weights_)
             np.save(staging / "som_u_matrix.npy", som.u_matrix_)
             _link_or_copy(checkpoint, staging / "score_model.pt")
@@ -303,6 +310,7 @@ def _refresh(manifest, profile, device, progress, keep_runs, on_stage, study) ->
         run["score_passes"] = passes_record
         run["spatial"] = spatial_record
         run["som"] = som_record
+        run["hypotheses"] = hypotheses
         run["warnings"] = [] if test_ids else [
             f"the reference cohort {study.manifest.reference_cohort!r} has no subjects in split 'test' "
             f"({study.manifest.subjects.table}): no detection metrics; mark some reference subjects 'test'"
@@ -382,7 +390,51 @@ def _spatial_stages(
             )
     del norms, voxel_scores
     (staging / PATCH_NORMS_FILE).unlink()
-    return record
+    return record, scores, reference_ids
+
+
+HYPOTHESIS_Q = 0.1
+"""FDR level at which a behaviour correlation counts as found (dissertation ch. 6.3)."""
+
+
+def _hypotheses(study, som_record, roi_table, reference_ids, truth, seed):
+    """Dissertation ch. 6.3 for every non-reference cohort (:mod:`analysis.cohort_analysis`): its prototype's
+    atypical ROIs, prototype vs rest per ROI, and behaviour correlations of the significant ROIs; for the demo, the
+    planted regions and behaviour pairs recovered (added to the SOM's ``recovery``)."""
+    subjects, ref = study.subjects, study.manifest.reference_cohort
+    record, tests, tables = {}, [], []
+    for cohort, prototype in som_record["prototypes"].items():
+        if cohort == ref:
+            continue
+        members = list(subjects.index[subjects["cohort"] == cohort])
+        result = analyse_cohort(
+            cohort, roi_table, reference_ids, members, prototype["members"], study.behaviour, random_state=seed
+        )
+        tests.append(result.roi_tests.assign(cohort=cohort))
+        entry = {
+            "kept_rois": len(result.kept_rois),
+            "significant_rois": result.significant_rois,
+            "correlations": None,
+        }
+        if result.correlations is not None:
+            table = result.correlations.table
+            tables.append(table.assign(cohort=cohort))
+            entry["correlations"] = {
+                "pairs": int(len(table)),
+                "testable": int(table["testable"].sum()),
+                "n_permutations": result.correlations.n_permutations,
+                "p_floor": result.correlations.p_floor,
+                f"bh_below_{HYPOTHESIS_Q}": int((table["p_bh"] < HYPOTHESIS_Q).sum()),
+            }
+        record[cohort] = entry
+        recovery = som_record.get("recovery")
+        if truth is not None and recovery is not None and recovery.get("cohort") == cohort:
+            recovery.update(
+                planted_recovery(result, truth["planted_regions"], truth["planted_behaviour_pairs"], HYPOTHESIS_Q)
+            )
+    roi_tests = pd.concat(tests, ignore_index=True) if tests else pd.DataFrame()
+    correlations = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    return record, roi_tests, correlations
 
 
 def _spatial_flow_or_reuse(config, images, norms, mask, train_rows, val_rows, store, passes_key, train_ids, val_ids,

@@ -276,3 +276,18 @@ def test_evaluate_lesions_without_a_lesion_table_is_a_clear_error(small_study, c
     assert main(["evaluate-lesions", str(small_study.manifest), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "lesions" in err and "data_manifest.yaml" in err
+
+
+def test_run_holds_the_cohort_hypothesis_tables(study, first_run):
+    run_dir = RunStore(study.root / "runs").latest()
+    run = json.loads((run_dir / "run.json").read_text())
+    assert set(run["hypotheses"]) == {"patients"}
+    entry = run["hypotheses"]["patients"]
+    assert entry["correlations"] is None  # two patients: too few for a correlation
+    tests = pd.read_parquet(run_dir / "roi_tests.parquet")
+    prototype = run["som"]["prototypes"]["patients"]
+    both_sides = 0 < prototype["size"] < prototype["cohort_size"]
+    assert len(tests) == (entry["kept_rois"] if both_sides else 0)
+    assert tests.empty or set(tests["cohort"]) == {"patients"}
+    assert (run_dir / "correlations.parquet").is_file()
+    assert "hypotheses" in run["timings_s"]
