@@ -59,8 +59,10 @@ def analyse_cohort(
     behaviour : DataFrame (subjects x scores), indexed by subject id, optional
     """
     cohort_ids = list(cohort_ids)
-    prototype = [i for i in prototype_ids if i in set(cohort_ids)]
-    rest = [i for i in cohort_ids if i not in set(prototype)]
+    members = set(cohort_ids)
+    prototype = [i for i in prototype_ids if i in members]
+    in_prototype = set(prototype)
+    rest = [i for i in cohort_ids if i not in in_prototype]
     kept = atypical_rois(roi_scores, reference_ids, cohort_ids)
     if kept and prototype and rest:
         tests = prototype_vs_rest(roi_scores, prototype, rest, rois=kept, reference_ids=reference_ids)
@@ -85,9 +87,9 @@ def planted_recovery(analysis: CohortAnalysis, planted_regions: dict[str, list[s
                      planted_pairs: list[dict], q: float = 0.1) -> dict:
     """How well one cohort's analysis finds what the demo planted: regions among the significant ROIs, and
     behaviour pairs among the BH-significant correlations (q < ``q``) with the planted sign."""
-    planted = sorted({r for regions in planted_regions.values() for r in regions})
-    found = [r for r in analysis.significant_rois if r in set(planted)]
-    false = [r for r in analysis.significant_rois if r not in set(planted)]
+    planted = {r for regions in planted_regions.values() for r in regions}
+    found = [r for r in analysis.significant_rois if r in planted]
+    false = [r for r in analysis.significant_rois if r not in planted]
     regions = {
         "planted": len(planted),
         "significant": len(analysis.significant_rois),

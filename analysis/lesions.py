@@ -36,12 +36,14 @@ import pandas as pd
 from scipy import ndimage
 
 __all__ = [
+    "LESION_MAPS_FILE",
     "METRICS",
     "best_threshold",
     "candidate_thresholds",
     "component_detection",
     "directed_surface_distances",
     "evaluate_map",
+    "evaluate_methods",
     "evaluate_segmentation",
     "hausdorff_distance",
     "mean_surface_distance",
@@ -53,6 +55,8 @@ __all__ = [
 
 #: The per-subject metrics of :func:`evaluate_segmentation` that :func:`summarise` aggregates.
 METRICS = ("hd99", "msd", "tpr", "ppv")
+#: The file of a run holding every method's maps of the lesion subjects (subjects, methods, brain voxels).
+LESION_MAPS_FILE = "lesion_maps.npy"
 
 
 # --------------------------------------------------------------------------------------------------- validation
@@ -634,7 +638,10 @@ def _evaluate_subject(maps: dict, gt: np.ndarray, brain_mask: np.ndarray, spacin
     for method, values in maps.items():
         score_map = np.full(brain_mask.shape, np.nan)
         score_map[brain_mask] = values
-        rows.append({"method": method, **evaluate_map(score_map, gt, brain_mask, spacing, **protocol)})
+        try:
+            rows.append({"method": method, **evaluate_map(score_map, gt, brain_mask, spacing, **protocol)})
+        except ValueError as exc:  # e.g. a constant map: no threshold gives a segmentation
+            rows.append({"method": method, **dict.fromkeys(METRICS, np.nan), "note": str(exc)})
     return rows
 
 
@@ -668,6 +675,7 @@ def evaluate_methods(
     -------
     DataFrame
         One row per (subject, method): ``subject_id``, ``group``, ``method`` and the keys of :func:`evaluate_map`.
+        A map the protocol cannot threshold (e.g. a constant one) gets NaN metrics and its reason in ``note``.
     """
     from joblib import Parallel, delayed
     from tqdm.auto import tqdm

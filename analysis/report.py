@@ -208,13 +208,15 @@ def format_report(run_dir: str | os.PathLike) -> str:
             )
     if data.get("hypotheses"):
         lines += ["", "### Cohort hypotheses (dissertation ch. 6.3): prototype vs rest of the cohort on ROI scores", ""]
-        lines += ["| cohort | ROIs above reference p90 | significant (Bonferroni) | correlation pairs | BH q < 0.1 |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            "| cohort | ROIs above reference p90 | significant (Bonferroni) | correlation pairs | BH significant |",
+            "|---|---|---|---|---|",
+        ]
         for cohort, h in data["hypotheses"].items():
             c = h["correlations"] or {}
+            significant = f"{c['bh_significant']} (q < {c['q']})" if c else "0"
             lines.append(
-                f"| {cohort} | {h['kept_rois']} | {len(h['significant_rois'])} | {c.get('pairs', 0)} | "
-                f"{c.get('bh_below_0.1', 0)} |"
+                f"| {cohort} | {h['kept_rois']} | {len(h['significant_rois'])} | {c.get('pairs', 0)} | {significant} |"
             )
     lines += [f"warning: {w}" for w in data["warnings"]]
     timings = ", ".join(f"{k} {v:.1f} s" for k, v in data["timings_s"].items())

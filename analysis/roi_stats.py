@@ -36,17 +36,20 @@ def roi_scores(heatmaps: np.ndarray, labels: np.ndarray, label_names: pd.DataFra
 
     Returns
     -------
-    DataFrame indexed by subject id, one column per named label with at least one brain voxel (in label order).
+    DataFrame indexed by subject id, one column per named label with at least one brain voxel (in label order);
+    labels that share a name are told apart as ``"name (index)"``.
     """
     heatmaps = np.asarray(heatmaps, dtype=np.float64)
     labels = np.asarray(labels).ravel()
     if heatmaps.ndim != 2 or heatmaps.shape[1] != labels.size:
         raise ValueError(f"heatmaps must have shape (subjects, {labels.size} brain voxels); got {heatmaps.shape}")
     columns = {}
+    repeated = set(label_names["name"][label_names["name"].duplicated()].astype(str))
     for index, name in zip(label_names["index"], label_names["name"], strict=True):
         inside = labels == index
         if inside.any():
-            columns[str(name)] = heatmaps[:, inside].mean(axis=1)
+            # Two labels sharing a name keep apart as "name (index)".
+            columns[f"{name} ({index})" if str(name) in repeated else str(name)] = heatmaps[:, inside].mean(axis=1)
     return pd.DataFrame(columns, index=pd.Index(list(subject_ids), name="subject_id"))
 
 

@@ -104,7 +104,7 @@ def write_heatmaps(folder: Path, heatmaps: np.ndarray, mask: np.ndarray, grid: G
     for k, name in enumerate(tqdm(names, desc="heatmap files", unit="subject", disable=not progress)):
         volume[mask] = heatmaps[k]
         stack[k] = volume
-        save_volume(folder / "heatmaps" / name, np.nan_to_num(volume, nan=0.0), grid, dtype=np.float32)
+        save_volume(folder / "heatmaps" / name, volume, grid, dtype=np.float32)  # NaN outside the brain
     stack.flush()
     del stack
     return names
@@ -118,6 +118,7 @@ def baseline_maps(
     voxel_scores: np.ndarray,
     norms: np.ndarray,
     unconditional: SpatialMSMA,
+    patch_size: int,
 ) -> dict[str, np.ndarray]:
     """The :data:`BASELINES` maps (len(rows), n_brain_voxels) float32 of the given subjects."""
     rows, train_rows = list(rows), list(train_rows)
@@ -131,7 +132,7 @@ def baseline_maps(
         "voxel_magnitude": np.stack(
             [np.abs(np.asarray(voxel_scores[r], dtype=np.float32)).sum(axis=0) for r in rows]
         ),
-        "patch_magnitude": patches_to_voxels(patch_sums, mask, unconditional.config.patch_size),
+        "patch_magnitude": patches_to_voxels(patch_sums, mask, patch_size),
         "patch_magnitude_centre": patch_sums,
         "unconditional_flow": compute_heatmaps(unconditional, images, norms, rows),
     }

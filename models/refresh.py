@@ -39,7 +39,7 @@ from analysis.artifacts import RunNotFound, RunStore, new_run_id, read_run, writ
 from analysis.cohort_analysis import analyse_cohort, planted_recovery
 from analysis.detectors import GaussianMixtureDetector, KNNDetector
 from analysis.images import files_digest, load_images, normalise_intensity, subject_image_paths
-from analysis.lesions import evaluate_methods, summarise
+from analysis.lesions import LESION_MAPS_FILE, evaluate_methods, summarise
 from analysis.metrics import detection_metrics
 from analysis.roi_stats import percentile_of_reference, roi_scores
 from analysis.som import SelfOrganizingMap
@@ -65,13 +65,14 @@ from models.train import train_score_model
 
 NORMALISATION = "brain_p99"
 TRAINING_VERSION = 2
-SPATIAL_VERSION = 1
-"""Part of a Spatial-MSMA flow checkpoint's key, like :data:`TRAINING_VERSION`."""
-LESION_METHODS = (
-    "spatial_msma", "z_score", "voxel_magnitude", "patch_magnitude", "patch_magnitude_centre", "unconditional_flow"
-)
 """Part of a checkpoint's key: bump it when a code change alters what training produces, so old checkpoints are
 not reused for the new method."""
+SPATIAL_VERSION = 1
+"""Part of a Spatial-MSMA flow checkpoint's key, like :data:`TRAINING_VERSION`."""
+LESION_METHODS = ("spatial_msma", *BASELINES)
+"""Methods of the lesion evaluation, in the order of axis 1 of ``lesion_maps.npy``."""
+LESION_PROTOCOL = {"n_thresholds": 64, "min_size": 3, "dilation_radius": 1}
+"""Settings of the lesion protocol (dissertation ch. 5.4) used by the refresh."""
 DETECTORS = ("gmm", "knn", "flow")
 NORM_SETS = {
     "msma": "trained score network (low-rank Gaussian score + learned residual)",
@@ -268,9 +269,12 @@ def _refresh(manifest, profile, device, progress, keep_runs, on_stage, study) ->
             }
         norm_sets = {"msma": norms, **baselines}
 
+        spatial_key = hashlib.sha256(
+            json.dumps({"model": model_key, "data": data_digest, "sigmas": [float(v) for v in sigmas]}).encode()
+        ).hexdigest()[:16]
         spatial_record, roi_table, roi_reference = _spatial_stages(
-            stage, study, profile, images, staging, store, passes_key, ids, train_ids, val_ids, test_ids, position,
-            seed, progress,
+            stage, study, profile, images, staging, store, spatial_key, ids, train_ids, val_ids, position, seed,
+            progress,
         )
 
         with stage("detectors"), threadpool_limits(1):
@@ -315,6 +319,16 @@ def _refresh(manifest, profile, device, progress, keep_runs, on_stage, study) ->
             f"the reference cohort {study.manifest.reference_cohort!r} has no subjects in split 'test' "
             f"({study.manifest.subjects.table}): no detection metrics; mark some reference subjects 'test'"
         ]
+        if study.lesions is not None:
+            fitted = sorted(set(study.lesions.index) & (set(train_ids) | set(val_ids)))
+            if fitted:
+                run["warnings"].append(
+                    f"{len(fitted)} subjects of the lesions table ({study.manifest.lesions.table}) are reference "
+                    f"train/val subjects the models learned from, e.g. {fitted[:3]}: their lesion figures are biased"
+                )
+        for failure in (spatial_record.get("lesions") or {}).get("failed", []):
+            run["warnings"].append(f"lesion evaluation of {failure['subject_id']} ({failure['method']}): "
+                                   f"{failure['note']}")
         write_json(staging / "run.json", run)  # last: a run folder without run.json is never complete
         run_dir = store.publish(staging)
     except BaseException:
@@ -329,11 +343,14 @@ PATCH_NORMS_FILE = ".patch_norms.npy"
 
 
 def _spatial_stages(
-    stage, study, profile, images, staging, store, passes_key, ids, train_ids, val_ids, test_ids, position, seed,
-    progress,
-) -> dict:
+    stage, study, profile, images, staging, store, spatial_key, ids, train_ids, val_ids, position, seed, progress,
+) -> tuple[dict, pd.DataFrame, list[str]]:
     """Patch norms -> Spatial-MSMA flow -> heatmaps (stack + NIfTI) -> ROI scores -> lesion evaluation (when the
-    manifest names lesion masks). Writes into ``staging``; returns the run record's ``spatial`` section."""
+    manifest names lesion masks). Writes into ``staging``; returns the run record's ``spatial`` section, the ROI
+    scores (indexed by subject id) and the reference subjects of their percentiles.
+
+    ``spatial_key`` fingerprints what the flows learn from (the score model, the sigmas and the reference
+    train/val images), so adding subjects to other cohorts reuses the trained flows."""
     mask, grid = study.brain_mask, study.grid
     config = dataclasses.replace(profile.spatial, patch_size=study.manifest.model.patch_size, seed=seed)
     train_rows = [position[i] for i in train_ids]
@@ -347,7 +364,7 @@ def _spatial_stages(
         patch_norms(voxel_scores, mask, config.patch_size, progress=progress, out=norms)
     with stage("spatial_flow"):
         flow, flow_record = _spatial_flow_or_reuse(config, images, norms, mask, train_rows, val_rows, store,
-                                                   passes_key, train_ids, val_ids, progress)
+                                                   spatial_key, train_ids, val_ids, progress)
         _link_or_copy(Path(flow_record["path"]), staging / "spatial_flow.pt")
     with stage("heatmaps"):
         heatmaps = compute_heatmaps(flow, images, norms, range(len(ids)), progress=progress)
@@ -356,7 +373,8 @@ def _spatial_stages(
         scores = roi_scores(heatmaps, labels, study.label_names, ids)
         ref = study.manifest.reference_cohort
         cohort = study.subjects.loc[ids, "cohort"]
-        held_out = [i for i in ids if cohort[i] == ref and i not in set(train_ids)]
+        trained_on = set(train_ids)
+        held_out = [i for i in ids if cohort[i] == ref and i not in trained_on]
         reference_ids = held_out or [i for i in ids if cohort[i] == ref]
         percentiles = percentile_of_reference(scores, reference_ids)
         frame = _subject_table(study, ids, train_ids, val_ids)
@@ -379,14 +397,15 @@ def _spatial_stages(
             "percentiles": "roi_percentiles.parquet",
             "rois": list(scores.columns),
             "reference_subjects": len(reference_ids),
-            "reference": "reference-cohort subjects not used for training" if held_out else "reference cohort",
+            "reference": "reference-cohort subjects outside the training split (val and test)" if held_out
+            else "reference cohort",
         },
     }
     if study.lesions is not None:
         with stage("lesions"):
             record["lesions"] = _lesion_stage(
                 study, config, images, norms, voxel_scores, heatmaps, position, train_rows, val_rows, store,
-                passes_key, train_ids, val_ids, staging, progress,
+                spatial_key, train_ids, val_ids, staging, progress,
             )
     del norms, voxel_scores
     (staging / PATCH_NORMS_FILE).unlink()
@@ -424,7 +443,8 @@ def _hypotheses(study, som_record, roi_table, reference_ids, truth, seed):
                 "testable": int(table["testable"].sum()),
                 "n_permutations": result.correlations.n_permutations,
                 "p_floor": result.correlations.p_floor,
-                f"bh_below_{HYPOTHESIS_Q}": int((table["p_bh"] < HYPOTHESIS_Q).sum()),
+                "q": HYPOTHESIS_Q,
+                "bh_significant": int((table["p_bh"] < HYPOTHESIS_Q).sum()),
             }
         record[cohort] = entry
         recovery = som_record.get("recovery")
@@ -437,13 +457,13 @@ def _hypotheses(study, som_record, roi_table, reference_ids, truth, seed):
     return record, roi_tests, correlations
 
 
-def _spatial_flow_or_reuse(config, images, norms, mask, train_rows, val_rows, store, passes_key, train_ids, val_ids,
+def _spatial_flow_or_reuse(config, images, norms, mask, train_rows, val_rows, store, spatial_key, train_ids, val_ids,
                            progress):
     """The trained flow from ``<output_dir>/models/`` when one was trained on the same passes with the same config,
     else a new one (saved there)."""
     key = hashlib.sha256(
         json.dumps(
-            {"version": SPATIAL_VERSION, "passes": passes_key, "config": config.as_dict(), "train_ids": train_ids,
+            {"version": SPATIAL_VERSION, "data": spatial_key, "config": config.as_dict(), "train_ids": train_ids,
              "val_ids": val_ids},
             sort_keys=True,
         ).encode()
@@ -457,8 +477,7 @@ def _spatial_flow_or_reuse(config, images, norms, mask, train_rows, val_rows, st
             warnings.warn(f"{exc}; training a new Spatial-MSMA flow", stacklevel=2)
         else:
             return model, {**info["metadata"], "key": key, "reused": True, "path": str(path)}
-    with threadpool_limits(None):
-        result = train_spatial_flow(config, images, norms, mask, train_rows, val_rows, progress=progress)
+    result = train_spatial_flow(config, images, norms, mask, train_rows, val_rows, progress=progress)
     metadata = {
         "steps": result.steps,
         "best_step": result.best_step,
@@ -473,40 +492,43 @@ def _spatial_flow_or_reuse(config, images, norms, mask, train_rows, val_rows, st
 
 
 def _lesion_stage(study, config, images, norms, voxel_scores, heatmaps, position, train_rows, val_rows, store,
-                  passes_key, train_ids, val_ids, staging, progress) -> dict:
+                  spatial_key, train_ids, val_ids, staging, progress) -> dict:
     """Every method's maps of the subjects with lesion masks, through the same protocol (ch. 5.4)."""
     lesions = study.lesions
     unconditional, unconditional_record = _spatial_flow_or_reuse(
         dataclasses.replace(config, conditional=False), images, norms, study.brain_mask, train_rows, val_rows, store,
-        passes_key, train_ids, val_ids, progress,
+        spatial_key, train_ids, val_ids, progress,
     )
     rows = [position[i] for i in lesions.index]
     maps = {
         "spatial_msma": heatmaps[rows],
-        **baseline_maps(rows, images, study.brain_mask, train_rows, voxel_scores, norms, unconditional),
+        **baseline_maps(rows, images, study.brain_mask, train_rows, voxel_scores, norms, unconditional,
+                        config.patch_size),
     }
-    np.save(staging / "lesion_maps.npy", np.stack([maps[m] for m in LESION_METHODS], axis=1))
+    np.save(staging / LESION_MAPS_FILE, np.stack([maps[m] for m in LESION_METHODS], axis=1))
     truth = [load_volume(path, study.grid) > 0 for path in lesions["mask"]]
     per_subject = evaluate_methods(
         maps, list(lesions.index), list(lesions["group"]), truth, study.brain_mask, study.grid.voxel_size,
-        n_jobs=min(2, os.cpu_count() or 1), progress=progress,
+        **LESION_PROTOCOL, n_jobs=min(2, os.cpu_count() or 1), progress=progress,
     )
     write_table(staging / "lesion_evaluation.parquet", per_subject)
     summary = summarise(per_subject, ["group", "method"])
     descriptions = {"spatial_msma": "Spatial-MSMA: conditional flow NLL of the patch norms", **BASELINES}
     return {
-        "methods": {m: descriptions[m] for m in LESION_METHODS},  # the order of lesion_maps.npy's axis 1
+        "methods": {m: descriptions[m] for m in LESION_METHODS},
         "maps": {
-            "file": "lesion_maps.npy",
-            "shape": "(subjects in lesions.subject_id order, methods in 'methods' order, brain voxels)",
+            "file": LESION_MAPS_FILE,
+            "order": list(LESION_METHODS),
+            "shape": "(subjects in 'subjects' order, methods in 'order', brain voxels)",
         },
         "subjects": list(lesions.index),
         "protocol": {
-            "threshold": "per subject, the one minimising the symmetric mean surface distance (64 quantiles)",
-            "min_component_voxels": 3,
-            "dilation_radius": 1,
+            **LESION_PROTOCOL,
+            "threshold": "per subject, the candidate minimising the symmetric mean surface distance",
             "component_connectivity": 26,
         },
+        "failed": per_subject.loc[per_subject["note"].notna(), ["subject_id", "method", "note"]].to_dict("records")
+        if "note" in per_subject else [],
         "per_subject": "lesion_evaluation.parquet",
         "summary": summary.to_dict(orient="records"),
         "unconditional_flow": {k: v for k, v in unconditional_record.items() if k != "path"},

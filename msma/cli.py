@@ -290,7 +290,7 @@ def _cmd_evaluate_lesions(args) -> int:
 
     from analysis.artifacts import RunNotFound, RunStore, read_run
     from analysis.errors import ManifestError, Problem
-    from analysis.lesions import evaluate_methods, summarise
+    from analysis.lesions import LESION_MAPS_FILE, evaluate_methods, summarise
     from analysis.manifest import load_manifest
     from analysis.report import format_lesion_table
     from analysis.validation import validate_study
@@ -326,34 +326,49 @@ def _cmd_evaluate_lesions(args) -> int:
                     )
                 ]
             )
+        methods = list(record["maps"]["order"])
+        maps_file = run_dir / LESION_MAPS_FILE
+        stack = np.load(maps_file, mmap_mode="r")
+        expected = (len(record["subjects"]), len(methods), int(study.brain_mask.sum()))
+        if stack.shape != expected:
+            raise ManifestError(
+                [Problem(str(maps_file), "shape", f"{expected} (subjects, methods, brain voxels of the current mask)",
+                         f"{stack.shape}: the study changed since the refresh; run msma refresh")]
+            )
     except (ManifestError, RunNotFound) as exc:
         return _report_problems(exc)
-    maps_file = run_dir / record["maps"]["file"]
-    try:
-        stack = np.load(maps_file, mmap_mode="r")
-    except (OSError, ValueError) as exc:
-        print(f"{maps_file}: unreadable lesion maps ({exc})", file=sys.stderr)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"{run_dir}: unreadable run record or lesion maps ({type(exc).__name__}: {exc})", file=sys.stderr)
         return 1
-    methods = list(record["methods"])
     rows = [record["subjects"].index(i) for i in wanted]
     maps = {m: np.asarray(stack[rows, k]) for k, m in enumerate(methods)}
-    truth = [load_volume(path, study.grid) > 0 for path in study.lesions["mask"]]
-    per_subject = evaluate_methods(
-        maps, wanted, list(study.lesions["group"]), truth, study.brain_mask, study.grid.voxel_size,
-        n_thresholds=args.thresholds, min_size=args.min_size, dilation_radius=args.dilation, n_jobs=args.jobs,
-        progress=not args.quiet,
-    )
+    try:
+        truth = [load_volume(path, study.grid) > 0 for path in study.lesions["mask"]]
+        per_subject = evaluate_methods(
+            maps, wanted, list(study.lesions["group"]), truth, study.brain_mask, study.grid.voxel_size,
+            n_thresholds=args.thresholds, min_size=args.min_size, dilation_radius=args.dilation, n_jobs=args.jobs,
+            progress=not args.quiet,
+        )
+        if args.out:
+            atomic_write_bytes(args.out, per_subject.to_csv(index=False).encode())
+    except (OSError, ValueError) as exc:
+        print(f"evaluate-lesions: {exc}", file=sys.stderr)
+        return 1
     summary = summarise(per_subject, ["group", "method"])
-    if args.out:
-        atomic_write_bytes(args.out, per_subject.to_csv(index=False).encode())
     protocol = {"thresholds": args.thresholds, "min_size": args.min_size, "dilation_radius": args.dilation}
+    if "note" not in per_subject:
+        per_subject["note"] = None
+    failed = per_subject.loc[per_subject["note"].notna()]
     if args.json:
         records = summary.astype(object).where(summary.notna(), None).to_dict(orient="records")
-        payload = {"run_id": run_dir.name, "protocol": protocol, "summary": records}
+        payload = {"run_id": run_dir.name, "protocol": protocol, "summary": records,
+                   "failed": failed[["subject_id", "method", "note"]].to_dict(orient="records")}
         print(json.dumps(payload, indent=2, default=float))
     else:
         print(f"run {run_dir.name}: {len(wanted)} subjects with lesion masks; protocol {protocol}")
         print(format_lesion_table(summary.to_dict(orient="records")))
+        for _, row in failed.iterrows():
+            print(f"not evaluated: {row['subject_id']} with {row['method']}: {row['note']}")
     return 0
 
 

@@ -422,3 +422,16 @@ def test_evaluate_methods_runs_every_map_through_evaluate_map_in_parallel():
     assert serial.loc[serial["method"] == "a", "tpr"].eq(1.0).all()
     with pytest.raises(ValueError, match="expected shape"):
         lesions.evaluate_methods({"a": maps["a"][:2]}, ["x", "y", "z"], ["g"] * 3, truths, brain, (2.0, 2.0, 3.0))
+
+
+def test_a_map_the_protocol_cannot_threshold_gets_nan_metrics_and_a_note():
+    brain = np.zeros((8, 8, 8), dtype=bool)
+    brain[1:7, 1:7, 1:7] = True
+    gt = np.zeros(brain.shape, dtype=bool)
+    gt[3:5, 3:5, 3:5] = True
+    maps = {"constant": np.ones((1, int(brain.sum()))), "good": gt[brain][None].astype(float)}
+    table = lesions.evaluate_methods(maps, ["s"], ["g"], [gt], brain, (1.0, 1.0, 1.0))
+    constant = table[table["method"] == "constant"].iloc[0]
+    assert np.isnan(constant[list(lesions.METRICS)].astype(float)).all() and "empty segmentation" in constant["note"]
+    good = table[table["method"] == "good"].iloc[0]
+    assert good["tpr"] == 1.0 and pd.isna(good["note"])

@@ -291,3 +291,18 @@ def test_run_holds_the_cohort_hypothesis_tables(study, first_run):
     assert tests.empty or set(tests["cohort"]) == {"patients"}
     assert (run_dir / "correlations.parquet").is_file()
     assert "hypotheses" in run["timings_s"]
+
+
+def test_evaluate_lesions_reports_unusable_lesion_maps_without_a_traceback(study, first_run, capsys):
+    maps = RunStore(study.root / "runs").latest() / "lesion_maps.npy"
+    saved = maps.read_bytes()
+    try:
+        np.save(maps, np.zeros((2, 6, 3), dtype=np.float32))  # as if the brain mask had changed since the refresh
+        assert main(["evaluate-lesions", str(study.manifest), "--quiet"]) == 1
+        err = capsys.readouterr().err
+        assert "lesion_maps.npy" in err and "run msma refresh" in err
+        maps.write_bytes(b"not an array")
+        assert main(["evaluate-lesions", str(study.manifest), "--quiet"]) == 1
+        assert "unreadable" in capsys.readouterr().err
+    finally:
+        maps.write_bytes(saved)
