@@ -24,7 +24,15 @@ Conventions shared by every function here:
 - The surface of a mask is the set of its voxels with at least one face neighbour outside the mask; voxels on the
   border of the array count as surface voxels (outside the array is background).
 
-Only numpy, scipy.ndimage and pandas are used.
+Beside the protocol, :func:`evaluate_map` reports three figures that need no threshold and that the protocol's
+oracle threshold cannot flatter: the voxel-level AUROC of the map inside the brain (:func:`voxel_auroc`), the
+fraction of lesions a single threshold finds before it flags any voxel away from them
+(:func:`tpr_at_zero_false_positives`), and the fraction of the brain the selected segmentation covers. The last one
+exposes a failure of the protocol: when a map cannot single out the lesions, the segmentation with the lowest
+symmetric surface distance may be one large component spreading from the lesions over much of the brain, which
+counts as a true positive for every lesion it touches (TPR and PPV 1) at moderate directed distances.
+
+Only numpy, scipy and pandas are used.
 """
 
 from __future__ import annotations
@@ -33,11 +41,12 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage
+from scipy import ndimage, stats
 
 __all__ = [
     "LESION_MAPS_FILE",
     "METRICS",
+    "SUPPLEMENTARY",
     "best_threshold",
     "candidate_thresholds",
     "component_detection",
@@ -51,10 +60,14 @@ __all__ = [
     "summarise",
     "surface",
     "symmetric_mean_surface_distance",
+    "tpr_at_zero_false_positives",
+    "voxel_auroc",
 ]
 
 #: The per-subject metrics of :func:`evaluate_segmentation` that :func:`summarise` aggregates.
 METRICS = ("hd99", "msd", "tpr", "ppv")
+#: Threshold-free figures of :func:`evaluate_map` that :func:`summarise` aggregates when present.
+SUPPLEMENTARY = ("auroc", "tpr_at_zero_fp", "predicted_fraction")
 #: The file of a run holding every method's maps of the lesion subjects (subjects, methods, brain voxels).
 LESION_MAPS_FILE = "lesion_maps.npy"
 
@@ -375,6 +388,53 @@ def component_detection(gt, pred) -> dict:
     }
 
 
+# ------------------------------------------------------------------------------------------- threshold-free figures
+
+
+def _brain_scores(score_map, gt, brain_mask) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    scores = np.asarray(score_map, dtype=float)
+    gt = _as_mask(gt, "gt")
+    brain = _as_mask(brain_mask, "brain_mask")
+    _check_same_shape(scores, gt, "score_map", "gt")
+    _check_same_shape(scores, brain, "score_map", "brain_mask")
+    if not (gt & brain).any():
+        raise ValueError("gt has no voxel inside brain_mask")
+    return scores, gt, brain
+
+
+def voxel_auroc(score_map, gt, brain_mask) -> float:
+    """Area under the ROC curve of the map's values inside the brain, lesion voxels as positives.
+
+    Ties count one half (the Mann-Whitney form, equal to :func:`sklearn.metrics.roc_auc_score`); NaN scores count
+    below every finite score. NaN when the brain holds no voxel outside the lesions.
+    """
+    scores, gt, brain = _brain_scores(score_map, gt, brain_mask)
+    values = np.where(np.isnan(scores[brain]), -np.inf, scores[brain])
+    positive = gt[brain]
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_neg == 0:
+        return float("nan")
+    ranks = stats.rankdata(values)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def tpr_at_zero_false_positives(score_map, gt, brain_mask) -> float:
+    """Fraction of lesions whose highest score exceeds every score of the brain away from the lesions.
+
+    Lesions are the ground truth's components (full connectivity). "Away" means outside the lesions dilated by one
+    voxel in every direction (a 3^3 cube), so a map is not penalised for the voxels touching a lesion. This is the
+    sensitivity of the best single threshold that flags no voxel away from the lesions.
+    """
+    scores, gt, brain = _brain_scores(score_map, gt, brain_mask)
+    scores = np.where(brain & ~np.isnan(scores), scores, -np.inf)
+    structure = _full_structure(gt.ndim)
+    labels, n = ndimage.label(gt, structure=structure)
+    peaks = ndimage.maximum(scores, labels, np.arange(1, n + 1))
+    away = brain & ~ndimage.binary_dilation(gt, structure=structure)
+    ceiling = scores[away].max() if away.any() else -np.inf
+    return float(np.mean(np.asarray(peaks) > ceiling))
+
+
 # ---------------------------------------------------------------------------------------------- threshold selection
 
 
@@ -568,8 +628,10 @@ def evaluate_map(
     Returns
     -------
     dict
-        The keys of :func:`evaluate_segmentation`, plus ``threshold`` (float, the selected threshold) and
-        ``predicted_voxels`` (int, voxels in the selected post-processed segmentation).
+        The keys of :func:`evaluate_segmentation`, plus ``threshold`` (float, the selected threshold),
+        ``predicted_voxels`` (int, voxels in the selected post-processed segmentation), ``predicted_fraction``
+        (those voxels over the brain mask's), ``auroc`` (:func:`voxel_auroc`) and ``tpr_at_zero_fp``
+        (:func:`tpr_at_zero_false_positives`).
     """
     threshold, segmentation = best_threshold(
         score_map,
@@ -583,6 +645,9 @@ def evaluate_map(
     result = evaluate_segmentation(gt, segmentation, spacing)
     result["threshold"] = threshold
     result["predicted_voxels"] = int(segmentation.sum())
+    result["predicted_fraction"] = result["predicted_voxels"] / int(_as_mask(brain_mask, "brain_mask").sum())
+    result["auroc"] = voxel_auroc(score_map, gt, brain_mask)
+    result["tpr_at_zero_fp"] = tpr_at_zero_false_positives(score_map, gt, brain_mask)
     return result
 
 
@@ -601,7 +666,8 @@ def summarise(per_subject: pd.DataFrame, by: str | Sequence[str]) -> pd.DataFram
     -------
     DataFrame
         One row per group, sorted by the group keys, with the ``by`` columns, ``n_subjects`` (rows in the group) and,
-        for each metric ``m``, ``m_mean`` and ``m_se``. NaN values are ignored: the mean is over non-NaN values and
+        for each metric ``m`` of :data:`METRICS` (and of :data:`SUPPLEMENTARY` present in ``per_subject``),
+        ``m_mean`` and ``m_se``. NaN values are ignored: the mean is over non-NaN values and
         ``m_se = std(ddof=1) / sqrt(n)`` with ``n`` the number of non-NaN values (NaN when ``n < 2``), as
         :func:`scipy.stats.sem` with ``nan_policy="omit"``. Infinite values (distances to an empty prediction) make
         the mean infinite and the standard error NaN.
@@ -617,11 +683,12 @@ def summarise(per_subject: pd.DataFrame, by: str | Sequence[str]) -> pd.DataFram
     missing = [column for column in [*keys, *METRICS] if column not in per_subject.columns]
     if missing:
         raise ValueError(f"per_subject lacks column(s) {missing}; it has {list(per_subject.columns)}")
+    metrics = [*METRICS, *(m for m in SUPPLEMENTARY if m in per_subject.columns)]
     rows = []
     for group, frame in per_subject.groupby(keys, sort=True, dropna=False):
         row = dict(zip(keys, group, strict=True))
         row["n_subjects"] = len(frame)
-        for metric in METRICS:
+        for metric in metrics:
             values = pd.to_numeric(frame[metric], errors="raise").to_numpy(dtype=float)
             values = values[~np.isnan(values)]
             n = values.size
@@ -629,7 +696,7 @@ def summarise(per_subject: pd.DataFrame, by: str | Sequence[str]) -> pd.DataFram
                 row[f"{metric}_mean"] = float(values.mean()) if n else float("nan")
                 row[f"{metric}_se"] = float(values.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
         rows.append(row)
-    columns = [*keys, "n_subjects", *(f"{metric}_{stat}" for metric in METRICS for stat in ("mean", "se"))]
+    columns = [*keys, "n_subjects", *(f"{metric}_{stat}" for metric in metrics for stat in ("mean", "se"))]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -641,7 +708,7 @@ def _evaluate_subject(maps: dict, gt: np.ndarray, brain_mask: np.ndarray, spacin
         try:
             rows.append({"method": method, **evaluate_map(score_map, gt, brain_mask, spacing, **protocol)})
         except ValueError as exc:  # e.g. a constant map: no threshold gives a segmentation
-            rows.append({"method": method, **dict.fromkeys(METRICS, np.nan), "note": str(exc)})
+            rows.append({"method": method, **dict.fromkeys((*METRICS, *SUPPLEMENTARY), np.nan), "note": str(exc)})
     return rows
 
 

@@ -435,3 +435,46 @@ def test_a_map_the_protocol_cannot_threshold_gets_nan_metrics_and_a_note():
     assert np.isnan(constant[list(lesions.METRICS)].astype(float)).all() and "empty segmentation" in constant["note"]
     good = table[table["method"] == "good"].iloc[0]
     assert good["tpr"] == 1.0 and pd.isna(good["note"])
+
+
+# ------------------------------------------------------------------------------------------- threshold-free figures
+def test_voxel_auroc_equals_sklearn_inside_the_brain_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(21)
+    shape = (7, 8, 9)
+    brain = np.zeros(shape, dtype=bool)
+    brain[1:6, 1:7, 1:8] = True
+    gt = _random_blob(rng, shape, 0.1) & brain
+    scores = np.round(rng.standard_normal(shape) + 1.5 * gt, 1)  # rounding makes ties
+    scores[~brain] = 100.0  # outside the brain never counts
+    expected = roc_auc_score(gt[brain], scores[brain])
+    assert lesions.voxel_auroc(scores, gt, brain) == pytest.approx(expected, rel=1e-12)
+    with pytest.raises(ValueError, match="inside brain_mask"):
+        lesions.voxel_auroc(scores, gt & ~brain, brain)
+
+
+def test_tpr_at_zero_false_positives_on_a_hand_built_map():
+    brain = np.ones((5, 12, 5), dtype=bool)
+    gt = np.zeros_like(brain)
+    gt[2, 2, 2] = gt[2, 6, 2] = gt[2, 10, 2] = True  # three one-voxel lesions
+    scores = np.zeros(brain.shape)
+    scores[2, 2, 2], scores[2, 6, 2], scores[2, 10, 2] = 5.0, 3.0, 1.0
+    scores[2, 3, 3] = 9.0  # touches the first lesion (diagonally): not "away" from it
+    assert lesions.tpr_at_zero_false_positives(scores, gt, brain) == 1.0
+    scores[0, 8, 0] = 2.0  # away from every lesion: only the lesions scoring above it count
+    assert lesions.tpr_at_zero_false_positives(scores, gt, brain) == pytest.approx(2 / 3)
+    scores[2, 2, 2] = 2.0  # a tie is not above
+    assert lesions.tpr_at_zero_false_positives(scores, gt, brain) == pytest.approx(1 / 3)
+
+
+def test_evaluate_map_reports_the_segmented_fraction_and_threshold_free_figures():
+    brain = np.ones((9, 10, 11), dtype=bool)
+    gt = np.zeros_like(brain)
+    gt[3:5, 3:5, 3:5] = True
+    scores = gt * 2.0 + np.linspace(0, 1, brain.size).reshape(brain.shape) * 0.1
+    result = lesions.evaluate_map(scores, gt, brain, (6.0, 6.0, 6.0))
+    assert result["predicted_fraction"] == pytest.approx(result["predicted_voxels"] / brain.sum())
+    assert result["auroc"] == 1.0 and result["tpr_at_zero_fp"] == 1.0
+    summary = lesions.summarise(pd.DataFrame([{**result, "method": "a"}, {**result, "method": "a"}]), "method")
+    assert {"auroc_mean", "tpr_at_zero_fp_se", "predicted_fraction_mean"} <= set(summary.columns)
