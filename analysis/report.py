@@ -17,13 +17,18 @@ DETECTOR_NAMES = {"gmm": "GMM", "knn": "KNN", "flow": "Flow"}
 NORM_NAMES = {"msma": "MSMA", "lowrank": "Low-rank Gaussian", "gaussian": "Per-voxel Gaussian"}
 LESION_METHOD_NAMES = {
     "spatial_msma": "Spatial-MSMA",
+    "spatial_msma_min": "Spatial-MSMA (min over patches)",
     "z_score": "Voxel z-score",
     "voxel_magnitude": "Voxel score magnitude",
     "patch_magnitude": "Patch-norm magnitude",
-    "patch_magnitude_centre": "Patch-norm magnitude (centre)",
+    "patch_magnitude_min": "Patch-norm magnitude (min over patches)",
     "unconditional_flow": "Unconditional flow",
 }
 LESION_METRICS = (("hd99", "99-HD (mm) ↓", 2), ("msd", "MSD (mm) ↓", 2), ("tpr", "TPR ↑", 2), ("ppv", "PPV ↑", 2))
+LESION_SUPPLEMENTARY = (
+    ("auroc", "voxel AUROC ↑", 3), ("tpr_at_zero_fp", "TPR at 0 FP ↑", 2), ("predicted_fraction", "brain segmented", 3),
+)
+"""Threshold-free figures shown after table 5.1's four (runs written before they existed lack them)."""
 
 
 def report_data(run_dir: str | os.PathLike) -> dict:
@@ -99,11 +104,12 @@ def format_lesion_table(summary: list[dict]) -> str:
             key=lambda r: order.index(r["method"]) if r["method"] in order else len(order),
         )
         n = rows[0]["n_subjects"] if rows else 0
+        columns = [*LESION_METRICS, *(c for c in LESION_SUPPLEMENTARY if any(f"{c[0]}_mean" in r for r in rows))]
         lines += [f"#### lesions: {group} ({n} subjects)", ""]
-        lines.append("| method | " + " | ".join(h for _, h, _ in LESION_METRICS) + " |")
-        lines.append("|---|" + "---|" * len(LESION_METRICS))
+        lines.append("| method | " + " | ".join(h for _, h, _ in columns) + " |")
+        lines.append("|---|" + "---|" * len(columns))
         for r in rows:
-            cells = " | ".join(_mean_se(r.get(f"{k}_mean"), r.get(f"{k}_se"), d) for k, _, d in LESION_METRICS)
+            cells = " | ".join(_mean_se(r.get(f"{k}_mean"), r.get(f"{k}_se"), d) for k, _, d in columns)
             lines.append(f"| {LESION_METHOD_NAMES.get(r['method'], r['method'])} | {cells} |")
         lines.append("")
     return "\n".join(lines).rstrip()

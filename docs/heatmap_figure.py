@@ -25,7 +25,7 @@ from analysis.report import LESION_METHOD_NAMES  # noqa: E402
 from analysis.validation import validate_study  # noqa: E402
 from analysis.volumes import load_volume  # noqa: E402
 
-SHOWN = ("spatial_msma", "unconditional_flow", "patch_magnitude_centre", "voxel_magnitude", "z_score")
+SHOWN = ("spatial_msma", "unconditional_flow", "patch_magnitude", "voxel_magnitude", "z_score")
 
 
 def main(manifest_path: str = "data_manifest.yaml", out: str = "docs/heatmaps.png") -> None:

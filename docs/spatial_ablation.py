@@ -4,10 +4,11 @@ and on the lesion protocol.
 Usage: .venv/bin/python docs/spatial_ablation.py [KEY=VALUE ...]   (after `make demo`; a few minutes per variant)
 
 KEY=VALUE overrides fields of ``models.spatial_flow.SpatialFlowConfig`` (e.g. ``n_frequencies=7``,
-``n_components=1``, ``cosine_decay=0``, ``conditional=0``); without any, the default flow is retrained. Prints the
-best validation NLL (mean nats per voxel over the validation subjects' fixed voxels: the model-selection criterion)
-and the lesion metrics of the variant's heatmaps with the two patch-to-voxel mappings: the minimum over covering
-patches (the default) and the patch's value at its centre voxel. The last line is a JSON object.
+``n_components=1``, ``cosine_decay=0``, ``standardisation=global``); without any, the default flow is retrained.
+Prints the best validation NLL (mean nats per voxel over the validation subjects' fixed voxels: the
+model-selection criterion) and the lesion metrics of the variant's heatmaps with the two patch-to-voxel mappings:
+the patch's value at its centre voxel (the default) and the minimum over covering patches. The last line is a JSON
+object.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from analysis.lesions import evaluate_methods, summarise
 from analysis.manifest import load_manifest
 from analysis.validation import validate_study
 from analysis.volumes import load_volume
-from models.heatmap import patches_to_voxels
+from models.heatmap import VOXEL_MAPPINGS, patches_to_voxels
 from models.patch_norms import patch_norms
 from models.refresh import NORMALISATION
 from models.spatial_flow import SpatialFlowConfig, train_spatial_flow
@@ -65,8 +66,8 @@ def main(overrides: list[str], manifest_path: str = "data_manifest.yaml") -> Non
             [result.model.heatmaps(torch.as_tensor(images[r : r + 1]), torch.as_tensor(norms[r : r + 1]))[0].numpy()
              for r in rows]
         )
-    maps = {"min_over_covering_patches": patches_to_voxels(patch, study.brain_mask, config.patch_size),
-            "patch_centre": patch}
+    maps = {mapping: patches_to_voxels(patch, study.brain_mask, config.patch_size, mapping)
+            for mapping in VOXEL_MAPPINGS}
     truth = [load_volume(path, study.grid) > 0 for path in lesions["mask"]]
     per_subject = evaluate_methods(maps, list(lesions.index), list(lesions["group"]), truth, study.brain_mask,
                                    study.grid.voxel_size, n_jobs=2)

@@ -24,11 +24,19 @@ from models.spatial_flow import SpatialMSMA
 BASELINES = {
     "z_score": "voxel-wise |z| of the intensity against the reference training subjects",
     "voxel_magnitude": "per-voxel score magnitude sum_i |sigma_i s(x, sigma_i)|, summed over scales, no flow",
-    "patch_magnitude": "k^3 patch norms summed over scales, no flow, mapped to voxels like Spatial-MSMA",
-    "patch_magnitude_centre": "k^3 patch norms summed over scales, no flow, each patch's value at its centre voxel",
-    "unconditional_flow": "the same flow on the patch norms without positional encoding or image context",
+    "patch_magnitude": "k^3 patch norms summed over scales, no flow, each patch's value at its centre voxel (the "
+    "voxel mapping of Spatial-MSMA)",
+    "patch_magnitude_min": "k^3 patch norms summed over scales, no flow, each voxel the minimum over the patches "
+    "covering it",
+    "unconditional_flow": "the same flow on the patch norms without positional encoding, per-voxel standardisation "
+    "or image context",
 }
 """The maps that Spatial-MSMA is evaluated against on lesions, all run through the same protocol."""
+
+VOXEL_MAPPINGS = ("centre", "min")
+"""How patch scores become voxel scores (:func:`patches_to_voxels`)."""
+HEATMAP_MAPPING = "centre"
+"""The voxel mapping of Spatial-MSMA's heatmaps."""
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -41,22 +49,29 @@ def heatmap_file_names(ids: list[str]) -> list[str]:
     return [f"{k:04d}_{_UNSAFE.sub('_', str(sid)).strip('.') or 'subject'}.nii.gz" for k, sid in enumerate(ids)]
 
 
-def patches_to_voxels(patch_values: np.ndarray, mask: np.ndarray, patch_size: int) -> np.ndarray:
-    """Voxel scores from patch scores: each voxel gets the lowest score of the k^3 patches (centred on brain voxels)
-    that contain it.
+def patches_to_voxels(patch_values: np.ndarray, mask: np.ndarray, patch_size: int,
+                      mapping: str = HEATMAP_MAPPING) -> np.ndarray:
+    """Voxel scores from patch scores (one per brain voxel, the patch centred on it).
 
-    A patch score belongs to the whole k^3 neighbourhood of its centre, so assigning it to the centre alone spreads
-    an anomaly over k voxels in every direction. Taking the minimum over the covering patches flags a voxel only
-    when every patch around it is atypical, which gives an anomaly back its own extent (a grey-level erosion with
-    a k^3 box). ``patch_size`` 1 returns the input unchanged.
+    ``"centre"``: each voxel keeps the score of the patch centred on it. ``"min"``: each voxel gets the lowest score
+    of the k^3 patches (centred on brain voxels) that contain it, a grey-level erosion with a k^3 box, which flags a
+    voxel only when every patch around it is atypical.
+
+    The minimum gives an anomaly larger than the patch back its own extent, but it erases one smaller than the
+    patch: a 1-voxel lesion sits in the corner of most patches covering it, where it barely moves their norms. On
+    the demo's 6 mm grid a 3^3 patch is 18 mm wide, wider than most of its lesions (semi-axes 5-12 mm), and the
+    minimum lost most faint lesions (``docs/spatial_ablation.py``), so heatmaps keep each patch's score at its
+    centre (:data:`HEATMAP_MAPPING`). ``patch_size`` 1 returns the input unchanged either way.
 
     Parameters
     ----------
     patch_values : array (n_subjects, n_brain_voxels) or (n_brain_voxels,)
         One score per patch, indexed by its centre voxel (C order of ``mask``).
     """
+    if mapping not in VOXEL_MAPPINGS:
+        raise ValueError(f"mapping must be one of {VOXEL_MAPPINGS}; received {mapping!r}")
     values = np.asarray(patch_values)
-    if patch_size == 1:
+    if patch_size == 1 or mapping == "centre":
         return values.copy()
     single = values.ndim == 1
     values = values[None] if single else values
@@ -75,11 +90,12 @@ def compute_heatmaps(
     norms: np.ndarray,
     rows,
     *,
+    mapping: str = HEATMAP_MAPPING,
     out: np.ndarray | None = None,
     progress: bool = False,
 ) -> np.ndarray:
     """Voxel heatmaps (len(rows), n_brain_voxels) float32 of the given subjects, one subject at a time: the NLL of
-    every patch under ``model``, mapped to voxels by :func:`patches_to_voxels`."""
+    every patch under ``model``, mapped to voxels by :func:`patches_to_voxels` with ``mapping``."""
     rows = list(rows)
     if out is None:
         out = np.empty((len(rows), norms.shape[1]), dtype=np.float32)
@@ -88,7 +104,7 @@ def compute_heatmaps(
         for k, r in enumerate(tqdm(rows, desc="heatmaps", unit="subject", disable=not progress)):
             image = torch.as_tensor(np.asarray(images[r : r + 1]), dtype=torch.float32)
             patch = torch.as_tensor(np.asarray(norms[r : r + 1]), dtype=torch.float32)
-            out[k] = patches_to_voxels(model.heatmaps(image, patch)[0].numpy(), mask, model.config.patch_size)
+            out[k] = patches_to_voxels(model.heatmaps(image, patch)[0].numpy(), mask, model.config.patch_size, mapping)
     return out
 
 
@@ -132,7 +148,7 @@ def baseline_maps(
         "voxel_magnitude": np.stack(
             [np.abs(np.asarray(voxel_scores[r], dtype=np.float32)).sum(axis=0) for r in rows]
         ),
-        "patch_magnitude": patches_to_voxels(patch_sums, mask, patch_size),
-        "patch_magnitude_centre": patch_sums,
+        "patch_magnitude": patches_to_voxels(patch_sums, mask, patch_size, "centre"),
+        "patch_magnitude_min": patches_to_voxels(patch_sums, mask, patch_size, "min"),
         "unconditional_flow": compute_heatmaps(unconditional, images, norms, rows),
     }

@@ -53,7 +53,7 @@ from models.checkpoint import (
     save_spatial_model,
 )
 from models.gaussian_prior import LowRankGaussian
-from models.heatmap import BASELINES, baseline_maps, compute_heatmaps, write_heatmaps
+from models.heatmap import BASELINES, HEATMAP_MAPPING, baseline_maps, compute_heatmaps, write_heatmaps
 from models.norm_flow import FlowDetector
 from models.patch_norms import patch_norms
 from models.profiles import Profile, get_profile
@@ -67,9 +67,14 @@ NORMALISATION = "brain_p99"
 TRAINING_VERSION = 2
 """Part of a checkpoint's key: bump it when a code change alters what training produces, so old checkpoints are
 not reused for the new method."""
-SPATIAL_VERSION = 1
+SPATIAL_VERSION = 2
 """Part of a Spatial-MSMA flow checkpoint's key, like :data:`TRAINING_VERSION`."""
-LESION_METHODS = ("spatial_msma", *BASELINES)
+SPATIAL_VARIANTS = {
+    "spatial_msma": "Spatial-MSMA: conditional flow NLL of the patch norms (calibrated per voxel), each patch's value "
+    "at its centre voxel (the heatmaps)",
+    "spatial_msma_min": "Spatial-MSMA's patch scores, each voxel the minimum over the patches covering it",
+}
+LESION_METHODS = (*SPATIAL_VARIANTS, *BASELINES)
 """Methods of the lesion evaluation, in the order of axis 1 of ``lesion_maps.npy``."""
 LESION_PROTOCOL = {"n_thresholds": 64, "min_size": 3, "dilation_radius": 1}
 """Settings of the lesion protocol (dissertation ch. 5.4) used by the refresh."""
@@ -390,7 +395,10 @@ def _spatial_stages(
             "stack": "heatmaps.npy",
             "files": "heatmaps.parquet",
             "shape": "(subjects in score_norms order, D, H, W), float32, NaN outside the brain mask",
-            "meaning": "negative log-likelihood (nats) of the voxel's patch score norms under the conditional flow",
+            "meaning": "negative log-likelihood of the voxel's patch score norms under the conditional flow, "
+            + ("minus the reference training subjects' mean NLL at the voxel, over their standard deviation"
+               if config.calibrate else "in nats"),
+            "voxel_mapping": HEATMAP_MAPPING,
         },
         "roi_scores": {
             "table": "roi_scores.parquet",
@@ -404,7 +412,7 @@ def _spatial_stages(
     if study.lesions is not None:
         with stage("lesions"):
             record["lesions"] = _lesion_stage(
-                study, config, images, norms, voxel_scores, heatmaps, position, train_rows, val_rows, store,
+                study, config, images, norms, voxel_scores, flow, heatmaps, position, train_rows, val_rows, store,
                 spatial_key, train_ids, val_ids, staging, progress,
             )
     del norms, voxel_scores
@@ -491,17 +499,19 @@ def _spatial_flow_or_reuse(config, images, norms, mask, train_rows, val_rows, st
     return result.model, {**metadata, "key": key, "reused": False, "path": str(path)}
 
 
-def _lesion_stage(study, config, images, norms, voxel_scores, heatmaps, position, train_rows, val_rows, store,
+def _lesion_stage(study, config, images, norms, voxel_scores, flow, heatmaps, position, train_rows, val_rows, store,
                   spatial_key, train_ids, val_ids, staging, progress) -> dict:
     """Every method's maps of the subjects with lesion masks, through the same protocol (ch. 5.4)."""
     lesions = study.lesions
     unconditional, unconditional_record = _spatial_flow_or_reuse(
-        dataclasses.replace(config, conditional=False), images, norms, study.brain_mask, train_rows, val_rows, store,
-        spatial_key, train_ids, val_ids, progress,
+        dataclasses.replace(config, conditional=False, standardisation="global", calibrate=False), images, norms,
+        study.brain_mask,
+        train_rows, val_rows, store, spatial_key, train_ids, val_ids, progress,
     )
     rows = [position[i] for i in lesions.index]
     maps = {
         "spatial_msma": heatmaps[rows],
+        "spatial_msma_min": compute_heatmaps(flow, images, norms, rows, mapping="min"),
         **baseline_maps(rows, images, study.brain_mask, train_rows, voxel_scores, norms, unconditional,
                         config.patch_size),
     }
@@ -513,7 +523,7 @@ def _lesion_stage(study, config, images, norms, voxel_scores, heatmaps, position
     )
     write_table(staging / "lesion_evaluation.parquet", per_subject)
     summary = summarise(per_subject, ["group", "method"])
-    descriptions = {"spatial_msma": "Spatial-MSMA: conditional flow NLL of the patch norms", **BASELINES}
+    descriptions = {**SPATIAL_VARIANTS, **BASELINES}
     return {
         "methods": {m: descriptions[m] for m in LESION_METHODS},
         "maps": {

@@ -8,13 +8,24 @@ The flow models ``p(s_p | p, h(x))``: the density of a voxel's patch score norms
 - ``h(x)`` comes from a small 3-D CNN (strided convolutions, global average pooling) over the brain-masked
   image; it is trained jointly with the flow. Every layer acts on one image at a time, so a subject's heatmap
   does not depend on the other subjects of its batch.
-- The flow maps ``u = (log s_p - center) / scale`` (a fixed bijection; its Jacobian is part of the likelihood)
-  through a conditional elementwise affine layer and ``n_blocks`` conditional affine couplings (RealNVP with the
-  condition concatenated to the coupling networks' input) onto a standard normal.
+- The flow maps ``u = (log s_p - center(p)) / scale(p)`` (a fixed bijection; its Jacobian is part of the
+  likelihood) through a conditional elementwise affine layer and ``n_blocks`` conditional affine couplings (RealNVP
+  with the condition concatenated to the coupling networks' input) onto a conditional Gaussian mixture.
+  ``center(p)`` and ``scale(p)`` are the mean and standard deviation of the log patch norms at voxel ``p`` over the
+  reference training subjects (``standardisation="voxel"``): a position-conditional affine layer set from the data
+  and then frozen, like ActNorm's data-dependent initialisation but per voxel. The typical level and spread of the
+  patch norms differ strongly between positions (largest at the edge of the brain, where subjects' brain outlines
+  move across the template's mask); taking them out first leaves the learned layers the shape of the distribution
+  and its dependence on the image, and lowers the held-out NLL. ``standardisation="global"`` uses one mean and
+  standard deviation per scale for every voxel (no position information: the unconditional baseline).
 
-The heatmap of a subject is the negative log-likelihood ``-log p(s_p | p, h(x))`` of the patch norms at every brain
-voxel (nats; higher = more anomalous). With ``conditional=False`` the same flow has no position and no image
-context: the baseline that shows what the context buys.
+The heatmap of a subject starts from the negative log-likelihood ``-log p(s_p | p, h(x))`` of the patch norms at
+every brain voxel (nats; higher = more anomalous). With ``calibrate`` (the default) it is then standardised voxel by
+voxel against the reference training subjects' NLL there: the density's own spread still differs between positions,
+and a subject's map is thresholded as a whole, so an NLL is read against what is typical at its voxel.
+
+With ``conditional=False``, ``standardisation="global"`` and ``calibrate=False`` the same flow has no position, no
+image context and no per-voxel reference: the baseline that shows what the context buys.
 """
 
 from __future__ import annotations
@@ -43,6 +54,15 @@ class SpatialFlowConfig:
     """Edge k of the k^3 neighbourhood of the patch norms."""
     conditional: bool = True
     """False: no positional encoding and no image context (the unconditional baseline)."""
+    standardisation: str = "voxel"
+    """``"voxel"``: the log patch norms are standardised per voxel and scale by the reference training subjects'
+    mean and standard deviation there; ``"global"``: one mean and standard deviation per scale for all voxels."""
+    standardisation_prior: float = 10.0
+    """Per-voxel moments are shrunk toward the global ones as if the global ones were this many extra subjects
+    (negligible with hundreds of training subjects, a safeguard with a handful)."""
+    calibrate: bool = True
+    """Heatmaps in reference standard deviations: each voxel's NLL minus the training subjects' mean NLL there,
+    over their standard deviation. False: the NLL in nats."""
     n_blocks: int = 6
     hidden: int = 128
     n_components: int = 4
@@ -250,9 +270,12 @@ class SpatialMSMA(nn.Module):
         super().__init__()
         self.config = config
         self.n_scales = n_scales
-        self.register_buffer("center", torch.zeros(n_scales))
-        self.register_buffer("scale", torch.ones(n_scales))
+        n_voxels = int(np.asarray(mask, dtype=bool).sum())
+        self.register_buffer("center", torch.zeros(n_voxels, n_scales))
+        self.register_buffer("scale", torch.ones(n_voxels, n_scales))
         self.register_buffer("brain_mask", torch.as_tensor(np.asarray(mask, dtype=bool)))
+        self.register_buffer("nll_center", torch.zeros(n_voxels))
+        self.register_buffer("nll_scale", torch.ones(n_voxels))
         if config.conditional:
             self.register_buffer("position", positional_encoding(mask, config.n_frequencies))
             self.encoder = ContextEncoder(tuple(config.context_channels), config.context_features)
@@ -264,11 +287,13 @@ class SpatialMSMA(nn.Module):
         self.flow = ConditionalFlow(n_scales, n_condition, config.n_blocks, config.hidden, config.n_components)
 
     # -- pieces ---------------------------------------------------------------------------------------------------
-    def standardise(self, norms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Patch norms (..., L) -> ``u = (log s - center) / scale`` and ``log |du/ds|`` summed over scales."""
+    def standardise(self, norms: torch.Tensor, voxels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patch norms (b, m, L) at voxel indices (b, m) -> ``u = (log s - center) / scale`` and ``log |du/ds|``
+        summed over scales (b, m)."""
         log_norms = torch.log(norms.clamp_min(1e-12))
-        u = (log_norms - self.center) / self.scale
-        return u, -(log_norms + torch.log(self.scale)).sum(dim=-1)
+        scale = self.scale[voxels]
+        u = (log_norms - self.center[voxels]) / scale
+        return u, -(log_norms + torch.log(scale)).sum(dim=-1)
 
     def context(self, images: torch.Tensor) -> torch.Tensor | None:
         """Image feature vectors (b, context_features) of brain-masked images (b, D, H, W); None if unconditional."""
@@ -285,14 +310,14 @@ class SpatialMSMA(nn.Module):
 
     def nll(self, norms: torch.Tensor, voxels: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         """Negative log-likelihood (b, m) of patch norms (b, m, L) at voxel indices (b, m)."""
-        u, log_jacobian = self.standardise(norms)
+        u, log_jacobian = self.standardise(norms, voxels)
         c = self.condition(voxels, context)
         b, m = voxels.shape
         log_p = self.flow.log_prob(u.reshape(b * m, -1), c.reshape(b * m, -1)).reshape(b, m)
         return -(log_p + log_jacobian)
 
     @torch.no_grad()
-    def heatmaps(self, images: torch.Tensor, norms: torch.Tensor, voxel_chunk: int = 16384) -> torch.Tensor:
+    def patch_nll(self, images: torch.Tensor, norms: torch.Tensor, voxel_chunk: int = 16384) -> torch.Tensor:
         """Per-voxel NLL (b, n_brain_voxels) of subjects given their images (b, D, H, W) and patch norms (b, V, L).
 
         Each subject is scored on its own, so the result does not depend on which subjects share the call.
@@ -304,6 +329,18 @@ class SpatialMSMA(nn.Module):
                 voxels = torch.arange(start, min(start + voxel_chunk, norms.shape[1]))[None]
                 out[i, voxels[0]] = self.nll(norms[i : i + 1, voxels[0]], voxels, context)[0]
         return out
+
+    @torch.no_grad()
+    def heatmaps(self, images: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
+        """The anomaly score (b, n_brain_voxels) of every patch: :meth:`patch_nll`, standardised per voxel by the
+        reference training subjects' NLL there when the model is calibrated (:meth:`calibrate`), else the NLL."""
+        return (self.patch_nll(images, norms) - self.nll_center) / self.nll_scale
+
+    @torch.no_grad()
+    def calibrate(self, nll: torch.Tensor) -> None:
+        """Set the per-voxel standardisation of :meth:`heatmaps` from reference NLLs (subjects, n_brain_voxels)."""
+        self.nll_center.copy_(nll.mean(dim=0))
+        self.nll_scale.copy_(nll.std(dim=0, correction=0).clamp_min(1e-6))
 
 
 @dataclass
@@ -317,17 +354,33 @@ class SpatialTrainingResult:
     history: list[dict] = field(default_factory=list)
 
 
-def fit_standardisation(norms: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per scale, the mean and standard deviation of ``log`` patch norms over the given subjects' voxels."""
-    center = np.zeros(norms.shape[2])
-    second = np.zeros(norms.shape[2])
+def fit_standardisation(
+    norms: np.ndarray, rows, per_voxel: bool = True, prior: float = 10.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of the log patch norms of the given subjects, each (n_brain_voxels, L).
+
+    ``per_voxel``: at each voxel over the subjects, shrunk toward the global moments as if those were ``prior``
+    extra subjects; otherwise one mean and standard deviation per scale over all subjects and voxels, repeated for
+    every voxel.
+    """
+    rows = np.asarray(rows, dtype=int)
+    n_voxels, n_scales = norms.shape[1:]
+    first = np.zeros((n_voxels, n_scales))
+    second = np.zeros((n_voxels, n_scales))
     for s in rows:
         log_norms = np.log(np.maximum(np.asarray(norms[s], dtype=np.float64), 1e-12))
-        center += log_norms.mean(axis=0)
-        second += (log_norms**2).mean(axis=0)
-    center /= len(rows)
-    variance = second / len(rows) - center**2
-    return center, np.sqrt(np.maximum(variance, 1e-12))
+        first += log_norms
+        second += log_norms**2
+    global_first, global_second = first.mean(axis=0) / len(rows), second.mean(axis=0) / len(rows)
+    if per_voxel:
+        weight = len(rows) + prior
+        mean = (first + prior * global_first) / weight
+        mean_square = (second + prior * global_second) / weight
+    else:
+        mean = np.broadcast_to(global_first, (n_voxels, n_scales))
+        mean_square = np.broadcast_to(global_second, (n_voxels, n_scales))
+    variance = np.maximum(mean_square - mean**2, 1e-12)
+    return np.array(mean), np.sqrt(variance)
 
 
 def train_spatial_flow(
@@ -371,7 +424,13 @@ def train_spatial_flow(
         raise ValueError(f"images {images.shape} do not match patch norms {norms.shape} and mask {mask.shape}")
     start_time = time.perf_counter()
     rng = np.random.default_rng(config.seed)
-    center, scale = fit_standardisation(norms, train_rows)
+    if config.standardisation not in ("voxel", "global"):
+        raise ValueError(f"standardisation must be 'voxel' or 'global'; received {config.standardisation!r}")
+    if config.standardisation_prior < 0:
+        raise ValueError(f"standardisation_prior must be >= 0; received {config.standardisation_prior!r}")
+    center, scale = fit_standardisation(
+        norms, train_rows, config.standardisation == "voxel", config.standardisation_prior
+    )
     images_t = torch.as_tensor(np.asarray(images), dtype=torch.float32)
 
     val_voxels = torch.as_tensor(
@@ -441,6 +500,11 @@ def train_spatial_flow(
                             break
     model.load_state_dict(best_state)
     model.eval()
+    if config.calibrate:
+        model.calibrate(torch.cat([
+            model.patch_nll(images_t[r : r + 1], torch.as_tensor(np.asarray(norms[r : r + 1]), dtype=torch.float32))
+            for r in tqdm(train_rows, desc="calibrating heatmaps", unit="subject", disable=not progress)
+        ]))
     return SpatialTrainingResult(
         model=model, steps=step, best_step=best_step, stopped=stopped, best_val_nll=best,
         seconds=time.perf_counter() - start_time, history=history,

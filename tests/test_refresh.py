@@ -245,11 +245,13 @@ def test_run_holds_heatmaps_roi_scores_and_the_lesion_evaluation(study, first_ru
     lesions = run["spatial"]["lesions"]
     assert lesions["subjects"] == ["s14", "s15"]
     per_subject = pd.read_parquet(run_dir / "lesion_evaluation.parquet")
-    assert len(per_subject) == 2 * 6 and set(per_subject["group"]) == {"faint", "bright"}
+    assert len(per_subject) == 2 * 7 and set(per_subject["group"]) == {"faint", "bright"}
     assert set(per_subject["method"]) == set(lesions["methods"])
     maps = np.load(run_dir / "lesion_maps.npy")
-    assert maps.shape == (2, 6, int(mask.sum()))
+    assert maps.shape == (2, 7, int(mask.sum()))
     np.testing.assert_allclose(maps[:, 0], stack[[14, 15]][:, mask], rtol=1e-6)
+    assert run["spatial"]["heatmaps"]["voxel_mapping"] == "centre"
+    assert {"auroc", "tpr_at_zero_fp", "predicted_fraction"} <= set(per_subject.columns)
     assert {"patch_norms", "spatial_flow", "heatmaps", "lesions"} <= set(run["timings_s"])
 
 
@@ -259,7 +261,8 @@ def test_evaluate_lesions_and_report_print_table_5_1(study, first_run, capsys):
     assert payload["run_id"] == RunStore(study.root / "runs").latest().name
     methods = {row["method"] for row in payload["summary"]}
     assert methods == {
-        "spatial_msma", "z_score", "voxel_magnitude", "patch_magnitude", "patch_magnitude_centre", "unconditional_flow"
+        "spatial_msma", "spatial_msma_min", "z_score", "voxel_magnitude", "patch_magnitude",
+        "patch_magnitude_min", "unconditional_flow"
     }
     run = json.loads((RunStore(study.root / "runs").latest() / "run.json").read_text())
     stored = {(r["group"], r["method"]): r for r in run["spatial"]["lesions"]["summary"]}

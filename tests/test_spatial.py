@@ -21,6 +21,7 @@ from models.spatial_flow import (
     ConditionalFlow,
     SpatialFlowConfig,
     SpatialMSMA,
+    fit_standardisation,
     positional_encoding,
     train_spatial_flow,
 )
@@ -173,24 +174,77 @@ def test_heatmap_of_a_subject_does_not_depend_on_its_batch():
 
 
 def test_heatmap_is_the_density_of_the_raw_patch_norms():
-    """NLL of s = NLL of u = (log s - c) / a, plus the log-Jacobian sum(log s) + sum(log a)."""
+    """NLL of s = NLL of u = (log s - c(p)) / a(p), plus the log-Jacobian sum(log s) + sum(log a(p))."""
     images, norms, mask = _synthetic()
     model = SpatialMSMA(dataclasses.replace(TINY, conditional=False), 4, mask)
+    rng = np.random.default_rng(8)
+    center = rng.normal(size=(int(mask.sum()), 4))
+    scale = rng.uniform(0.5, 2.0, size=(int(mask.sum()), 4))
     with torch.no_grad():
-        model.center.copy_(torch.tensor([0.1, 0.2, 0.3, 0.4]))
-        model.scale.copy_(torch.tensor([1.5, 2.0, 0.5, 1.0]))
+        model.center.copy_(torch.as_tensor(center))
+        model.scale.copy_(torch.as_tensor(scale))
     heat = model.heatmaps(torch.as_tensor(images[:1]), torch.as_tensor(norms[:1]))[0].numpy()
     from scipy.stats import norm
 
-    u = (np.log(norms[0]) - [0.1, 0.2, 0.3, 0.4]) / [1.5, 2.0, 0.5, 1.0]
+    u = (np.log(norms[0]) - center) / scale
     # untrained: the affine layer and couplings are the identity; the mixture base has spread means
     base = model.flow.base.log_prob(torch.as_tensor(u, dtype=torch.float32), torch.zeros(len(u), 0)).detach().numpy()
-    expected = -(base - np.log(norms[0]).sum(1) - np.log([1.5, 2.0, 0.5, 1.0]).sum())
+    expected = -(base - np.log(norms[0]).sum(1) - np.log(scale).sum(1))
     np.testing.assert_allclose(heat, expected, rtol=1e-4)
     single = SpatialMSMA(dataclasses.replace(TINY, conditional=False, n_components=1), 4, mask)
     heat1 = single.heatmaps(torch.as_tensor(images[:1]), torch.as_tensor(norms[:1]))[0].numpy()
     log_n = np.log(norms[0])
     np.testing.assert_allclose(heat1, -(norm.logpdf(log_n).sum(1) - log_n.sum(1)), rtol=1e-4)
+
+
+def test_standardisation_is_per_voxel_and_shrunk_toward_the_global_moments():
+    rng = np.random.default_rng(9)
+    norms = np.exp(rng.normal(size=(12, 30, 4)) * rng.uniform(0.5, 2, size=(30, 4)) + rng.normal(size=(30, 4)))
+    rows = [0, 2, 3, 5, 7, 8, 11]
+    logs = np.log(norms[rows])
+    center, scale = fit_standardisation(norms, rows, per_voxel=True, prior=0.0)
+    np.testing.assert_allclose(center, logs.mean(axis=0), rtol=1e-10)
+    np.testing.assert_allclose(scale, logs.std(axis=0), rtol=1e-10)
+    flat = logs.reshape(-1, 4)
+    center, scale = fit_standardisation(norms, rows, per_voxel=False)
+    np.testing.assert_allclose(center, np.broadcast_to(flat.mean(axis=0), (30, 4)), rtol=1e-10)
+    np.testing.assert_allclose(scale, np.broadcast_to(flat.std(axis=0), (30, 4)), rtol=1e-10)
+    # With a prior of p subjects, the moments are those of the pooled sample: the subjects at this voxel plus p
+    # pseudo-subjects carrying the global first and second moments.
+    p = 4.0
+    center, scale = fit_standardisation(norms, rows, per_voxel=True, prior=p)
+    first = (logs.sum(axis=0) + p * flat.mean(axis=0)) / (len(rows) + p)
+    second = ((logs**2).sum(axis=0) + p * (flat**2).mean(axis=0)) / (len(rows) + p)
+    np.testing.assert_allclose(center, first, rtol=1e-10)
+    np.testing.assert_allclose(scale, np.sqrt(second - first**2), rtol=1e-10)
+
+
+def test_trained_flow_standardises_per_voxel_unless_asked_for_global_moments():
+    images, norms, mask = _synthetic()
+    voxel = train_spatial_flow(TINY, images, norms, mask, range(9), [9, 10]).model
+    expected, _ = fit_standardisation(norms, range(9), per_voxel=True, prior=TINY.standardisation_prior)
+    np.testing.assert_allclose(voxel.center.numpy(), expected, rtol=1e-5)
+    plain = train_spatial_flow(dataclasses.replace(TINY, standardisation="global"), images, norms, mask, range(9),
+                               [9, 10]).model
+    assert torch.equal(plain.center, plain.center[:1].expand_as(plain.center))
+    with pytest.raises(ValueError, match="standardisation"):
+        train_spatial_flow(dataclasses.replace(TINY, standardisation="local"), images, norms, mask, range(9), [9])
+
+
+def test_calibrated_heatmaps_are_the_nll_in_standard_deviations_of_the_training_subjects():
+    images, norms, mask = _synthetic()
+    model = train_spatial_flow(TINY, images, norms, mask, range(9), [9, 10]).model
+    nll = model.patch_nll(torch.as_tensor(images), torch.as_tensor(norms)).numpy().astype(np.float64)
+    heat = model.heatmaps(torch.as_tensor(images), torch.as_tensor(norms)).numpy()
+    reference = nll[:9]
+    np.testing.assert_allclose(heat, (nll - reference.mean(0)) / reference.std(0), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(heat[:9].mean(0), 0.0, atol=1e-3)
+    np.testing.assert_allclose(heat[:9].std(0), 1.0, rtol=1e-3)
+    plain = train_spatial_flow(dataclasses.replace(TINY, calibrate=False), images, norms, mask, range(9), [9, 10])
+    np.testing.assert_array_equal(
+        plain.model.heatmaps(torch.as_tensor(images[:2]), torch.as_tensor(norms[:2])).numpy(),
+        plain.model.patch_nll(torch.as_tensor(images[:2]), torch.as_tensor(norms[:2])).numpy(),
+    )
 
 
 def test_conditioning_on_position_and_image_explains_what_the_unconditional_flow_cannot():
@@ -225,12 +279,12 @@ def test_spatial_checkpoint_round_trip_and_refusal_of_other_kinds(tmp_path):
         load_spatial_model(other)
 
 
-def test_patch_scores_map_to_voxels_as_the_minimum_over_covering_patches():
+def test_patch_scores_map_to_voxels_at_their_centre_or_as_the_minimum_over_covering_patches():
     mask = _mask()
     coords = np.argwhere(mask)
     rng = np.random.default_rng(5)
     patch = rng.standard_normal((2, len(coords)))
-    voxels = patches_to_voxels(patch, mask, 3)
+    voxels = patches_to_voxels(patch, mask, 3, "min")
     for s in range(2):
         for v, c in enumerate(coords):
             covering = np.abs(coords - c).max(axis=1) <= 1  # patches centred within one voxel (brain voxels only)
@@ -240,8 +294,12 @@ def test_patch_scores_map_to_voxels_as_the_minimum_over_covering_patches():
     deep = np.ones((9, 9, 9), dtype=bool)
     cube = np.argwhere(deep)
     raised = (np.abs(cube - [4, 4, 4]).max(axis=1) <= 1).astype(float)
-    assert np.flatnonzero(patches_to_voxels(raised, deep, 3)).tolist() == [4 * 81 + 4 * 9 + 4]
-    np.testing.assert_array_equal(patches_to_voxels(patch, mask, 1), patch)
+    assert np.flatnonzero(patches_to_voxels(raised, deep, 3, "min")).tolist() == [4 * 81 + 4 * 9 + 4]
+    np.testing.assert_array_equal(patches_to_voxels(patch, mask, 1, "min"), patch)
+    np.testing.assert_array_equal(patches_to_voxels(patch, mask, 3, "centre"), patch)
+    assert patches_to_voxels(raised, deep, 3).sum() == 27  # centre mapping: every patch holding the voxel
+    with pytest.raises(ValueError, match="mapping"):
+        patches_to_voxels(patch, mask, 3, "max")
 
 
 def test_heatmap_file_names_never_leave_the_folder():
