@@ -630,8 +630,9 @@ def evaluate_map(
     dict
         The keys of :func:`evaluate_segmentation`, plus ``threshold`` (float, the selected threshold),
         ``predicted_voxels`` (int, voxels in the selected post-processed segmentation), ``predicted_fraction``
-        (those voxels over the brain mask's), ``auroc`` (:func:`voxel_auroc`) and ``tpr_at_zero_fp``
-        (:func:`tpr_at_zero_false_positives`).
+        (its voxels inside the brain mask over the brain mask's), ``auroc`` (:func:`voxel_auroc`) and
+        ``tpr_at_zero_fp`` (:func:`tpr_at_zero_false_positives`); the last two are NaN when no lesion voxel lies
+        inside the brain mask.
     """
     threshold, segmentation = best_threshold(
         score_map,
@@ -643,11 +644,15 @@ def evaluate_map(
         dilation_radius=dilation_radius,
     )
     result = evaluate_segmentation(gt, segmentation, spacing)
+    brain = _as_mask(brain_mask, "brain_mask")
     result["threshold"] = threshold
     result["predicted_voxels"] = int(segmentation.sum())
-    result["predicted_fraction"] = result["predicted_voxels"] / int(_as_mask(brain_mask, "brain_mask").sum())
-    result["auroc"] = voxel_auroc(score_map, gt, brain_mask)
-    result["tpr_at_zero_fp"] = tpr_at_zero_false_positives(score_map, gt, brain_mask)
+    result["predicted_fraction"] = int((segmentation & brain).sum()) / int(brain.sum())
+    if (_as_mask(gt, "gt") & brain).any():
+        result["auroc"] = voxel_auroc(score_map, gt, brain)
+        result["tpr_at_zero_fp"] = tpr_at_zero_false_positives(score_map, gt, brain)
+    else:  # lesions wholly outside the brain mask: nothing to rank inside it
+        result["auroc"] = result["tpr_at_zero_fp"] = float("nan")
     return result
 
 

@@ -24,6 +24,17 @@ LESION_METHOD_NAMES = {
     "patch_magnitude_min": "Patch-norm magnitude (min over patches)",
     "unconditional_flow": "Unconditional flow",
 }
+LEGACY_LESION_METHOD_NAMES = {
+    "spatial_msma": "Spatial-MSMA (NLL in nats, min over patches)",
+    "z_score": "Voxel z-score",
+    "voxel_magnitude": "Voxel score magnitude",
+    "patch_magnitude": "Patch-norm magnitude (min over patches)",
+    "patch_magnitude_centre": "Patch-norm magnitude",
+    "unconditional_flow": "Unconditional flow (min over patches)",
+}
+"""Names of the methods in runs written before the heatmaps were calibrated and kept at the patch centre: those runs
+mapped patch scores to voxels as the minimum over covering patches and called the centre variant
+``patch_magnitude_centre``."""
 LESION_METRICS = (("hd99", "99-HD (mm) ↓", 2), ("msd", "MSD (mm) ↓", 2), ("tpr", "TPR ↑", 2), ("ppv", "PPV ↑", 2))
 LESION_SUPPLEMENTARY = (
     ("auroc", "voxel AUROC ↑", 3), ("tpr_at_zero_fp", "TPR at 0 FP ↑", 2), ("predicted_fraction", "brain segmented", 3),
@@ -97,7 +108,12 @@ def format_lesion_table(summary: list[dict]) -> str:
     """Table 5.1 of the dissertation: per lesion group, each method's mean ± standard error over subjects."""
     lines = []
     groups = list(dict.fromkeys(row["group"] for row in summary))
-    order = list(LESION_METHOD_NAMES)
+    legacy = any(row["method"] == "patch_magnitude_centre" for row in summary)
+    names = LEGACY_LESION_METHOD_NAMES if legacy else LESION_METHOD_NAMES
+    order = list(names)
+    if legacy:
+        lines += ["(a run written before Spatial-MSMA's heatmaps were calibrated per voxel and kept at the patch "
+                  "centre)", ""]
     for group in groups:
         rows = sorted(
             (r for r in summary if r["group"] == group),
@@ -110,7 +126,7 @@ def format_lesion_table(summary: list[dict]) -> str:
         lines.append("|---|" + "---|" * len(columns))
         for r in rows:
             cells = " | ".join(_mean_se(r.get(f"{k}_mean"), r.get(f"{k}_se"), d) for k, _, d in columns)
-            lines.append(f"| {LESION_METHOD_NAMES.get(r['method'], r['method'])} | {cells} |")
+            lines.append(f"| {names.get(r['method'], r['method'])} | {cells} |")
         lines.append("")
     return "\n".join(lines).rstrip()
 

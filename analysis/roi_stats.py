@@ -1,7 +1,7 @@
 """ROI anomaly scores, and which brain regions make a cohort's prototype atypical (dissertation ch. 6.3, fig. 6.4
 and 6.7).
 
-0. :func:`roi_scores`: the mean Spatial-MSMA heatmap value (NLL) inside each atlas label, per subject, and
+0. :func:`roi_scores`: the mean Spatial-MSMA heatmap value inside each atlas label, per subject, and
    :func:`percentile_of_reference`: where each score falls among the reference cohort's scores of that ROI.
 
 1. :func:`atypical_rois`: keep the ROIs whose mean anomaly score in the cohort exceeds the reference cohort's 90th

@@ -28,8 +28,8 @@ BASELINES = {
     "voxel mapping of Spatial-MSMA)",
     "patch_magnitude_min": "k^3 patch norms summed over scales, no flow, each voxel the minimum over the patches "
     "covering it",
-    "unconditional_flow": "the same flow on the patch norms without positional encoding, per-voxel standardisation "
-    "or image context",
+    "unconditional_flow": "the same flow on the patch norms without positional encoding, per-voxel standardisation, "
+    "image context or per-voxel calibration (the NLL in nats)",
 }
 """The maps that Spatial-MSMA is evaluated against on lesions, all run through the same protocol."""
 
@@ -94,8 +94,9 @@ def compute_heatmaps(
     out: np.ndarray | None = None,
     progress: bool = False,
 ) -> np.ndarray:
-    """Voxel heatmaps (len(rows), n_brain_voxels) float32 of the given subjects, one subject at a time: the NLL of
-    every patch under ``model``, mapped to voxels by :func:`patches_to_voxels` with ``mapping``."""
+    """Voxel heatmaps (len(rows), n_brain_voxels) float32 of the given subjects, one subject at a time: the score of
+    every patch under ``model`` (:meth:`~models.spatial_flow.SpatialMSMA.heatmaps`: the NLL, calibrated per voxel
+    when the model is), mapped to voxels by :func:`patches_to_voxels` with ``mapping``."""
     rows = list(rows)
     if out is None:
         out = np.empty((len(rows), norms.shape[1]), dtype=np.float32)

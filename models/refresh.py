@@ -67,7 +67,7 @@ NORMALISATION = "brain_p99"
 TRAINING_VERSION = 2
 """Part of a checkpoint's key: bump it when a code change alters what training produces, so old checkpoints are
 not reused for the new method."""
-SPATIAL_VERSION = 2
+SPATIAL_VERSION = 3
 """Part of a Spatial-MSMA flow checkpoint's key, like :data:`TRAINING_VERSION`."""
 SPATIAL_VARIANTS = {
     "spatial_msma": "Spatial-MSMA: conditional flow NLL of the patch norms (calibrated per voxel), each patch's value "

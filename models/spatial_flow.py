@@ -12,8 +12,9 @@ The flow models ``p(s_p | p, h(x))``: the density of a voxel's patch score norms
   likelihood) through a conditional elementwise affine layer and ``n_blocks`` conditional affine couplings (RealNVP
   with the condition concatenated to the coupling networks' input) onto a conditional Gaussian mixture.
   ``center(p)`` and ``scale(p)`` are the mean and standard deviation of the log patch norms at voxel ``p`` over the
-  reference training subjects (``standardisation="voxel"``): a position-conditional affine layer set from the data
-  and then frozen, like ActNorm's data-dependent initialisation but per voxel. The typical level and spread of the
+  reference training subjects (``standardisation="voxel"``, shrunk toward their averages over voxels): a
+  position-conditional affine layer set from the data and then frozen, like ActNorm's data-dependent
+  initialisation but per voxel. The typical level and spread of the
   patch norms differ strongly between positions (largest at the edge of the brain, where subjects' brain outlines
   move across the template's mask); taking them out first leaves the learned layers the shape of the distribution
   and its dependence on the image, and lowers the held-out NLL. ``standardisation="global"`` uses one mean and
@@ -53,13 +54,14 @@ class SpatialFlowConfig:
     patch_size: int = 3
     """Edge k of the k^3 neighbourhood of the patch norms."""
     conditional: bool = True
-    """False: no positional encoding and no image context (the unconditional baseline)."""
+    """False: no positional encoding and no image context (with ``standardisation="global"`` and
+    ``calibrate=False``, the unconditional baseline)."""
     standardisation: str = "voxel"
     """``"voxel"``: the log patch norms are standardised per voxel and scale by the reference training subjects'
     mean and standard deviation there; ``"global"``: one mean and standard deviation per scale for all voxels."""
     standardisation_prior: float = 10.0
-    """Per-voxel moments are shrunk toward the global ones as if the global ones were this many extra subjects
-    (negligible with hundreds of training subjects, a safeguard with a handful)."""
+    """Per-voxel means and variances are shrunk toward their averages over voxels as if those came from this many
+    extra subjects (a 4 % pull with 240 training subjects, a safeguard with a handful)."""
     calibrate: bool = True
     """Heatmaps in reference standard deviations: each voxel's NLL minus the training subjects' mean NLL there,
     over their standard deviation. False: the NLL in nats."""
@@ -359,9 +361,10 @@ def fit_standardisation(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation of the log patch norms of the given subjects, each (n_brain_voxels, L).
 
-    ``per_voxel``: at each voxel over the subjects, shrunk toward the global moments as if those were ``prior``
-    extra subjects; otherwise one mean and standard deviation per scale over all subjects and voxels, repeated for
-    every voxel.
+    ``per_voxel``: at each voxel and scale over the subjects, each shrunk toward its average over voxels as if that
+    average came from ``prior`` extra subjects: the mean toward the mean over voxels, the variance toward the mean
+    within-voxel variance (so the spread between voxels never inflates a voxel's variance). Otherwise one mean and
+    standard deviation per scale over all subjects and voxels, repeated for every voxel.
     """
     rows = np.asarray(rows, dtype=int)
     n_voxels, n_scales = norms.shape[1:]
@@ -371,16 +374,17 @@ def fit_standardisation(
         log_norms = np.log(np.maximum(np.asarray(norms[s], dtype=np.float64), 1e-12))
         first += log_norms
         second += log_norms**2
-    global_first, global_second = first.mean(axis=0) / len(rows), second.mean(axis=0) / len(rows)
+    first /= len(rows)
+    second /= len(rows)
     if per_voxel:
-        weight = len(rows) + prior
-        mean = (first + prior * global_first) / weight
-        mean_square = (second + prior * global_second) / weight
+        variance = np.maximum(second - first**2, 0.0)
+        weight = len(rows) / (len(rows) + prior)
+        mean = weight * first + (1 - weight) * first.mean(axis=0)
+        variance = weight * variance + (1 - weight) * variance.mean(axis=0)
     else:
-        mean = np.broadcast_to(global_first, (n_voxels, n_scales))
-        mean_square = np.broadcast_to(global_second, (n_voxels, n_scales))
-    variance = np.maximum(mean_square - mean**2, 1e-12)
-    return np.array(mean), np.sqrt(variance)
+        mean = np.broadcast_to(first.mean(axis=0), (n_voxels, n_scales))
+        variance = np.broadcast_to(second.mean(axis=0) - first.mean(axis=0) ** 2, (n_voxels, n_scales))
+    return np.array(mean), np.sqrt(np.maximum(variance, 1e-12))
 
 
 def train_spatial_flow(

@@ -101,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
         "manifest's lesions: table against their ground-truth masks: per subject, the threshold minimising the "
         "symmetric mean surface distance, components under --min-size voxels removed, dilation by a ball of "
         "--dilation; then the directed 99th-percentile Hausdorff distance and mean surface distance (mm, ground "
-        "truth to prediction) and component-wise TPR and PPV, as mean ± standard error per lesion group.",
+        "truth to prediction) and component-wise TPR and PPV, as mean ± standard error per lesion group, beside the "
+        "threshold-free voxel AUROC, the TPR at 0 FP (lesions found before any voxel away from them is flagged) "
+        "and the fraction of the brain segmented.",
     )
     _add_manifest(lesions)
     lesions.add_argument("--json", action="store_true", help="print one JSON object instead of tables")

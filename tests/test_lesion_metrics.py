@@ -478,3 +478,19 @@ def test_evaluate_map_reports_the_segmented_fraction_and_threshold_free_figures(
     assert result["auroc"] == 1.0 and result["tpr_at_zero_fp"] == 1.0
     summary = lesions.summarise(pd.DataFrame([{**result, "method": "a"}, {**result, "method": "a"}]), "method")
     assert {"auroc_mean", "tpr_at_zero_fp_se", "predicted_fraction_mean"} <= set(summary.columns)
+
+
+def test_segmented_fraction_counts_the_brain_only_and_lesions_outside_it_leave_the_protocol_metrics():
+    brain = np.zeros((8, 9, 10), dtype=bool)
+    brain[:, :5] = True
+    gt = np.zeros_like(brain)
+    gt[3:5, 3:5, 4:6] = True  # at the edge of the brain: the dilated segmentation leaves it
+    scores = np.where(gt, 3.0, 0.0) + np.linspace(0, 0.1, brain.size).reshape(brain.shape)
+    result = lesions.evaluate_map(scores, gt, brain, (6.0, 6.0, 6.0))
+    segmentation = lesions.best_threshold(scores, gt, brain, (6.0, 6.0, 6.0))[1]
+    assert (segmentation & ~brain).any()
+    assert result["predicted_fraction"] == pytest.approx((segmentation & brain).sum() / brain.sum())
+    outside = np.zeros_like(brain)
+    outside[3:5, 6:8, 4:6] = True
+    result = lesions.evaluate_map(scores + outside, outside, brain, (6.0, 6.0, 6.0))
+    assert np.isnan(result["auroc"]) and np.isnan(result["tpr_at_zero_fp"]) and np.isfinite(result["msd"])

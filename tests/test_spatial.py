@@ -209,14 +209,15 @@ def test_standardisation_is_per_voxel_and_shrunk_toward_the_global_moments():
     center, scale = fit_standardisation(norms, rows, per_voxel=False)
     np.testing.assert_allclose(center, np.broadcast_to(flat.mean(axis=0), (30, 4)), rtol=1e-10)
     np.testing.assert_allclose(scale, np.broadcast_to(flat.std(axis=0), (30, 4)), rtol=1e-10)
-    # With a prior of p subjects, the moments are those of the pooled sample: the subjects at this voxel plus p
-    # pseudo-subjects carrying the global first and second moments.
+    # With a prior of p subjects, the mean and the variance at a voxel are weighted n : p against their averages
+    # over voxels (the variance against the mean within-voxel variance, not the variance of all values pooled).
     p = 4.0
     center, scale = fit_standardisation(norms, rows, per_voxel=True, prior=p)
-    first = (logs.sum(axis=0) + p * flat.mean(axis=0)) / (len(rows) + p)
-    second = ((logs**2).sum(axis=0) + p * (flat**2).mean(axis=0)) / (len(rows) + p)
-    np.testing.assert_allclose(center, first, rtol=1e-10)
-    np.testing.assert_allclose(scale, np.sqrt(second - first**2), rtol=1e-10)
+    n = len(rows)
+    mean, variance = logs.mean(axis=0), logs.var(axis=0)
+    np.testing.assert_allclose(center, (n * mean + p * mean.mean(axis=0)) / (n + p), rtol=1e-10)
+    np.testing.assert_allclose(scale**2, (n * variance + p * variance.mean(axis=0)) / (n + p), rtol=1e-10)
+    assert (scale**2 <= np.maximum(variance, variance.mean(axis=0)) + 1e-12).all()
 
 
 def test_trained_flow_standardises_per_voxel_unless_asked_for_global_moments():
@@ -253,8 +254,10 @@ def test_conditioning_on_position_and_image_explains_what_the_unconditional_flow
         TINY, max_steps=400, eval_every=50, patience=8, hidden=32, voxels_per_subject=64, lr=1e-2
     )
     conditional = train_spatial_flow(config, images, norms, mask, range(18), range(18, 24))
-    plain = train_spatial_flow(dataclasses.replace(config, conditional=False), images, norms, mask, range(18),
-                               range(18, 24))
+    plain = train_spatial_flow(
+        dataclasses.replace(config, conditional=False, standardisation="global", calibrate=False), images, norms,
+        mask, range(18), range(18, 24),
+    )
     assert conditional.best_val_nll < plain.best_val_nll - 1.0  # nats per voxel
 
 
