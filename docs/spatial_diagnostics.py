@@ -8,7 +8,12 @@ lesion subject is split into components (26-connectivity); a component that touc
 positive, and it is counted as "at the edge" when it holds a voxel of the brain mask's surface. A selected
 segmentation covering more than a quarter of the brain is counted as degenerate: the protocol chose one large
 region spreading from the lesions, which its component-wise TPR and PPV count as a hit for every lesion it
-touches. Prints a table per lesion group; the last line is a JSON object with every figure.
+touches. Prints a table per lesion group.
+
+It also prints how the calibrated heatmaps of typical subjects read: the reference training subjects (on whom the
+flow was fitted and calibrated) against the held-out reference subjects (validation and test): the mean over
+subjects and voxels, the median over voxels of the per-voxel standard deviation across subjects, and the 99th
+percentile of all their brain voxels. The last line is a JSON object with every figure.
 """
 
 from __future__ import annotations
@@ -61,7 +66,24 @@ def main(manifest_path: str = "data_manifest.yaml") -> None:
     print(f"run {run_dir.name}: false-positive components of the selected segmentations, and segmentations "
           f"covering more than {DEGENERATE_FRACTION:.0%} of the brain")
     print(table.to_string(index=False))
-    print(json.dumps({"run_id": run_dir.name, "diagnostics": table.to_dict(orient="records")}, default=int))
+
+    listing = pd.read_parquet(run_dir / "heatmaps.parquet")
+    stack = np.load(run_dir / "heatmaps.npy", mmap_mode="r")
+    typical = listing["cohort"] == study.manifest.reference_cohort
+    calibration = {}
+    for name, rows in (("training", typical & (listing["role"] == "train")),
+                       ("held_out", typical & (listing["role"] != "train"))):
+        values = np.stack([stack[i][mask] for i in np.flatnonzero(rows.to_numpy())]).astype(np.float64)
+        calibration[name] = {
+            "subjects": len(values),
+            "mean": round(float(values.mean()), 3),
+            "median_voxel_sd": round(float(np.median(values.std(axis=0))), 3),
+            "p99": round(float(np.percentile(values, 99)), 3),
+        }
+    print("\ncalibrated heatmaps of typical subjects (reference standard deviations)")
+    print(pd.DataFrame(calibration).T.astype({"subjects": int}).to_string())
+    print(json.dumps({"run_id": run_dir.name, "diagnostics": table.to_dict(orient="records"),
+                      "calibration": calibration}, default=int))
 
 
 if __name__ == "__main__":
