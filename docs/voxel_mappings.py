@@ -9,8 +9,8 @@ minimum over the covering patches ("min"). This script re-maps the run's stored 
 lesion protocol of the run (``analysis.lesions.evaluate_methods``):
 
 - ``order q``: the ceil(q n)-th smallest score of the n covering patches centred in the brain (q = 0 is "min").
-  For a one-voxel anomaly, a face neighbour lies outside 9 of its 27 covering patches, so q <= 1/3 keeps
-  neighbours low in the noise-free case while it tolerates a few low patches over the anomaly.
+  For a one-voxel anomaly, 9 of a face neighbour's 27 covering patches do not contain the anomaly, so q <= 1/3
+  keeps neighbours low in the noise-free case while it tolerates a few low patches over the anomaly.
 - ``blend``: the mean of the centre and the minimum.
 
 Prints table 5.1's metrics with the voxel AUROC and the fraction of lesions found before any false positive, per

@@ -75,7 +75,7 @@ class SpatialFlowConfig:
     subjects_per_step: int = 8
     voxels_per_subject: int = 512
     max_steps: int = 1500
-    """About 3 minutes on 2 cores for the demo (the image CNN's pass over 8 subjects dominates a step), which keeps
+    """About 2 minutes on 2 cores for the demo (the image CNN's pass over 8 subjects dominates a step), which keeps
     the whole demo within its 15-minute budget; 3000 steps lower the validation NLL further but did not improve
     lesion detection (README, Spatial-MSMA)."""
     lr: float = 1e-3
