@@ -73,11 +73,10 @@ def main(manifest_path: str = "data_manifest.yaml") -> None:
     groups = [study.lesions.loc[s, "group"] for s in subjects]
     truth = [load_volume(study.lesions.loc[s, "mask"], study.grid) > 0 for s in subjects]
 
-    minimum = order_statistic(centre, mask, patch_size, 0.0)
     maps = {"centre": centre}
     for q in ORDER_FRACTIONS:
-        maps["min" if q == 0 else f"order q={q:.2f}"] = minimum if q == 0 else order_statistic(
-            centre, mask, patch_size, q)
+        maps["min" if q == 0 else f"order q={q:.2f}"] = order_statistic(centre, mask, patch_size, q)
+    minimum = maps["min"]
     maps["blend (centre + min) / 2"] = 0.5 * (centre + minimum)
     if "spatial_msma_min" in order:  # the stored min mapping must be reproduced exactly
         reference = np.asarray(stored[:, order.index("spatial_msma_min")], dtype=np.float64)
