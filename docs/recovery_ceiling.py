@@ -43,9 +43,9 @@ from analysis.manifest import load_manifest
 from analysis.roi_stats import atypical_rois, prototype_vs_rest, roi_scores
 from analysis.validation import validate_study
 from analysis.volumes import load_volume
+from models.refresh import NORMALISATION
 
 ALPHA, Q = 0.05, 0.1
-NORMALISATION = "brain_p99"  # the refresh's intensity normalisation (models.refresh.NORMALISATION)
 
 
 def foreground(volume: np.ndarray) -> tuple[int, np.ndarray]:
