@@ -1,7 +1,8 @@
 """Train a variant of the Spatial-MSMA flow on the latest run's score passes and compare it on held-out likelihood
 and on the lesion protocol.
 
-Usage: .venv/bin/python docs/spatial_ablation.py [KEY=VALUE ...]   (after `make demo`; a few minutes per variant)
+Usage: .venv/bin/python docs/spatial_ablation.py [MANIFEST.yaml] [KEY=VALUE ...]   (after `make demo`; a few minutes
+per variant; the manifest defaults to data_manifest.yaml)
 
 KEY=VALUE overrides fields of ``models.spatial_flow.SpatialFlowConfig`` (e.g. ``n_frequencies=7``,
 ``n_components=1``, ``cosine_decay=0``, ``standardisation=global``); without any, the default flow is retrained.
@@ -80,4 +81,6 @@ def main(overrides: list[str], manifest_path: str = "data_manifest.yaml") -> Non
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    arguments = sys.argv[1:]
+    manifests = [a for a in arguments if a.endswith((".yaml", ".yml"))]
+    main([a for a in arguments if a not in manifests], *manifests[:1])
