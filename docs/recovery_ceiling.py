@@ -1,6 +1,6 @@
 """How many planted regions a subgroup-vs-rest ROI test can find in the demo, whatever the prototype and the map.
 
-Usage: .venv/bin/python docs/recovery_ceiling.py [data_manifest.yaml]   (after `make demo`; about 20 s)
+Usage: .venv/bin/python docs/recovery_ceiling.py [data_manifest.yaml]   (after `make demo`; about 15 s)
 
 The chain of dissertation ch. 6.3 tests the planted cohort's prototype against the rest of the cohort, ROI by ROI
 (Mann-Whitney U, Bonferroni p < 0.05). This script replaces the prototype by the planted subgroup itself (the
@@ -14,7 +14,9 @@ detector may:
 - ``intensity_abs``: the ROI mean of the absolute z-score (direction not told);
 - both intensity maps again after a similarity normalisation of every image to the template (isotropic scale from
   the brain's foreground volume, translation from its centroid, trilinear resampling): this removes the cohort's
-  smaller brains, the global difference that a region-by-region reading mistakes for regional ones.
+  smaller brains, the global difference that a region-by-region reading mistakes for regional ones;
+- ``true severity (generator)``: the severity the generator drew for each planted region's group (0 elsewhere and
+  outside the subgroup), a map that measures exactly the planted change, to show the test itself can find them.
 
 For each map and grouping it prints how many ROIs reach Bonferroni p < 0.05 (over all ROIs, and over the ROIs the
 chain keeps: cohort mean above the reference 90th percentile) and BH q < 0.1, how many of them are planted (recall)
@@ -134,7 +136,7 @@ def main(manifest_path: str = "data_manifest.yaml") -> None:
     planted = {r for regions in truth["planted_regions"].values() for r in regions}
 
     raw = load_images(study, ids, progress=False).astype(np.float32)
-    template = load_volume(manifest.template.image, study.grid).astype(np.float32) * mask
+    template = load_volume(manifest.template.image, study.grid).astype(np.float32)
     native = normalise_intensity(raw.copy(), mask, NORMALISATION)
     sized = normalise_intensity(to_template_size(raw, template), mask, NORMALISATION)
     maps = {"spatial_msma": table[rois].astype(float)}
@@ -142,6 +144,12 @@ def main(manifest_path: str = "data_manifest.yaml") -> None:
         z = z_maps(images, mask, train_rows)
         maps[f"intensity_drop ({space})"] = roi_scores(-z, labels, study.label_names, ids)[rois]
         maps[f"intensity_abs ({space})"] = roi_scores(np.abs(z), labels, study.label_names, ids)[rois]
+    group_of = {region: group for group, regions in truth["planted_regions"].items() for region in regions}
+    maps["true severity (generator)"] = pd.DataFrame(
+        {roi: [truth["subjects"].get(i, {}).get("severity", {}).get(group_of.get(roi), 0.0) for i in ids]
+         for roi in rois},
+        index=ids,
+    )
 
     results = {}
     for name, scores in maps.items():

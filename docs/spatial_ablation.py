@@ -83,4 +83,9 @@ def main(overrides: list[str], manifest_path: str = "data_manifest.yaml") -> Non
 if __name__ == "__main__":
     arguments = sys.argv[1:]
     manifests = [a for a in arguments if a.endswith((".yaml", ".yml"))]
-    main([a for a in arguments if a not in manifests], *manifests[:1])
+    overrides = [a for a in arguments if a not in manifests]
+    unclear = [a for a in overrides if "=" not in a]
+    if len(manifests) > 1 or unclear:
+        raise SystemExit(f"usage: spatial_ablation.py [MANIFEST.yaml] [KEY=VALUE ...]; got {len(manifests)} manifests "
+                         f"and arguments without '=': {unclear}")
+    main(overrides, *manifests)
