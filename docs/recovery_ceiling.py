@@ -1,4 +1,4 @@
-"""How many planted regions a subgroup-vs-rest ROI test can find in the demo, whatever the prototype and the map.
+"""How many planted regions a subgroup-vs-rest ROI test finds in the demo, given the best grouping and better maps.
 
 Usage: .venv/bin/python docs/recovery_ceiling.py [data_manifest.yaml]   (after `make demo`; about 15 s)
 
@@ -39,6 +39,7 @@ import pandas as pd
 from scipy import ndimage
 
 from analysis.artifacts import RunStore
+from analysis.cohort_analysis import CohortAnalysis, planted_recovery
 from analysis.correlations import spearman_permutation
 from analysis.images import load_images, normalise_intensity
 from analysis.manifest import load_manifest
@@ -75,42 +76,32 @@ def z_maps(images: np.ndarray, mask: np.ndarray, train_rows: list[int]) -> np.nd
     return (brain - train.mean(axis=0)) / train.std(axis=0)
 
 
-def recovery(scores: pd.DataFrame, group: list[str], rest: list[str], kept: list[str], planted: set[str]) -> dict:
+def recovery(scores: pd.DataFrame, group: list[str], rest: list[str], kept: list[str],
+             planted_regions: dict[str, list[str]]) -> dict:
+    """Planted regions among the significant ROIs of three region tests of ``group`` vs ``rest``."""
     result = {}
     for name, rois, column, level in (
         ("bonferroni_all_rois", list(scores.columns), "p_bonferroni", ALPHA),
         ("bonferroni_kept_rois", kept, "p_bonferroni", ALPHA),
         ("bh_all_rois", list(scores.columns), "p_bh", Q),
     ):
-        if not rois:
-            result[name] = {"tested": 0, "significant": 0, "recall": 0.0, "false_discovery_proportion": None}
-            continue
-        tests = prototype_vs_rest(scores, group, rest, rois=rois)
+        tests = prototype_vs_rest(scores, group, rest, rois=rois) if rois else pd.DataFrame(columns=[column, "roi"])
         significant = tests.loc[tests[column] < level, "roi"].tolist()
-        hits = [r for r in significant if r in planted]
-        result[name] = {
-            "tested": len(rois),
-            "significant": len(significant),
-            "recall": round(len(hits) / len(planted), 3),
-            "false_discovery_proportion": round((len(significant) - len(hits)) / len(significant), 3)
-            if significant else None,
-        }
+        found = planted_recovery(CohortAnalysis("", rois, tests, significant, None), planted_regions, [])["regions"]
+        fdp = found["false_discovery_proportion"]
+        result[name] = {"tested": len(rois), "significant": len(significant), "recall": round(found["recall"], 3),
+                        "false_discovery_proportion": None if fdp is None else round(fdp, 3)}
     return result
 
 
 def behaviour_recovery(scores: pd.DataFrame, behaviour: pd.DataFrame, pairs: list[dict]) -> dict:
-    """Planted pairs found at BH q < Q among all (ROI, score) pairs of ``scores`` x ``behaviour``."""
-    table = spearman_permutation(scores, behaviour, n_permutations=10_000, random_state=0).table
-    hits = table[table["testable"] & (table["p_bh"] < Q)]
-    found = 0
-    for pair in pairs:
-        sign = 1 if float(pair["direction"]) > 0 else -1
-        found += bool(((hits["behaviour"] == pair["score"]) & hits["roi"].isin(pair["regions"])
-                       & (sign * hits["rho"] > 0)).any())
-    planted_rows = hits.apply(lambda r: any(r["behaviour"] == p["score"] and r["roi"] in p["regions"]
-                                            for p in pairs), axis=1) if len(hits) else pd.Series(dtype=bool)
-    return {"pairs_tested": int(table["testable"].sum()), "significant": int(len(hits)), "planted_found": found,
-            "of": len(pairs), "false_discoveries": int((~planted_rows).sum()) if len(hits) else 0}
+    """Planted pairs found at BH q < Q among all (ROI, score) pairs of ``scores`` x ``behaviour``, counted as the
+    refresh counts them (:func:`analysis.cohort_analysis.planted_recovery`)."""
+    correlations = spearman_permutation(scores, behaviour, n_permutations=10_000, random_state=0)
+    found = planted_recovery(CohortAnalysis("", list(scores.columns), pd.DataFrame(), list(scores.columns),
+                                            correlations), {}, pairs, Q)["behaviour"]
+    return {"pairs_tested": int(correlations.table["testable"].sum()), "significant": found["significant_pairs"],
+            "planted_found": len(found["found"]), "of": len(pairs), "false_discoveries": found["false_discoveries"]}
 
 
 def main(manifest_path: str = "data_manifest.yaml") -> None:
@@ -156,7 +147,7 @@ def main(manifest_path: str = "data_manifest.yaml") -> None:
         kept = atypical_rois(scores, reference, members)
         for grouping, group in (("planted subgroup", subgroup), ("SOM prototype", prototype)):
             rest = [i for i in members if i not in set(group)]
-            results[f"{name} | {grouping}"] = recovery(scores, group, rest, kept, planted)
+            results[f"{name} | {grouping}"] = recovery(scores, group, rest, kept, truth["planted_regions"])
 
     print(f"run {run_dir.name}: {cohort}, {len(subgroup)} planted subgroup members, {len(prototype)} in the SOM "
           f"prototype, {len(members)} in the cohort; {len(planted)} planted regions of {len(rois)} ROIs")

@@ -29,6 +29,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from analysis.artifacts import RunStore
+from analysis.cohort_analysis import CohortAnalysis, planted_recovery
 from analysis.manifest import load_manifest
 from analysis.roi_stats import atypical_rois, prototype_vs_rest
 from analysis.validation import validate_study
@@ -44,15 +45,16 @@ def residualise(scores: pd.DataFrame, covariates: np.ndarray) -> pd.DataFrame:
 
 
 def recovery(scores: pd.DataFrame, prototype: list[str], rest: list[str], kept: list[str],
-             planted: set[str]) -> dict:
+             planted_regions: dict[str, list[str]]) -> dict:
+    """The chain's region step on ``scores`` (Bonferroni over ``kept``), counted as the refresh counts it."""
     tests = prototype_vs_rest(scores, prototype, rest, rois=kept)
     significant = tests.loc[tests["p_bonferroni"] < ALPHA, "roi"].tolist()
-    hits = [r for r in significant if r in planted]
+    found = planted_recovery(CohortAnalysis("", kept, tests, significant, None), planted_regions, [])["regions"]
     return {
         "significant": len(significant),
-        "planted_found": len(hits),
-        "recall": len(hits) / len(planted),
-        "false_discovery_proportion": (len(significant) - len(hits)) / len(significant) if significant else None,
+        "planted_found": len(significant) - len(found["false_discoveries"]),
+        "recall": found["recall"],
+        "false_discovery_proportion": found["false_discovery_proportion"],
     }
 
 
@@ -95,7 +97,7 @@ def main(manifest_path: str = "data_manifest.yaml") -> None:
         "residualised on the median ROI score": residualise(cohort_scores, cohort_scores.median(axis=1).to_numpy()),
         "residualised on brain volume (ground truth)": residualise(cohort_scores, volume[members].to_numpy()),
     }
-    results = {name: recovery(s, prototype, rest, kept, planted) for name, s in variants.items()}
+    results = {name: recovery(s, prototype, rest, kept, truth["planted_regions"]) for name, s in variants.items()}
     print(f"\n{cohort_name}: prototype ({len(prototype)}) vs rest ({len(rest)}) on the {len(kept)} kept ROIs, "
           f"Bonferroni p < {ALPHA}; {len(planted)} planted regions")
     frame = pd.DataFrame(results).T
