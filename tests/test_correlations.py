@@ -107,3 +107,47 @@ def test_partial_spearman_equals_pearson_of_rank_residuals_from_statsmodels():
         ry = sm.OLS(stats.rankdata(behaviour.loc[keep, row.behaviour]), design).fit().resid
         assert row.n == keep.sum()
         assert row.rho == pytest.approx(stats.pearsonr(rx, ry).statistic, abs=1e-10)
+
+
+def _per_pair_reference(rois, behaviour, n_permutations, random_state, min_complete):
+    """The permutation test by its definition, one pair at a time: the pair's complete cases, permuted by the
+    argsort of the shared keys restricted to them, rho from scipy.stats.spearmanr (no shared sort, no blocks)."""
+    keys = np.random.default_rng(random_state).random((n_permutations, len(rois)))
+    p, nulls = {}, {}
+    for roi in rois.columns:
+        for score in behaviour.columns:
+            keep = (rois[roi].notna() & behaviour[score].notna()).to_numpy()
+            if keep.sum() < min_complete:
+                continue
+            a, b = rois[roi].to_numpy()[keep], behaviour[score].to_numpy()[keep]
+            order = np.argsort(keys[:, keep], axis=1)
+            observed = abs(stats.spearmanr(a, b).statistic)
+            null = np.abs([stats.spearmanr(a, b[o]).statistic for o in order])
+            null = np.nan_to_num(null)  # a constant column has no defined rho: 0, as the fast path reports it
+            p[(roi, score)] = (1 + np.sum(null >= np.nan_to_num(observed) - 1e-9)) / (n_permutations + 1)
+            nulls[(roi, score)] = null
+    max_null = np.max(np.stack(list(nulls.values())), axis=0)
+    return p, max_null
+
+
+@pytest.mark.filterwarnings("ignore::scipy.stats.ConstantInputWarning")
+def test_p_values_equal_the_per_pair_definition_with_ties_missing_values_and_a_constant_score():
+    rng = np.random.default_rng(7)
+    n = 24
+    rois = pd.DataFrame(np.round(rng.normal(size=(n, 4)), 0), columns=[f"roi{j}" for j in range(4)])  # many ties
+    scores = np.round(rng.normal(size=(n, 4)) * 2) / 2
+    scores[:, 1] += rois["roi1"].to_numpy()
+    scores[rng.random(scores.shape) < 0.15] = np.nan
+    scores[:, 3] = 2.0  # constant: rho 0 and p 1
+    rois.iloc[[2, 9], 0] = np.nan
+    behaviour = pd.DataFrame(scores, columns=[f"score{k}" for k in range(4)])
+    result = spearman_permutation(rois, behaviour, n_permutations=300, min_complete=5, random_state=11)
+    reference, max_null = _per_pair_reference(rois, behaviour, 300, 11, 5)
+    table = result.table.set_index(["roi", "behaviour"])
+    assert len(reference) == int(table["testable"].sum()) == 16
+    for pair, p in reference.items():
+        assert table.loc[pair, "p_perm"] == pytest.approx(p, abs=1e-12), pair
+        expected_maxt = (1 + np.sum(max_null >= abs(table.loc[pair, "rho"]) - 1e-6)) / 301
+        assert table.loc[pair, "p_maxt"] == pytest.approx(expected_maxt, abs=1e-12), pair
+    assert (table.xs("score3", level="behaviour")["p_perm"] == 1.0).all()
+    assert (table.xs("score3", level="behaviour")["rho"] == 0.0).all()
