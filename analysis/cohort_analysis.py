@@ -8,6 +8,10 @@
 4. Spearman correlations of the significant ROIs with every behaviour score over the cohort's members,
    permutation p-values, Benjamini-Hochberg across all pairs and a max-statistic family-wise p
    (:func:`analysis.correlations.spearman_permutation`).
+
+:func:`region_step` (steps 2-3) and :func:`behaviour_step` (step 4) take any selection of subjects in place of the
+prototype, so the explorer reruns the refresh's own chain live; :func:`analyse_cohort` is the refresh's composition
+of the two for the maximal prototype.
 """
 
 from __future__ import annotations
@@ -16,9 +20,30 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pandas as pd
+from scipy.stats import fisher_exact, mannwhitneyu
 
 from analysis.correlations import CorrelationResult, spearman_permutation
 from analysis.roi_stats import atypical_rois, prototype_vs_rest
+
+CORRECTIONS = {"bonferroni": "p_bonferroni", "bh": "p_bh"}
+"""Corrections of the region step and the column of :func:`~analysis.roi_stats.prototype_vs_rest` each reads."""
+
+MIN_GROUP = 3
+"""Fewer members than this in the selection or in the rest of the cohort: too small to test."""
+
+
+@dataclass
+class RegionStep:
+    """Steps 2-3 of the chain for one grouping of a cohort: the selection's members against its other members."""
+
+    kept_rois: list[str]
+    """ROIs whose cohort mean exceeds the reference 90th percentile."""
+    tests: pd.DataFrame
+    """One row per kept ROI: :func:`~analysis.roi_stats.prototype_vs_rest` (empty without kept ROIs or a group)."""
+    significant_rois: list[str]
+    """Kept ROIs whose corrected p is below ``alpha``, most significant first."""
+    correction: str
+    alpha: float
 
 
 @dataclass
@@ -34,6 +59,74 @@ class CohortAnalysis:
     """Significant ROIs x behaviour scores over the cohort's members; None without both."""
 
 
+def split_cohort(cohort_ids: Sequence, selection_ids: Sequence) -> tuple[list, list]:
+    """The cohort's members inside the selection and the others, both in cohort order."""
+    chosen = set(selection_ids)
+    cohort_ids = list(cohort_ids)
+    return [i for i in cohort_ids if i in chosen], [i for i in cohort_ids if i not in chosen]
+
+
+def region_step(
+    roi_scores: pd.DataFrame,
+    reference_ids: Sequence,
+    cohort_ids: Sequence,
+    selection_ids: Sequence,
+    *,
+    alpha: float = 0.05,
+    correction: str = "bonferroni",
+) -> RegionStep:
+    """Keep the cohort's atypical ROIs, then test the selection's members of the cohort against its other members.
+
+    Parameters
+    ----------
+    roi_scores : DataFrame (subjects x ROIs), indexed by subject id
+        Higher = more anomalous.
+    reference_ids, cohort_ids, selection_ids : sequences of subject ids
+        The reference subjects that set each ROI's 90th percentile, the cohort's members, and the selected subjects
+        (any cohort; only the cohort's members among them are tested).
+    correction : {"bonferroni", "bh"}
+        Which corrected p-value decides significance (the dissertation uses Bonferroni).
+    """
+    if correction not in CORRECTIONS:
+        raise ValueError(f"correction must be one of {sorted(CORRECTIONS)}; received {correction!r}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1); received {alpha!r}")
+    inside, rest = split_cohort(cohort_ids, selection_ids)
+    kept = atypical_rois(roi_scores, reference_ids, list(cohort_ids))
+    if kept and inside and rest:
+        tests = prototype_vs_rest(roi_scores, inside, rest, rois=kept, reference_ids=reference_ids)
+        significant = tests.loc[tests[CORRECTIONS[correction]] < alpha, "roi"].tolist()
+    else:
+        tests, significant = pd.DataFrame(columns=["roi", "p_raw", "p_bonferroni", "p_bh"]), []
+    return RegionStep(kept, tests, significant, correction, alpha)
+
+
+def behaviour_step(
+    roi_scores: pd.DataFrame,
+    behaviour: pd.DataFrame | None,
+    cohort_ids: Sequence,
+    rois: Sequence[str],
+    *,
+    n_permutations: int = 10_000,
+    min_complete: int = 10,
+    random_state: int = 0,
+) -> CorrelationResult | None:
+    """Step 4: Spearman correlations of ``rois`` with every behaviour score over the cohort's members that have a
+    behaviour row; None without ROIs, behaviour or ``min_complete`` such members."""
+    if behaviour is None or not len(rois):
+        return None
+    members = [i for i in cohort_ids if i in behaviour.index]
+    if len(members) < min_complete:
+        return None
+    return spearman_permutation(
+        roi_scores.loc[members, list(rois)],
+        behaviour.loc[members],
+        n_permutations=n_permutations,
+        min_complete=min_complete,
+        random_state=random_state,
+    )
+
+
 def analyse_cohort(
     cohort: str,
     roi_scores: pd.DataFrame,
@@ -47,7 +140,7 @@ def analyse_cohort(
     min_complete: int = 10,
     random_state: int = 0,
 ) -> CohortAnalysis:
-    """Run the chain for one cohort.
+    """Run the chain for one cohort and its maximal prototype (Bonferroni, as in the dissertation).
 
     Parameters
     ----------
@@ -58,29 +151,111 @@ def analyse_cohort(
         maximal prototype.
     behaviour : DataFrame (subjects x scores), indexed by subject id, optional
     """
-    cohort_ids = list(cohort_ids)
-    members = set(cohort_ids)
-    prototype = [i for i in prototype_ids if i in members]
-    in_prototype = set(prototype)
-    rest = [i for i in cohort_ids if i not in in_prototype]
-    kept = atypical_rois(roi_scores, reference_ids, cohort_ids)
-    if kept and prototype and rest:
-        tests = prototype_vs_rest(roi_scores, prototype, rest, rois=kept, reference_ids=reference_ids)
-        significant = tests.loc[tests["p_bonferroni"] < alpha, "roi"].tolist()
-    else:
-        tests, significant = pd.DataFrame(columns=["roi", "p_raw", "p_bonferroni", "p_bh"]), []
-    correlations = None
-    if behaviour is not None and significant:
-        members = [i for i in cohort_ids if i in behaviour.index]
-        if len(members) >= min_complete:
-            correlations = spearman_permutation(
-                roi_scores.loc[members, significant],
-                behaviour.loc[members],
-                n_permutations=n_permutations,
-                min_complete=min_complete,
-                random_state=random_state,
-            )
-    return CohortAnalysis(cohort, kept, tests, significant, correlations)
+    regions = region_step(roi_scores, reference_ids, cohort_ids, prototype_ids, alpha=alpha)
+    correlations = behaviour_step(
+        roi_scores, behaviour, cohort_ids, regions.significant_rois, n_permutations=n_permutations,
+        min_complete=min_complete, random_state=random_state,
+    )
+    return CohortAnalysis(cohort, regions.kept_rois, regions.tests, regions.significant_rois, correlations)
+
+
+HYPOTHESIS_Q = 0.1
+"""FDR level at which a behaviour correlation counts as found (dissertation ch. 6.3)."""
+
+
+def analyse_cohorts(
+    cohorts: pd.Series,
+    prototypes: dict[str, dict],
+    roi_scores: pd.DataFrame,
+    reference_ids: Sequence,
+    behaviour: pd.DataFrame | None,
+    reference_cohort: str,
+    *,
+    random_state: int = 0,
+) -> dict[str, CohortAnalysis]:
+    """:func:`analyse_cohort` for every cohort but the reference one, each with its maximal prototype.
+
+    Parameters
+    ----------
+    cohorts : Series of cohort names indexed by subject id
+    prototypes : cohort -> {"members": [subject ids], ...} (a run record's ``som.prototypes``)
+    """
+    return {
+        cohort: analyse_cohort(
+            cohort, roi_scores, reference_ids, list(cohorts.index[cohorts == cohort]), prototype["members"],
+            behaviour, random_state=random_state,
+        )
+        for cohort, prototype in prototypes.items()
+        if cohort != reference_cohort
+    }
+
+
+def hypothesis_tables(analyses: dict[str, CohortAnalysis], q: float = HYPOTHESIS_Q):
+    """What a run stores of the chains: the record's ``hypotheses`` section, and the ROI tests and correlations
+    of every cohort as two tables with a ``cohort`` column (``roi_tests.parquet``, ``correlations.parquet``)."""
+    record, tests, tables = {}, [], []
+    for cohort, result in analyses.items():
+        tests.append(result.roi_tests.assign(cohort=cohort))
+        entry = {"kept_rois": len(result.kept_rois), "significant_rois": result.significant_rois, "correlations": None}
+        if result.correlations is not None:
+            table = result.correlations.table
+            tables.append(table.assign(cohort=cohort))
+            entry["correlations"] = {
+                "pairs": int(len(table)),
+                "testable": int(table["testable"].sum()),
+                "n_permutations": result.correlations.n_permutations,
+                "p_floor": result.correlations.p_floor,
+                "q": q,
+                "bh_significant": int((table["p_bh"] < q).sum()),
+            }
+        record[cohort] = entry
+    roi_tests = pd.concat(tests, ignore_index=True) if tests else pd.DataFrame()
+    correlations = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    return record, roi_tests, correlations
+
+
+def selection_summary(subjects: pd.DataFrame, selection_ids: Sequence, cohort: str) -> dict:
+    """Who is in a selection: its size, its members of ``cohort`` against the cohort's other members by sex and
+    age (the dissertation's "12 of the 16 are female"), and warnings when a group is too small to test.
+
+    Parameters
+    ----------
+    subjects : DataFrame indexed by subject id, with columns cohort, sex ("F", "M" or missing), age (years)
+    """
+    cohort_ids = subjects.index[subjects["cohort"] == cohort]
+    inside, rest = split_cohort(cohort_ids, selection_ids)
+    selected = subjects.index.isin(list(selection_ids))
+    groups = {"selection": inside, "rest": rest}
+    summary = {
+        "cohort": cohort,
+        "selected": int(selected.sum()),
+        "selected_per_cohort": {str(k): int(v) for k, v in subjects.loc[selected, "cohort"].value_counts().items()},
+    }
+    for name, ids in groups.items():
+        part = subjects.loc[ids]
+        ages = part["age"].dropna().astype(float)
+        summary[name] = {
+            "n": len(ids),
+            "female": int((part["sex"] == "F").sum()),
+            "male": int((part["sex"] == "M").sum()),
+            "age_mean": float(ages.mean()) if len(ages) else None,
+            "age_sd": float(ages.std(ddof=1)) if len(ages) > 1 else None,
+            "age_known": int(len(ages)),
+        }
+    a, b = summary["selection"], summary["rest"]
+    table = [[a["female"], a["male"]], [b["female"], b["male"]]]
+    summary["sex_fisher_p"] = float(fisher_exact(table).pvalue) if min(map(sum, table)) > 0 else None
+    ages_in = subjects.loc[inside, "age"].dropna().astype(float)
+    ages_rest = subjects.loc[rest, "age"].dropna().astype(float)
+    summary["age_mannwhitney_p"] = (
+        float(mannwhitneyu(ages_in, ages_rest).pvalue) if len(ages_in) and len(ages_rest) else None
+    )
+    summary["warnings"] = [
+        f"{label} holds {n} member{'s' if n != 1 else ''} of {cohort}: too small to test (fewer than {MIN_GROUP})"
+        for label, n in (("the selection", len(inside)), ("the rest of the cohort", len(rest)))
+        if n < MIN_GROUP
+    ]
+    return summary
 
 
 def planted_recovery(analysis: CohortAnalysis, planted_regions: dict[str, list[str]],

@@ -43,14 +43,25 @@ def roi_scores(heatmaps: np.ndarray, labels: np.ndarray, label_names: pd.DataFra
     labels = np.asarray(labels).ravel()
     if heatmaps.ndim != 2 or heatmaps.shape[1] != labels.size:
         raise ValueError(f"heatmaps must have shape (subjects, {labels.size} brain voxels); got {heatmaps.shape}")
-    columns = {}
-    repeated = set(label_names["name"][label_names["name"].duplicated()].astype(str))
-    for index, name in zip(label_names["index"], label_names["name"], strict=True):
-        inside = labels == index
-        if inside.any():
-            # Two labels sharing a name keep apart as "name (index)".
-            columns[f"{name} ({index})" if str(name) in repeated else str(name)] = heatmaps[:, inside].mean(axis=1)
+    columns = {
+        column: heatmaps[:, labels == index].mean(axis=1)
+        for column, index in roi_columns(label_names, np.unique(labels)).items()
+    }
     return pd.DataFrame(columns, index=pd.Index(list(subject_ids), name="subject_id"))
+
+
+def roi_columns(label_names: pd.DataFrame, present) -> dict[str, int]:
+    """ROI column name -> atlas label index, for the named labels in ``present``, in label order.
+
+    A column is the label's name; labels that share a name keep apart as ``"name (index)"``.
+    """
+    present = {int(v) for v in np.asarray(present).ravel()}
+    repeated = set(label_names["name"][label_names["name"].duplicated()].astype(str))
+    return {
+        f"{name} ({index})" if str(name) in repeated else str(name): int(index)
+        for index, name in zip(label_names["index"], label_names["name"], strict=True)
+        if int(index) in present
+    }
 
 
 def percentile_of_reference(scores: pd.DataFrame, reference_ids: Sequence) -> pd.DataFrame:
@@ -69,6 +80,16 @@ def percentile_of_reference(scores: pd.DataFrame, reference_ids: Sequence) -> pd
         finite = ~np.isnan(values[:, j])
         out[finite, j] = 100.0 * np.searchsorted(ref, values[finite, j], side="right") / ref.size
     return pd.DataFrame(out, index=scores.index, columns=scores.columns)
+
+
+def percentile_reference(ids: Sequence, cohorts: Sequence, trained_ids: Sequence, reference_cohort: str) -> list:
+    """The subjects whose ROI scores set the reference percentiles: the reference cohort's subjects that the models
+    did not train on (val and test), or the whole reference cohort when every one of them trained.
+
+    ``ids`` and ``cohorts`` run in parallel; the result keeps the order of ``ids``."""
+    trained = set(trained_ids)
+    reference = [i for i, c in zip(ids, cohorts, strict=True) if c == reference_cohort]
+    return [i for i in reference if i not in trained] or reference
 
 
 def reference_percentile(roi_scores: pd.DataFrame, reference_ids: Sequence, percentile: float = 90.0) -> pd.Series:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from minisom import MiniSom
 from scipy.sparse import csr_matrix
 from sklearn.base import BaseEstimator
@@ -25,7 +26,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from analysis.detectors import check_int, check_score_norms, fit_standardisation
 
-__all__ = ["Prototype", "SelfOrganizingMap"]
+__all__ = ["Prototype", "SelfOrganizingMap", "fit_cohort_map", "unit_positions"]
 
 TOPOLOGIES = ("rectangular", "hexagonal")
 DEFAULT_ITERATIONS = 200
@@ -393,3 +394,53 @@ class SelfOrganizingMap(BaseEstimator):
             size=int(members.size),
             cohort_size=cohort_size,
         )
+
+
+def unit_positions(n_rows: int, n_cols: int, topology: str = "rectangular") -> tuple[np.ndarray, np.ndarray]:
+    """Where minisom places each unit, as drawn: ``(across, up)`` arrays of shape ``(n_rows, n_cols)``.
+
+    ``across`` runs along the columns and ``up`` along the rows. A rectangular lattice sits on integers; on a
+    hexagonal one, minisom's columns are ``sqrt(3) / 2`` apart and every other column is shifted by half a row, so
+    that flat-topped hexagons of circumradius ``1 / sqrt(3)`` tile the map and each unit touches its six lattice
+    neighbours (the ones of ``MiniSom.distance_map``).
+    """
+    if topology not in TOPOLOGIES:
+        raise ValueError(f"topology must be one of {TOPOLOGIES}; received {topology!r}")
+    som = MiniSom(check_int(n_rows, "n_rows", 1), check_int(n_cols, "n_cols", 1), 1, topology=topology)
+    rows, cols = som.get_euclidean_coordinates()  # minisom's x runs along rows, y along columns
+    return np.asarray(cols, dtype=float), np.asarray(rows, dtype=float)
+
+
+def fit_cohort_map(norms: np.ndarray, ids: list, cohorts: np.ndarray, reference_cohort: str):
+    """A run's map: the default 7 x 9 SOM of the score norms standardised by the reference cohort, and every
+    cohort's maximal prototype.
+
+    Returns the run record's ``som`` section, the per-subject table of ``som.parquet`` (subject_id, cohort,
+    bmu_row, bmu_col, quantization_distance) and the fitted :class:`SelfOrganizingMap`.
+    """
+    cohorts = np.asarray(cohorts)
+    som = SelfOrganizingMap().fit(norms, reference=cohorts == reference_cohort)
+    prototypes = {}
+    for cohort in sorted(set(cohorts.tolist())):
+        p = som.maximal_prototype(cohorts, cohort)
+        prototypes[cohort] = {
+            "unit": list(p.unit), "size": p.size, "cohort_size": p.cohort_size, "members": [ids[i] for i in p.members]
+        }
+    record = {
+        "grid": [som.n_rows, som.n_cols],
+        "topology": som.topology,
+        "quantization_error": som.quantization_error_,
+        "topographic_error": som.topographic_error_,
+        "prototypes": prototypes,
+        "tables": {"bmus": "som.parquet", "weights": "som_weights.npy", "u_matrix": "som_u_matrix.npy"},
+    }
+    table = pd.DataFrame(
+        {
+            "subject_id": ids,
+            "cohort": cohorts,
+            "bmu_row": som.bmu_[:, 0],
+            "bmu_col": som.bmu_[:, 1],
+            "quantization_distance": som.quantization_distances_,
+        }
+    )
+    return record, table, som

@@ -36,13 +36,13 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from analysis.artifacts import RunNotFound, RunStore, new_run_id, read_run, write_json, write_table
-from analysis.cohort_analysis import analyse_cohort, planted_recovery
+from analysis.cohort_analysis import HYPOTHESIS_Q, analyse_cohorts, hypothesis_tables, planted_recovery
 from analysis.detectors import GaussianMixtureDetector, KNNDetector
 from analysis.images import files_digest, load_images, normalise_intensity, subject_image_paths
 from analysis.lesions import LESION_MAPS_FILE, evaluate_methods, summarise
 from analysis.metrics import detection_metrics
-from analysis.roi_stats import percentile_of_reference, roi_scores
-from analysis.som import SelfOrganizingMap
+from analysis.roi_stats import percentile_of_reference, percentile_reference, roi_scores
+from analysis.som import fit_cohort_map
 from analysis.validation import Study, validate_study
 from analysis.volumes import load_volume
 from models.checkpoint import (
@@ -377,10 +377,9 @@ def _spatial_stages(
         labels = study.atlas_labels[mask]
         scores = roi_scores(heatmaps, labels, study.label_names, ids)
         ref = study.manifest.reference_cohort
-        cohort = study.subjects.loc[ids, "cohort"]
-        trained_on = set(train_ids)
-        held_out = [i for i in ids if cohort[i] == ref and i not in trained_on]
-        reference_ids = held_out or [i for i in ids if cohort[i] == ref]
+        cohorts = study.subjects.loc[ids, "cohort"].tolist()
+        reference_ids = percentile_reference(ids, cohorts, train_ids, ref)
+        held_out = set(reference_ids).isdisjoint(train_ids)
         percentiles = percentile_of_reference(scores, reference_ids)
         frame = _subject_table(study, ids, train_ids, val_ids)
         frame["heatmap_file"] = [f"heatmaps/{name}" for name in files]
@@ -420,49 +419,18 @@ def _spatial_stages(
     return record, scores, reference_ids
 
 
-HYPOTHESIS_Q = 0.1
-"""FDR level at which a behaviour correlation counts as found (dissertation ch. 6.3)."""
-
-
 def _hypotheses(study, som_record, roi_table, reference_ids, truth, seed):
-    """Dissertation ch. 6.3 for every non-reference cohort (:mod:`analysis.cohort_analysis`): its prototype's
-    atypical ROIs, prototype vs rest per ROI, and behaviour correlations of the significant ROIs; for the demo, the
-    planted regions and behaviour pairs recovered (added to the SOM's ``recovery``)."""
-    subjects, ref = study.subjects, study.manifest.reference_cohort
-    record, tests, tables = {}, [], []
-    for cohort, prototype in som_record["prototypes"].items():
-        if cohort == ref:
-            continue
-        members = list(subjects.index[subjects["cohort"] == cohort])
-        result = analyse_cohort(
-            cohort, roi_table, reference_ids, members, prototype["members"], study.behaviour, random_state=seed
-        )
-        tests.append(result.roi_tests.assign(cohort=cohort))
-        entry = {
-            "kept_rois": len(result.kept_rois),
-            "significant_rois": result.significant_rois,
-            "correlations": None,
-        }
-        if result.correlations is not None:
-            table = result.correlations.table
-            tables.append(table.assign(cohort=cohort))
-            entry["correlations"] = {
-                "pairs": int(len(table)),
-                "testable": int(table["testable"].sum()),
-                "n_permutations": result.correlations.n_permutations,
-                "p_floor": result.correlations.p_floor,
-                "q": HYPOTHESIS_Q,
-                "bh_significant": int((table["p_bh"] < HYPOTHESIS_Q).sum()),
-            }
-        record[cohort] = entry
-        recovery = som_record.get("recovery")
-        if truth is not None and recovery is not None and recovery.get("cohort") == cohort:
-            recovery.update(
-                planted_recovery(result, truth["planted_regions"], truth["planted_behaviour_pairs"], HYPOTHESIS_Q)
-            )
-    roi_tests = pd.concat(tests, ignore_index=True) if tests else pd.DataFrame()
-    correlations = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
-    return record, roi_tests, correlations
+    """Dissertation ch. 6.3 for every non-reference cohort (:func:`analysis.cohort_analysis.analyse_cohorts`); for
+    the demo, the planted regions and behaviour pairs recovered (added to the SOM's ``recovery``)."""
+    analyses = analyse_cohorts(
+        study.subjects["cohort"], som_record["prototypes"], roi_table, reference_ids, study.behaviour,
+        study.manifest.reference_cohort, random_state=seed,
+    )
+    recovery = som_record.get("recovery")
+    if truth is not None and recovery is not None and recovery.get("cohort") in analyses:
+        recovery.update(planted_recovery(analyses[recovery["cohort"]], truth["planted_regions"],
+                                         truth["planted_behaviour_pairs"], HYPOTHESIS_Q))
+    return hypothesis_tables(analyses, HYPOTHESIS_Q)
 
 
 def _spatial_flow_or_reuse(config, images, norms, mask, train_rows, val_rows, store, spatial_key, train_ids, val_ids,
@@ -651,24 +619,11 @@ def demo_truth(study: Study) -> dict | None:
 
 
 def _fit_som(study: Study, ids: list[str], norms: np.ndarray, truth: dict | None):
-    """The 7 x 9 SOM of the trained model's norms (standardised by the reference cohort), every cohort's maximal
-    prototype and, for the demo, how well the planted cohort's prototype recovers the planted subgroup."""
-    cohorts = study.subjects.loc[ids, "cohort"].to_numpy()
-    som = SelfOrganizingMap().fit(norms, reference=cohorts == study.manifest.reference_cohort)
-    prototypes = {}
-    for cohort in sorted(set(cohorts)):
-        p = som.maximal_prototype(cohorts, cohort)
-        prototypes[cohort] = {
-            "unit": list(p.unit), "size": p.size, "cohort_size": p.cohort_size, "members": [ids[i] for i in p.members]
-        }
-    record = {
-        "grid": [som.n_rows, som.n_cols],
-        "topology": som.topology,
-        "quantization_error": som.quantization_error_,
-        "topographic_error": som.topographic_error_,
-        "prototypes": prototypes,
-        "tables": {"bmus": "som.parquet", "weights": "som_weights.npy", "u_matrix": "som_u_matrix.npy"},
-    }
+    """The run's SOM (:func:`analysis.som.fit_cohort_map`) and, for the demo, how well the planted cohort's
+    prototype recovers the planted subgroup."""
+    record, table, som = fit_cohort_map(norms, ids, study.subjects.loc[ids, "cohort"].to_numpy(),
+                                        study.manifest.reference_cohort)
+    prototypes = record["prototypes"]
     if truth is not None and truth.get("planted_cohort") in prototypes and truth.get("planted_subgroup"):
         found, planted = set(prototypes[truth["planted_cohort"]]["members"]), set(truth["planted_subgroup"])
         record["recovery"] = {
@@ -678,15 +633,6 @@ def _fit_som(study: Study, ids: list[str], norms: np.ndarray, truth: dict | None
             "precision": len(found & planted) / len(found),
             "recall": len(found & planted) / len(planted),
         }
-    table = pd.DataFrame(
-        {
-            "subject_id": ids,
-            "cohort": cohorts,
-            "bmu_row": som.bmu_[:, 0],
-            "bmu_col": som.bmu_[:, 1],
-            "quantization_distance": som.quantization_distances_,
-        }
-    )
     return record, table, som
 
 

@@ -66,3 +66,59 @@ def test_a_wrong_sign_is_not_a_recovered_pair_and_no_prototype_means_no_tests():
     assert recovery["behaviour"]["found"] == []
     empty = analyse_cohort("x", scores, reference, cohort, [], behaviour)
     assert empty.significant_rois == [] and empty.correlations is None and empty.roi_tests.empty
+
+
+def test_region_step_tests_the_selections_cohort_members_and_switches_correction():
+    from analysis.cohort_analysis import region_step
+
+    scores, reference, cohort, prototype, behaviour = _study()
+    # A selection that also holds reference subjects: only the cohort's members in it are tested.
+    selection = prototype[:10] + reference[:5]
+    bonferroni = region_step(scores, reference, cohort, selection)
+    bh = region_step(scores, reference, cohort, selection, correction="bh", alpha=0.05)
+    rest = [i for i in cohort if i not in set(prototype[:10])]
+    row = bonferroni.tests.set_index("roi").loc["A"]
+    assert row["n_prototype"] == 10 and row["n_rest"] == len(rest) == 20
+    assert row["p_raw"] == pytest.approx(mannwhitneyu(scores.loc[prototype[:10], "A"], scores.loc[rest, "A"]).pvalue)
+    assert bonferroni.significant_rois == bonferroni.tests.loc[bonferroni.tests["p_bonferroni"] < 0.05, "roi"].tolist()
+    assert bh.significant_rois == bh.tests.loc[bh.tests["p_bh"] < 0.05, "roi"].tolist()
+    assert set(bonferroni.significant_rois) <= set(bh.significant_rois)
+    with pytest.raises(ValueError, match="correction"):
+        region_step(scores, reference, cohort, selection, correction="holm")
+
+
+def test_analyse_cohort_is_the_region_step_and_the_behaviour_step_of_its_prototype():
+    from analysis.cohort_analysis import behaviour_step, region_step
+
+    scores, reference, cohort, prototype, behaviour = _study(2)
+    chain = analyse_cohort("x", scores, reference, cohort, prototype, behaviour, n_permutations=300)
+    regions = region_step(scores, reference, cohort, prototype)
+    pd.testing.assert_frame_equal(chain.roi_tests, regions.tests)
+    correlations = behaviour_step(scores, behaviour, cohort, regions.significant_rois, n_permutations=300)
+    pd.testing.assert_frame_equal(chain.correlations.table, correlations.table)
+    assert behaviour_step(scores, None, cohort, regions.significant_rois) is None
+    assert behaviour_step(scores, behaviour, cohort, []) is None
+
+
+def test_selection_summary_counts_sex_and_age_against_the_rest_of_the_cohort():
+    from scipy.stats import fisher_exact
+
+    from analysis.cohort_analysis import selection_summary
+
+    ids = [f"c{i}" for i in range(10)] + ["r0", "r1"]
+    subjects = pd.DataFrame(
+        {"cohort": ["x"] * 10 + ["ref"] * 2, "sex": list("FFFFMFMMMM") + ["F", None],
+         "age": [9.0, 10, 11, 9, 10, np.nan, 12, 12, 11, 10, 9, 9]},
+        index=pd.Index(ids, name="subject_id"),
+    )
+    summary = selection_summary(subjects, ["c0", "c1", "c2", "c3", "c4", "r0"], "x")
+    assert summary["selected"] == 6 and summary["selected_per_cohort"] == {"x": 5, "ref": 1}
+    assert (summary["selection"]["n"], summary["rest"]["n"]) == (5, 5)
+    assert summary["selection"]["female"] == 4 and summary["selection"]["male"] == 1
+    assert summary["rest"]["female"] == 1 and summary["rest"]["male"] == 4
+    assert summary["sex_fisher_p"] == pytest.approx(fisher_exact([[4, 1], [1, 4]]).pvalue)
+    assert summary["selection"]["age_mean"] == pytest.approx(9.8)
+    assert summary["rest"]["age_known"] == 4 and summary["rest"]["age_mean"] == pytest.approx(11.25)
+    assert summary["warnings"] == []
+    small = selection_summary(subjects, ["c0", "c1"], "x")
+    assert len(small["warnings"]) == 1 and "too small to test" in small["warnings"][0]

@@ -57,3 +57,18 @@ def test_missing_scores_are_dropped_per_roi_and_empty_groups_rejected():
     assert result.loc["roi3", "n_prototype"] == 12 and result.loc["roi1", "n_prototype"] == 16
     with pytest.raises(ValueError, match="both groups"):
         prototype_vs_rest(table, [], rest)
+
+
+def test_percentile_reference_leaves_out_training_subjects_unless_all_trained():
+    from analysis.roi_stats import percentile_reference
+
+    ids, cohorts = ["a", "b", "c", "d"], ["ref", "ref", "x", "ref"]
+    assert percentile_reference(ids, cohorts, ["a"], "ref") == ["b", "d"]
+    assert percentile_reference(ids, cohorts, ["a", "b", "d"], "ref") == ["a", "b", "d"]
+
+
+def test_roi_columns_name_repeated_labels_by_index_and_skip_absent_ones():
+    from analysis.roi_stats import roi_columns
+
+    names = pd.DataFrame({"index": [1, 2, 3, 4], "name": ["A", "B", "B", "C"]})
+    assert roi_columns(names, [0, 1, 2, 3]) == {"A": 1, "B (2)": 2, "B (3)": 3}
