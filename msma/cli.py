@@ -65,11 +65,25 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--no-serve",
         action="store_true",
-        help="stop after building; do not start the explorer app",
+        help="stop after the refresh; do not start the explorer (CI and scripts)",
     )
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_model_options(demo)
+    _add_serve_options(demo)
     demo.set_defaults(run=_cmd_demo)
+
+    serve = commands.add_parser(
+        "serve",
+        help="open the explorer on the latest (or a named) run of the study",
+        description="Serve the explorer of a study's published run in the browser: the SOM map, brain slices, ROI "
+        "box plots and behaviour correlations, linked, with the statistics rerun live for any selection. Binds "
+        "127.0.0.1 (this machine only) unless --host says otherwise; a study without a run gets a page saying which "
+        "command makes one.",
+    )
+    _add_manifest(serve)
+    serve.add_argument("--run", dest="run_id", metavar="RUN_ID", help="serve this run instead of the latest")
+    _add_serve_options(serve)
+    serve.set_defaults(run=_cmd_serve)
 
     refresh = commands.add_parser(
         "refresh",
@@ -149,6 +163,15 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-runs", type=int, default=3, help="published runs to keep (default: 3)")
 
 
+def _add_serve_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 exposes it)")
+    parser.add_argument("--port", type=int, default=8050, help="port (default 8050)")
+    parser.add_argument("--cohort", help="cohort to open on (default: the one with the most concentrated prototype)")
+    parser.add_argument("--debug", action="store_true", help="Flask's debug server with Dash dev tools (not for "
+                        "shared machines)")
+
+
 def _version() -> str:
     from msma import __version__
 
@@ -225,7 +248,53 @@ def _cmd_demo(args) -> int:
     status = _refresh_and_report(manifest, args, study=study)
     timings["refresh"] = time.perf_counter() - start - timings["build"] - timings["validate"]
     print("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
-    return status
+    if status != 0 or args.no_serve:
+        return status
+    return _serve(manifest, None, args)
+
+
+def _cmd_serve(args) -> int:
+    from analysis.errors import ManifestError
+    from analysis.manifest import load_manifest
+
+    if not 0 < args.port < 65536:
+        print(f"--port: expected a port number in 1-65535, got {args.port}", file=sys.stderr)
+        return 2
+    try:
+        manifest = load_manifest(args.manifest)
+    except ManifestError as exc:
+        return _report_problems(exc)
+    return _serve(manifest, args.run_id, args)
+
+
+def _serve(manifest, run_id, args) -> int:
+    """Open the run and serve its explorer (or, with no run yet, a page naming the command that makes one)."""
+    from analysis.errors import ManifestError
+    from analysis.run_reader import RunNotFound, RunUnreadable, open_run
+    from app.server import serve, waiting_app
+
+    try:
+        run = open_run(manifest, run_id)
+    except RunNotFound as exc:
+        if run_id is not None:
+            print(exc, file=sys.stderr)
+            return 1
+        command = f"msma refresh {manifest.path}"
+        print(f"{exc}; serving a page that says to run: {command}", file=sys.stderr)
+        serve(waiting_app(manifest.study_name, f"The study has no published run yet ({exc}).", command),
+              args.host, args.port, debug=args.debug, what=f"{manifest.study_name} (no run yet)")
+        return 0
+    except (ManifestError, RunUnreadable) as exc:
+        return _report_problems(exc)
+    from app import create_app
+
+    try:
+        app = create_app(run, cohort=args.cohort)
+    except ValueError as exc:
+        print(f"--cohort: {exc}", file=sys.stderr)
+        return 2
+    serve(app, args.host, args.port, debug=args.debug, what=f"{run.study_name}, run {run.run_id},")
+    return 0
 
 
 def _refresh_and_report(manifest, args, study=None) -> int:

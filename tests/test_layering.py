@@ -1,6 +1,7 @@
-"""The layering rules of DESIGN.md: app/ never loads torch; analysis/ never loads torch or dash; models/ never
-loads dash or plotly. Checked twice: by importing every module of a package in a fresh interpreter and looking at
-sys.modules, and by reading every import statement (which also catches imports inside functions)."""
+"""The layering rules of DESIGN.md: app/ never loads torch or the model code; analysis/ never loads torch, dash or
+the packages above it; models/ never loads dash, plotly or the app. Checked twice: by importing every module of a
+package in a fresh interpreter and looking at sys.modules, and by reading every import statement (which also catches
+imports inside functions); and creating the explorer of a run loads no torch either."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 FORBIDDEN = {
-    "app": {"torch"},
-    "analysis": {"torch", "dash"},
-    "models": {"dash", "plotly"},
+    "app": {"torch", "models", "msma"},
+    "analysis": {"torch", "dash", "plotly", "app", "models", "msma"},
+    "models": {"dash", "plotly", "app"},
 }
 
 _PROBE = """
@@ -66,3 +67,24 @@ def test_the_probe_detects_a_forbidden_import(tmp_path):
         [sys.executable, "-c", _PROBE, "leaky"], cwd=tmp_path, capture_output=True, text=True, check=True
     )
     assert "statistics" in json.loads(result.stdout)
+
+
+_CREATE_APP = """
+import json, sys
+from analysis.run_reader import open_run
+from analysis.synthetic_run import write_synthetic_study
+from app import create_app
+app = create_app(open_run(write_synthetic_study(sys.argv[1], 60)))
+assert app.layout is not None
+print(json.dumps(sorted({name.split(".")[0] for name in sys.modules})))
+"""
+
+
+def test_creating_the_explorer_of_a_run_loads_no_torch_and_no_model_code(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", _CREATE_APP, str(tmp_path / "study")], cwd=REPO, capture_output=True, text=True,
+        check=True,
+    )
+    loaded = set(json.loads(result.stdout.splitlines()[-1]))
+    assert {"dash", "app", "analysis"} <= loaded
+    assert not loaded & {"torch", "models", "msma"}, sorted(loaded & {"torch", "models", "msma"})
