@@ -8,7 +8,7 @@ max-statistic (maxT) family-wise p-value from the same permutations (dissertatio
 Speed: the permutations are random keys, one per subject, sorted once and shared by all pairs (so maxT sees the
 dependence between pairs); the key order restricted to a pair's complete cases is its permutation. Pairs with the
 same complete cases form one block, whose permuted correlations come from one matrix product of integer-valued
-ranks per chunk of permutations; blocks run on parallel threads. With ``P`` permutations the smallest attainable
+ranks; each thread takes a share of the permutations. With ``P`` permutations the smallest attainable
 p-value is ``1 / (P + 1)``; it is returned as ``p_floor``.
 """
 
@@ -70,8 +70,8 @@ MAXT_TOLERANCE = 1e-6
 """maxT counts a permutation's largest |rho*| over all pairs as at least a pair's |rho| within this tolerance (the
 permuted rho values are rounded in float32)."""
 
-CHUNK_ELEMENTS = 1 << 18
-"""Permuted correlations computed at once (permutations x pairs): small enough to stay in cache."""
+CHUNK_ELEMENTS = 1 << 21
+"""Permuted correlations (permutations x pairs of a block) computed at once, at most."""
 
 
 def spearman_permutation(
@@ -120,7 +120,7 @@ def spearman_permutation(
     if z is not None:
         y = np.where(np.isnan(z).any(axis=1)[:, None], np.nan, y)
     keys = np.random.default_rng(random_state).random((n_permutations, n))
-    order = np.argsort(keys, axis=1).astype(np.int32)  # (P, n): subjects in key order, one row per permutation
+    order = np.argsort(keys, axis=1)  # (P, n): subjects in key order, one row per permutation (intp: no index casts)
     del keys
     rho = np.full((n_rois, y.shape[1]), np.nan)
     exceed = np.zeros(rho.shape, dtype=np.int64)
@@ -131,21 +131,33 @@ def spearman_permutation(
         if mask.sum() >= min_complete:
             blocks.append((mask, columns, scores))
 
-    def run(block):
-        mask, columns, scores = block
-        cov = None if z is None else z[mask]
-        return _permuted_block(x[mask][:, columns], y[mask][:, scores], cov, mask, order)
-
-    workers = max(1, min(len(blocks), os.cpu_count() or 1, MAX_THREADS))
-    # numpy releases the GIL in the heavy steps, so blocks run side by side; each block's products are small, and
-    # BLAS threads inside the workers only compete with them (measured: 41 ms with one BLAS thread, 55 ms with two).
-    with threadpool_limits(1 if workers > 1 else None), ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(run, blocks))
+    prepared = [_Block(x[mask][:, columns], y[mask][:, scores], None if z is None else z[mask], mask)
+                for mask, columns, scores in blocks]
+    for (_, columns, scores), block in zip(blocks, prepared, strict=True):
+        rho[np.ix_(columns, scores)] = block.rho
     max_null = np.zeros(n_permutations)
-    for (_, columns, scores), (block_rho, block_exceed, block_max) in zip(blocks, results, strict=True):
-        rho[np.ix_(columns, scores)] = block_rho
-        exceed[np.ix_(columns, scores)] = block_exceed
-        np.maximum(max_null, block_max, out=max_null)
+    workers = max(1, min(n_permutations, os.cpu_count() or 1, MAX_THREADS))
+    starts = range(0, n_permutations, -(-n_permutations // workers))  # one share of the permutations per worker
+
+    def run(start: int) -> list[np.ndarray]:
+        share = order[start : start + starts.step]
+        exceeding = [np.zeros(block.shape, dtype=np.int64) for block in prepared]
+        for block, block_counts in zip(prepared, exceeding, strict=True):
+            step = max(1, CHUNK_ELEMENTS // (block.shape[0] * block.shape[1]))
+            for offset in range(0, len(share), step):
+                block_exceed, block_max = block.permute(share[offset : offset + step])
+                block_counts += block_exceed
+                where = max_null[start + offset : start + offset + len(block_max)]
+                np.maximum(where, block_max, out=where)
+        return exceeding
+
+    # numpy releases the GIL in the heavy steps, so the shares of the permutations run side by side (each writes its
+    # own slice of max_null); each product is small, and BLAS threads inside the workers would only compete with them
+    # (measured on 2 cores: 33 ms with one share per worker, 35-41 ms with more, smaller shares).
+    with threadpool_limits(1 if workers > 1 else None), ThreadPoolExecutor(max_workers=workers) as pool:
+        for exceeding in pool.map(run, starts if prepared else []):
+            for (_, columns, scores), block_exceed in zip(blocks, exceeding, strict=True):
+                exceed[np.ix_(columns, scores)] += block_exceed
     testable = ~np.isnan(rho)
     p_perm = np.where(testable, (1.0 + exceed) / (n_permutations + 1.0), np.nan)
     sorted_max = np.sort(max_null)
@@ -168,46 +180,47 @@ def spearman_permutation(
     return CorrelationResult(table=table, n_permutations=n_permutations, p_floor=1.0 / (n_permutations + 1))
 
 
-def _permuted_block(x: np.ndarray, y: np.ndarray, covariates: np.ndarray | None, mask: np.ndarray,
-                    order: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Observed rho, exceedance counts and each permutation's largest |rho*| for the pairs of one block.
+class _Block:
+    """The pairs of one block: their complete cases ``mask`` (n,), ``x`` (m, C) ROI and ``y`` (m, K) behaviour
+    values of those subjects in index order, ranked once; :meth:`permute` counts, for a chunk of permutations,
+    how often ``|rho*| >= |rho|`` and the largest |rho*| of each permutation."""
 
-    ``x`` (m, C) and ``y`` (m, K) hold the block's complete cases (the subjects in ``mask``, in index order);
-    ``order`` (P, n) lists all subjects in each permutation's key order. Returns rho (C, K), counts of
-    ``|rho*| >= |rho|`` (C, K) and the maximum of |rho*| over the block's pairs per permutation (P,).
-    """
-    m, n_permutations = len(x), len(order)
-    exact = covariates is None and m <= EXACT_FLOAT32_SUBJECTS
-    dtype = np.float32 if exact else np.float64
-    rx = _centred_ranks(x, covariates)  # (m, C)
-    ry = _centred_ranks(y, covariates)  # (m, K)
-    observed = rx.T @ ry  # (C, K)
-    with np.errstate(divide="ignore"):
-        scale = 1.0 / np.outer(np.sqrt((rx**2).sum(axis=0)), np.sqrt((ry**2).sum(axis=0)))
-    scale[~np.isfinite(scale)] = 0.0  # a constant column: rho 0, never significant
-    threshold = np.abs(observed)
-    if not exact:  # residualised ranks are not integers: a tolerance of 1e-12 on rho
-        threshold -= 1e-12 / np.where(scale > 0, scale, 1.0)
-    n_rois, n_scores = observed.shape
-    ry_by_subject = np.zeros((n_scores, mask.size), dtype=dtype)  # (K, n), zero outside the complete cases
-    ry_by_subject[:, mask] = ry.T
-    rx_t = np.ascontiguousarray(rx.T, dtype=dtype)  # (C, m)
-    threshold = threshold.astype(dtype)[:, :, None]
-    scale_t = scale.astype(dtype)[:, :, None]
-    exceed = np.zeros(observed.shape, dtype=np.int64)
-    max_null = np.zeros(n_permutations, dtype=dtype)
-    step = max(1, CHUNK_ELEMENTS // (n_rois * n_scores))
-    for start in range(0, n_permutations, step):
-        rows = order[start : start + step]
-        chunk = len(rows)
-        picked = rows[np.take(mask, rows)].reshape(chunk, m)  # complete cases in key order
-        permuted_y = np.take(ry_by_subject, picked, axis=1)  # (K, chunk, m)
-        null = (rx_t @ permuted_y.reshape(n_scores * chunk, m).T).reshape(n_rois, n_scores, chunk)
+    def __init__(self, x: np.ndarray, y: np.ndarray, covariates: np.ndarray | None, mask: np.ndarray):
+        self.m, self.mask = len(x), mask
+        exact = covariates is None and self.m <= EXACT_FLOAT32_SUBJECTS
+        dtype = np.float32 if exact else np.float64
+        rx = _centred_ranks(x, covariates)  # (m, C)
+        ry = _centred_ranks(y, covariates)  # (m, K)
+        observed = rx.T @ ry  # (C, K)
+        with np.errstate(divide="ignore"):
+            scale = 1.0 / np.outer(np.sqrt((rx**2).sum(axis=0)), np.sqrt((ry**2).sum(axis=0)))
+        scale[~np.isfinite(scale)] = 0.0  # a constant column: rho 0, never significant
+        self.rho = observed * scale
+        threshold = np.abs(observed)
+        if not exact:  # residualised ranks are not integers: a tolerance of 1e-12 on rho
+            threshold -= 1e-12 / np.where(scale > 0, scale, 1.0)
+        self.shape = observed.shape
+        self.ry_by_subject = np.full((ry.shape[1], mask.size), np.nan, dtype=dtype)  # (K, n), NaN outside
+        self.ry_by_subject[:, mask] = ry.T
+        self.rx_t = np.ascontiguousarray(rx.T, dtype=dtype)  # (C, m)
+        self.threshold = threshold.astype(dtype)[:, :, None]
+        self.scale = scale.astype(dtype)[:, :, None]
+
+    def permute(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``rows`` (chunk, n): all subjects in each permutation's key order. Returns the exceedance counts (C, K)
+        and the largest |rho*| over the block's pairs per permutation (chunk,)."""
+        n_rois, n_scores = self.shape
+        chunk, m = len(rows), self.m
+        if n_scores == 1:  # every subject's rank in key order, then the complete cases (NaN marks the others)
+            permuted_y = np.take(self.ry_by_subject[0], rows)
+            permuted_y = permuted_y[permuted_y == permuted_y]
+        else:  # the complete cases in key order, then their ranks
+            permuted_y = np.take(self.ry_by_subject, rows[np.take(self.mask, rows)], axis=1)
+        null = (self.rx_t @ permuted_y.reshape(n_scores * chunk, m).T).reshape(n_rois, n_scores, chunk)
         np.abs(null, out=null)
-        exceed += np.count_nonzero(null >= threshold, axis=2)
-        null *= scale_t
-        max_null[start : start + step] = null.reshape(-1, chunk).max(axis=0)
-    return observed * scale, exceed, max_null
+        counts = np.count_nonzero(null >= self.threshold, axis=2)
+        null *= self.scale
+        return counts, null.reshape(-1, chunk).max(axis=0)
 
 
 def _complete_blocks(present_y: np.ndarray, present_x: np.ndarray):

@@ -124,28 +124,22 @@ def prototype_vs_rest(
     if len(prototype) < 1 or len(rest) < 1:
         raise ValueError(f"need members in both groups, got {len(prototype)} prototype and {len(rest)} others")
     rois = [str(r) for r in (roi_scores.columns if rois is None else rois)]
-    rows = []
-    for roi in rois:
-        a = roi_scores.loc[prototype, roi].dropna().to_numpy(dtype=float)
-        b = roi_scores.loc[rest, roi].dropna().to_numpy(dtype=float)
-        if len(a) == 0 or len(b) == 0:
-            rows.append({"roi": roi, "n_prototype": len(a), "n_rest": len(b), "p_raw": np.nan})
-            continue
-        test = mannwhitneyu(a, b, alternative="two-sided")
-        u = float(test.statistic)
-        rows.append(
-            {
-                "roi": roi,
-                "n_prototype": len(a),
-                "n_rest": len(b),
-                "median_prototype": float(np.median(a)),
-                "median_rest": float(np.median(b)),
-                "u": u,
-                "rank_biserial": 2.0 * u / (len(a) * len(b)) - 1.0,
-                "p_raw": float(test.pvalue),
-            }
-        )
-    table = pd.DataFrame(rows)
+    a_all = roi_scores.loc[prototype, rois].to_numpy(dtype=float)
+    b_all = roi_scores.loc[rest, rois].to_numpy(dtype=float)
+    u, p = _mann_whitney_columns(a_all, b_all)
+    n_a, n_b = (~np.isnan(a_all)).sum(axis=0), (~np.isnan(b_all)).sum(axis=0)
+    tested = (n_a > 0) & (n_b > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        table = pd.DataFrame({
+            "roi": rois,
+            "n_prototype": n_a,
+            "n_rest": n_b,
+            "median_prototype": np.where(tested, _nanmedian(a_all), np.nan),
+            "median_rest": np.where(tested, _nanmedian(b_all), np.nan),
+            "u": np.where(tested, u, np.nan),
+            "rank_biserial": np.where(tested, 2.0 * u / (n_a * n_b) - 1.0, np.nan),
+            "p_raw": np.where(tested, p, np.nan),
+        })
     tested = int(table["p_raw"].notna().sum())
     table["p_bonferroni"] = np.minimum(table["p_raw"] * tested, 1.0)
     table["p_bh"] = benjamini_hochberg(table["p_raw"].to_numpy())
@@ -153,3 +147,38 @@ def prototype_vs_rest(
         table["reference_p90"] = reference_percentile(roi_scores, reference_ids).loc[rois].to_numpy()
     return table.sort_values("p_raw", kind="mergesort", na_position="last").reset_index(drop=True)
 
+
+
+def _nanmedian(values: np.ndarray) -> np.ndarray:
+    """Column medians ignoring NaN (NaN for a column without values), without numpy's all-NaN warning."""
+    out = np.full(values.shape[1], np.nan)
+    finite = ~np.isnan(values).all(axis=0)
+    out[finite] = np.nanmedian(values[:, finite], axis=0)
+    return out
+
+
+def _mann_whitney_columns(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two-sided Mann-Whitney U (the first group's U) and p of every column of ``a`` (n1, R) against ``b`` (n2, R),
+    NaN left out per column; the same numbers as ``scipy.stats.mannwhitneyu`` column by column with
+    ``method="auto"``, in a few vectorised calls: complete columns are tested together, grouped by the method
+    scipy would choose for each (exact only for small samples without ties)."""
+    n_rois = a.shape[1]
+    u, p = np.full(n_rois, np.nan), np.full(n_rois, np.nan)
+    complete = ~(np.isnan(a).any(axis=0) | np.isnan(b).any(axis=0))
+    if len(a) and len(b) and complete.any():
+        pooled = np.sort(np.vstack([a[:, complete], b[:, complete]]), axis=0)
+        ties = (np.diff(pooled, axis=0) == 0).any(axis=0)
+        columns = np.flatnonzero(complete)
+        small = len(a) <= 8 or len(b) <= 8
+        for method, chosen in (("asymptotic", ties | (not small)), ("exact", ~ties & small)):
+            if chosen.any():
+                picked = columns[chosen]
+                test = mannwhitneyu(a[:, picked], b[:, picked], alternative="two-sided", method=method, axis=0)
+                u[picked], p[picked] = test.statistic, test.pvalue
+    for column in np.flatnonzero(~complete):  # missing values: each column with its own complete cases
+        x, y = a[:, column], b[:, column]
+        x, y = x[~np.isnan(x)], y[~np.isnan(y)]
+        if len(x) and len(y):
+            test = mannwhitneyu(x, y, alternative="two-sided")
+            u[column], p[column] = test.statistic, test.pvalue
+    return u, p

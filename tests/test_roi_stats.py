@@ -72,3 +72,27 @@ def test_roi_columns_name_repeated_labels_by_index_and_skip_absent_ones():
 
     names = pd.DataFrame({"index": [1, 2, 3, 4], "name": ["A", "B", "B", "C"]})
     assert roi_columns(names, [0, 1, 2, 3]) == {"A": 1, "B (2)": 2, "B (3)": 3}
+
+
+@pytest.mark.parametrize("n_prototype", [5, 12], ids=["small group: exact where no ties", "asymptotic"])
+def test_prototype_vs_rest_equals_scipy_column_by_column_with_ties_and_missing_values(n_prototype):
+    from scipy.stats import mannwhitneyu
+
+    from analysis.roi_stats import prototype_vs_rest
+
+    rng = np.random.default_rng(3)
+    n = n_prototype + 14
+    scores = pd.DataFrame(rng.normal(size=(n, 6)), index=[f"s{i}" for i in range(n)], columns=list("ABCDEF"))
+    scores["B"] = np.round(scores["B"])  # ties: scipy switches to the asymptotic test
+    scores.iloc[2, 2] = np.nan  # missing values: each column keeps its own complete cases
+    scores.iloc[n - 1, 3] = np.nan
+    scores.iloc[:n_prototype, 4] += 1.0
+    prototype, rest = list(scores.index[:n_prototype]), list(scores.index[n_prototype:])
+    table = prototype_vs_rest(scores, prototype, rest).set_index("roi")
+    for roi in scores.columns:
+        a, b = scores.loc[prototype, roi].dropna(), scores.loc[rest, roi].dropna()
+        expected = mannwhitneyu(a, b, alternative="two-sided")
+        assert table.loc[roi, "p_raw"] == pytest.approx(expected.pvalue, rel=1e-12)
+        assert table.loc[roi, "u"] == expected.statistic
+        assert table.loc[roi, "n_prototype"] == len(a) and table.loc[roi, "median_rest"] == pytest.approx(b.median())
+        assert table.loc[roi, "rank_biserial"] == pytest.approx(2 * expected.statistic / (len(a) * len(b)) - 1)
