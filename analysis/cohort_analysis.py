@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import pandas as pd
 from scipy.stats import fisher_exact, mannwhitneyu
 
-from analysis.correlations import CorrelationResult, spearman_permutation
+from analysis.correlations import CorrelationResult, PermutationTable, permutation_table
 from analysis.roi_stats import atypical_rois, prototype_vs_rest
 
 CORRECTIONS = {"bonferroni": "p_bonferroni", "bh": "p_bh"}
@@ -101,6 +101,33 @@ def region_step(
     return RegionStep(kept, tests, significant, correction, alpha)
 
 
+def behaviour_table(
+    roi_scores: pd.DataFrame,
+    behaviour: pd.DataFrame | None,
+    cohort_ids: Sequence,
+    rois: Sequence[str],
+    *,
+    n_permutations: int = 10_000,
+    min_complete: int = 10,
+    random_state: int = 0,
+) -> PermutationTable | None:
+    """The permutation counts of ``rois`` x every behaviour score over the cohort's members that have a behaviour
+    row, from which any subset of the ROIs is read (:meth:`~analysis.correlations.PermutationTable.result`); None
+    without ROIs, behaviour or ``min_complete`` such members."""
+    if behaviour is None or not len(rois):
+        return None
+    members = [i for i in cohort_ids if i in behaviour.index]
+    if len(members) < min_complete:
+        return None
+    return permutation_table(
+        roi_scores.loc[members, list(rois)],
+        behaviour.loc[members],
+        n_permutations=n_permutations,
+        min_complete=min_complete,
+        random_state=random_state,
+    )
+
+
 def behaviour_step(
     roi_scores: pd.DataFrame,
     behaviour: pd.DataFrame | None,
@@ -113,18 +140,9 @@ def behaviour_step(
 ) -> CorrelationResult | None:
     """Step 4: Spearman correlations of ``rois`` with every behaviour score over the cohort's members that have a
     behaviour row; None without ROIs, behaviour or ``min_complete`` such members."""
-    if behaviour is None or not len(rois):
-        return None
-    members = [i for i in cohort_ids if i in behaviour.index]
-    if len(members) < min_complete:
-        return None
-    return spearman_permutation(
-        roi_scores.loc[members, list(rois)],
-        behaviour.loc[members],
-        n_permutations=n_permutations,
-        min_complete=min_complete,
-        random_state=random_state,
-    )
+    table = behaviour_table(roi_scores, behaviour, cohort_ids, rois, n_permutations=n_permutations,
+                            min_complete=min_complete, random_state=random_state)
+    return None if table is None else table.result()
 
 
 def analyse_cohort(

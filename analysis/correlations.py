@@ -14,6 +14,7 @@ p-value is ``1 / (P + 1)``; it is returned as ``p_floor``.
 
 from __future__ import annotations
 
+import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 
 @dataclass
@@ -32,6 +33,58 @@ class CorrelationResult:
     """Columns: roi, behaviour, n (complete cases), rho, p_perm, p_bh, p_maxt, testable."""
     n_permutations: int
     p_floor: float
+
+
+@dataclass(frozen=True, eq=False)
+class PermutationTable:
+    """Per-pair permutation counts of ROIs x behaviour scores, from which the correlations of any subset of the
+    ROIs are read without permuting again (:meth:`result`).
+
+    Each pair's null distribution depends only on the pair (its complete cases and the shared keys), so a subset's
+    p-values, BH adjustment and maxT (through the per-ROI maxima) equal those computed on the subset alone.
+    """
+
+    rois: list[str]
+    behaviours: list[str]
+    n: np.ndarray
+    """(R, K) complete cases of each pair."""
+    rho: np.ndarray
+    """(R, K) Spearman rho; NaN where a pair has fewer than ``min_complete`` complete cases."""
+    exceed: np.ndarray
+    """(R, K) permutations with ``|rho*| >= |rho|``."""
+    roi_max_null: np.ndarray
+    """(R, P) per ROI, the largest |rho*| over its behaviour scores in each permutation (float32)."""
+    n_permutations: int
+
+    def result(self, rois: list[str] | None = None) -> CorrelationResult:
+        """The correlation table of ``rois`` (default all, in table order) x every behaviour score: permutation p,
+        BH across the subset's testable pairs, and maxT over the subset's pairs."""
+        index = {roi: k for k, roi in enumerate(self.rois)}
+        rows = np.arange(len(self.rois)) if rois is None else np.array([index[str(r)] for r in rois], dtype=int)
+        rho, exceed, counts = self.rho[rows], self.exceed[rows], self.n[rows]
+        p = self.n_permutations
+        testable = ~np.isnan(rho)
+        p_perm = np.where(testable, (1.0 + exceed) / (p + 1.0), np.nan)
+        max_null = self.roi_max_null[rows].max(axis=0) if len(rows) else np.zeros(p, dtype=np.float32)
+        sorted_max = np.sort(max_null.astype(np.float64))
+        at_least = p - np.searchsorted(sorted_max, np.abs(np.nan_to_num(rho)) - MAXT_TOLERANCE, side="left")
+        p_maxt = np.where(testable, (1.0 + at_least) / (p + 1.0), np.nan)
+        p_bh = benjamini_hochberg(p_perm.ravel()).reshape(p_perm.shape)
+        names = np.array(self.rois, dtype=object)[rows]
+        roi_names, score_names = np.meshgrid(names, np.array(self.behaviours, dtype=object), indexing="ij")
+        table = pd.DataFrame(
+            {
+                "roi": roi_names.ravel().astype(str),
+                "behaviour": score_names.ravel().astype(str),
+                "n": counts.ravel(),
+                "rho": rho.ravel(),
+                "p_perm": p_perm.ravel(),
+                "p_bh": p_bh.ravel(),
+                "p_maxt": p_maxt.ravel(),
+                "testable": testable.ravel(),
+            }
+        )
+        return CorrelationResult(table=table, n_permutations=p, p_floor=1.0 / (p + 1))
 
 
 def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
@@ -74,7 +127,7 @@ CHUNK_ELEMENTS = 1 << 21
 """Permuted correlations (permutations x pairs of a block) computed at once, at most."""
 
 
-def spearman_permutation(
+def permutation_table(
     rois: pd.DataFrame,
     behaviour: pd.DataFrame,
     *,
@@ -82,8 +135,8 @@ def spearman_permutation(
     min_complete: int = 10,
     covariates: pd.DataFrame | None = None,
     random_state: int = 0,
-) -> CorrelationResult:
-    """Spearman rho and permutation p-values for every (ROI, behaviour) pair.
+) -> PermutationTable:
+    """Spearman rho and permutation counts for every (ROI, behaviour) pair.
 
     Parameters
     ----------
@@ -131,66 +184,94 @@ def spearman_permutation(
         if mask.sum() >= min_complete:
             blocks.append((mask, columns, scores))
 
-    prepared = [_Block(x[mask][:, columns], y[mask][:, scores], None if z is None else z[mask], mask)
+    ranker = _BlockRanks(x, y, z)
+    prepared = [_Block(*ranker(mask, columns, scores), mask, exact=z is None and mask.sum() <= EXACT_FLOAT32_SUBJECTS)
                 for mask, columns, scores in blocks]
     for (_, columns, scores), block in zip(blocks, prepared, strict=True):
         rho[np.ix_(columns, scores)] = block.rho
-    max_null = np.zeros(n_permutations)
+    roi_max_null = np.zeros((n_rois, n_permutations), dtype=np.float32)
     workers = max(1, min(n_permutations, os.cpu_count() or 1, MAX_THREADS))
     starts = range(0, n_permutations, -(-n_permutations // workers))  # one share of the permutations per worker
 
     def run(start: int) -> list[np.ndarray]:
         share = order[start : start + starts.step]
         exceeding = [np.zeros(block.shape, dtype=np.int64) for block in prepared]
-        for block, block_counts in zip(prepared, exceeding, strict=True):
+        for (_, columns, _), block, block_counts in zip(blocks, prepared, exceeding, strict=True):
             step = max(1, CHUNK_ELEMENTS // (block.shape[0] * block.shape[1]))
             for offset in range(0, len(share), step):
                 block_exceed, block_max = block.permute(share[offset : offset + step])
                 block_counts += block_exceed
-                where = max_null[start + offset : start + offset + len(block_max)]
-                np.maximum(where, block_max, out=where)
+                where = (columns, slice(start + offset, start + offset + block_max.shape[1]))
+                roi_max_null[where] = np.maximum(roi_max_null[where], block_max)
         return exceeding
 
     # numpy releases the GIL in the heavy steps, so the shares of the permutations run side by side (each writes its
-    # own slice of max_null); each product is small, and BLAS threads inside the workers would only compete with them
-    # (measured on 2 cores: 33 ms with one share per worker, 35-41 ms with more, smaller shares).
-    with threadpool_limits(1 if workers > 1 else None), ThreadPoolExecutor(max_workers=workers) as pool:
+    # own permutations of roi_max_null); each product is small, and BLAS threads inside the workers would only
+    # compete with them (measured on 2 cores: 33 ms with one share per worker, 35-41 ms with more, smaller shares).
+    with _blas().limit(limits=1 if workers > 1 else None), ThreadPoolExecutor(max_workers=workers) as pool:
         for exceeding in pool.map(run, starts if prepared else []):
             for (_, columns, scores), block_exceed in zip(blocks, exceeding, strict=True):
                 exceed[np.ix_(columns, scores)] += block_exceed
-    testable = ~np.isnan(rho)
-    p_perm = np.where(testable, (1.0 + exceed) / (n_permutations + 1.0), np.nan)
-    sorted_max = np.sort(max_null)
-    at_least = n_permutations - np.searchsorted(sorted_max, np.abs(np.nan_to_num(rho)) - MAXT_TOLERANCE, side="left")
-    p_maxt = np.where(testable, (1.0 + at_least) / (n_permutations + 1.0), np.nan)
-    p_bh = benjamini_hochberg(p_perm.ravel()).reshape(p_perm.shape)
-    roi_names, score_names = np.meshgrid(rois.columns.astype(str), behaviour.columns.astype(str), indexing="ij")
-    table = pd.DataFrame(
-        {
-            "roi": roi_names.ravel(),
-            "behaviour": score_names.ravel(),
-            "n": counts.ravel(),
-            "rho": rho.ravel(),
-            "p_perm": p_perm.ravel(),
-            "p_bh": p_bh.ravel(),
-            "p_maxt": p_maxt.ravel(),
-            "testable": testable.ravel(),
-        }
+    return PermutationTable(
+        rois=[str(r) for r in rois.columns], behaviours=[str(b) for b in behaviour.columns], n=counts, rho=rho,
+        exceed=exceed, roi_max_null=roi_max_null, n_permutations=n_permutations,
     )
-    return CorrelationResult(table=table, n_permutations=n_permutations, p_floor=1.0 / (n_permutations + 1))
+
+
+def spearman_permutation(
+    rois: pd.DataFrame,
+    behaviour: pd.DataFrame,
+    *,
+    n_permutations: int = 10_000,
+    min_complete: int = 10,
+    covariates: pd.DataFrame | None = None,
+    random_state: int = 0,
+) -> CorrelationResult:
+    """Spearman rho and permutation p-values for every (ROI, behaviour) pair: :func:`permutation_table` read for
+    all its ROIs (parameters as there)."""
+    return permutation_table(rois, behaviour, n_permutations=n_permutations, min_complete=min_complete,
+                             covariates=covariates, random_state=random_state).result()
+
+
+class _BlockRanks:
+    """The centred ranks of a block's ROI and behaviour values over its complete cases (:func:`_centred_ranks`).
+
+    Without covariates and without missing ROI values (the usual case), every column is ranked once over all its
+    subjects, and a block's ranks follow by discounting the few subjects it leaves out: an average rank over a
+    subset is the rank over the whole minus the left-out values below it (and half of those equal to it). Otherwise
+    each block is ranked afresh.
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, covariates: np.ndarray | None):
+        self.x, self.y, self.covariates = x, y, covariates
+        self.shortcut = covariates is None and not np.isnan(x).any()
+        if self.shortcut:
+            self.x_ranks = rankdata(x, axis=0)
+            self.y_ranks = rankdata(y, axis=0, nan_policy="omit")  # among each score's present subjects
+
+    def __call__(self, mask: np.ndarray, columns: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``rx`` (m, C) and ``ry`` (m, K) of the subjects in ``mask``, in index order."""
+        m = int(mask.sum())
+        if not self.shortcut:
+            cov = None if self.covariates is None else self.covariates[mask]
+            return (_centred_ranks(self.x[mask][:, columns], cov), _centred_ranks(self.y[mask][:, scores], cov))
+        x_in, x_out = self.x[mask][:, columns], self.x[~mask][:, columns]  # (m, C), (e, C)
+        below = (x_out[None, :, :] < x_in[:, None, :]).sum(axis=1) + 0.5 * (x_out[None, :, :] == x_in[:, None, :]).sum(
+            axis=1)
+        rx = 2.0 * (self.x_ranks[mask][:, columns] - below) - (m + 1.0)
+        ry = 2.0 * self.y_ranks[mask][:, scores] - (m + 1.0)  # x is complete: the block's cases are y's own
+        return rx, ry
 
 
 class _Block:
-    """The pairs of one block: their complete cases ``mask`` (n,), ``x`` (m, C) ROI and ``y`` (m, K) behaviour
-    values of those subjects in index order, ranked once; :meth:`permute` counts, for a chunk of permutations,
-    how often ``|rho*| >= |rho|`` and the largest |rho*| of each permutation."""
+    """The pairs of one block: their complete cases ``mask`` (n,) and the centred ranks ``rx`` (m, C) of the ROI
+    and ``ry`` (m, K) of the behaviour values of those subjects in index order; :meth:`permute` counts, for a chunk
+    of permutations, how often ``|rho*| >= |rho|`` and the largest |rho*| of each permutation. ``exact``: the ranks
+    are integers whose products float32 sums exactly."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, covariates: np.ndarray | None, mask: np.ndarray):
-        self.m, self.mask = len(x), mask
-        exact = covariates is None and self.m <= EXACT_FLOAT32_SUBJECTS
+    def __init__(self, rx: np.ndarray, ry: np.ndarray, mask: np.ndarray, exact: bool):
+        self.m, self.mask = len(rx), mask
         dtype = np.float32 if exact else np.float64
-        rx = _centred_ranks(x, covariates)  # (m, C)
-        ry = _centred_ranks(y, covariates)  # (m, K)
         observed = rx.T @ ry  # (C, K)
         with np.errstate(divide="ignore"):
             scale = 1.0 / np.outer(np.sqrt((rx**2).sum(axis=0)), np.sqrt((ry**2).sum(axis=0)))
@@ -208,7 +289,7 @@ class _Block:
 
     def permute(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``rows`` (chunk, n): all subjects in each permutation's key order. Returns the exceedance counts (C, K)
-        and the largest |rho*| over the block's pairs per permutation (chunk,)."""
+        and, per ROI of the block, the largest |rho*| over its behaviour scores in each permutation (C, chunk)."""
         n_rois, n_scores = self.shape
         chunk, m = len(rows), self.m
         if n_scores == 1:  # every subject's rank in key order, then the complete cases (NaN marks the others)
@@ -220,7 +301,13 @@ class _Block:
         np.abs(null, out=null)
         counts = np.count_nonzero(null >= self.threshold, axis=2)
         null *= self.scale
-        return counts, null.reshape(-1, chunk).max(axis=0)
+        return counts, null.max(axis=1)
+
+
+@functools.cache
+def _blas() -> ThreadpoolController:
+    """The process's BLAS and OpenMP libraries, found once (a search of the loaded libraries costs milliseconds)."""
+    return ThreadpoolController()
 
 
 def _complete_blocks(present_y: np.ndarray, present_x: np.ndarray):

@@ -8,16 +8,18 @@ the plain data of :mod:`app.figures`, calling :mod:`analysis` for every number.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from analysis.cohort_analysis import RegionStep, behaviour_step, region_step, selection_summary, split_cohort
-from analysis.correlations import CorrelationResult
-from analysis.roi_stats import reference_percentile
+from analysis.cohort_analysis import RegionStep, behaviour_table, region_step, selection_summary, split_cohort
+from analysis.correlations import CorrelationResult, PermutationTable
+from analysis.roi_stats import atypical_rois, reference_percentile
 from analysis.run_reader import PublishedRun
 from analysis.slices import PLANES, SliceGeometry, peak_voxel, region_centre
 from analysis.som import unit_positions
@@ -34,6 +36,28 @@ class Explorer:
     """A published run with the read-only lookups of the views."""
 
     run: PublishedRun
+    _tables: OrderedDict = field(default_factory=OrderedDict, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    TABLES_KEPT = 8
+    """Permutation tables remembered (cohort x permutation count); each is a few MB at 10,000 permutations."""
+
+    def behaviour_table(self, cohort: str, n_permutations: int) -> PermutationTable | None:
+        """The cohort's behaviour correlations for every ROI a selection can make significant: its kept ROIs, those
+        above the reference 90th percentile whatever the selection. Computed on first use and remembered (a pure
+        function of the run, the same for every browser), so a new selection reads its ROIs' rows in a
+        millisecond instead of permuting again; the numbers equal a fresh computation on those ROIs."""
+        key = (cohort, int(n_permutations))
+        with self._lock:
+            if key not in self._tables:
+                kept = atypical_rois(self.run.roi_scores, self.run.reference_ids, self.run.cohort_ids(cohort))
+                self._tables[key] = behaviour_table(self.run.roi_scores, self.run.behaviour,
+                                                    self.run.cohort_ids(cohort), kept,
+                                                    n_permutations=int(n_permutations), random_state=self.seed)
+                while len(self._tables) > self.TABLES_KEPT:
+                    self._tables.popitem(last=False)
+            self._tables.move_to_end(key)
+            return self._tables[key]
 
     @cached_property
     def styles(self) -> dict[str, CohortStyle]:
@@ -230,8 +254,10 @@ def summary(ex: Explorer, cohort: str, units) -> dict:
 
 
 def correlations(ex: Explorer, cohort: str, rois, n_permutations: int) -> CorrelationResult | None:
-    return behaviour_step(ex.run.roi_scores, ex.run.behaviour, ex.run.cohort_ids(cohort), rois,
-                          n_permutations=n_permutations, random_state=ex.seed)
+    """The live behaviour step of ``rois`` (:func:`analysis.cohort_analysis.behaviour_step`, read from the cohort's
+    remembered permutation table)."""
+    table = ex.behaviour_table(cohort, n_permutations) if len(rois) else None
+    return None if table is None else table.result(list(rois))
 
 
 def correlation_height(n_rois: int) -> int:

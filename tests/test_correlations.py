@@ -151,3 +151,19 @@ def test_p_values_equal_the_per_pair_definition_with_ties_missing_values_and_a_c
         assert table.loc[pair, "p_maxt"] == pytest.approx(expected_maxt, abs=1e-12), pair
     assert (table.xs("score3", level="behaviour")["p_perm"] == 1.0).all()
     assert (table.xs("score3", level="behaviour")["rho"] == 0.0).all()
+
+
+def test_a_subset_of_the_rois_read_from_the_table_equals_permuting_the_subset_alone():
+    from analysis.correlations import permutation_table
+
+    rois, behaviour = _data(n=30, n_rois=7, n_scores=5, seed=5, missing=0.12)
+    rois.iloc[4, 3] = np.nan
+    table = permutation_table(rois, behaviour, n_permutations=800, min_complete=5, random_state=9)
+    subset = ["roi5", "roi0", "roi3"]
+    read = table.result(subset).table
+    fresh = spearman_permutation(rois[subset], behaviour, n_permutations=800, min_complete=5, random_state=9).table
+    pd.testing.assert_frame_equal(read, fresh)
+    assert read["roi"].tolist()[:5] == ["roi5"] * 5  # the subset's order, then every behaviour score
+    everything = table.result().table
+    assert not np.allclose(everything.set_index(["roi", "behaviour"]).loc[read.set_index(["roi", "behaviour"]).index,
+                                                                          "p_bh"], read["p_bh"])  # BH over the subset
