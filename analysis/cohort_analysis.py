@@ -9,7 +9,7 @@
    permutation p-values, Benjamini-Hochberg across all pairs and a max-statistic family-wise p
    (:func:`analysis.correlations.spearman_permutation`).
 
-:func:`region_step` (steps 2-3) and :func:`behaviour_step` (step 4) take any selection of subjects in place of the
+:func:`region_step` (steps 2-3) and :func:`behaviour_table` (step 4) take any selection of subjects in place of the
 prototype, so the explorer reruns the refresh's own chain live; :func:`analyse_cohort` is the refresh's composition
 of the two for the maximal prototype.
 """
@@ -111,9 +111,10 @@ def behaviour_table(
     min_complete: int = 10,
     random_state: int = 0,
 ) -> PermutationTable | None:
-    """The permutation counts of ``rois`` x every behaviour score over the cohort's members that have a behaviour
-    row, from which any subset of the ROIs is read (:meth:`~analysis.correlations.PermutationTable.result`); None
-    without ROIs, behaviour or ``min_complete`` such members."""
+    """Step 4: the permutation counts of ``rois`` x every behaviour score over the cohort's members that have a
+    behaviour row, from which the correlations of all or any subset of the ROIs are read
+    (:meth:`~analysis.correlations.PermutationTable.result`); None without ROIs, behaviour or ``min_complete`` such
+    members."""
     if behaviour is None or not len(rois):
         return None
     members = [i for i in cohort_ids if i in behaviour.index]
@@ -126,23 +127,6 @@ def behaviour_table(
         min_complete=min_complete,
         random_state=random_state,
     )
-
-
-def behaviour_step(
-    roi_scores: pd.DataFrame,
-    behaviour: pd.DataFrame | None,
-    cohort_ids: Sequence,
-    rois: Sequence[str],
-    *,
-    n_permutations: int = 10_000,
-    min_complete: int = 10,
-    random_state: int = 0,
-) -> CorrelationResult | None:
-    """Step 4: Spearman correlations of ``rois`` with every behaviour score over the cohort's members that have a
-    behaviour row; None without ROIs, behaviour or ``min_complete`` such members."""
-    table = behaviour_table(roi_scores, behaviour, cohort_ids, rois, n_permutations=n_permutations,
-                            min_complete=min_complete, random_state=random_state)
-    return None if table is None else table.result()
 
 
 def analyse_cohort(
@@ -170,10 +154,11 @@ def analyse_cohort(
     behaviour : DataFrame (subjects x scores), indexed by subject id, optional
     """
     regions = region_step(roi_scores, reference_ids, cohort_ids, prototype_ids, alpha=alpha)
-    correlations = behaviour_step(
+    table = behaviour_table(
         roi_scores, behaviour, cohort_ids, regions.significant_rois, n_permutations=n_permutations,
         min_complete=min_complete, random_state=random_state,
     )
+    correlations = None if table is None else table.result()
     return CohortAnalysis(cohort, regions.kept_rois, regions.tests, regions.significant_rois, correlations)
 
 

@@ -218,19 +218,10 @@ def permutation_table(
     )
 
 
-def spearman_permutation(
-    rois: pd.DataFrame,
-    behaviour: pd.DataFrame,
-    *,
-    n_permutations: int = 10_000,
-    min_complete: int = 10,
-    covariates: pd.DataFrame | None = None,
-    random_state: int = 0,
-) -> CorrelationResult:
-    """Spearman rho and permutation p-values for every (ROI, behaviour) pair: :func:`permutation_table` read for
-    all its ROIs (parameters as there)."""
-    return permutation_table(rois, behaviour, n_permutations=n_permutations, min_complete=min_complete,
-                             covariates=covariates, random_state=random_state).result()
+def spearman_permutation(rois: pd.DataFrame, behaviour: pd.DataFrame, **options) -> CorrelationResult:
+    """Spearman rho and permutation p-values for every (ROI, behaviour) pair: :func:`permutation_table` (same
+    arguments) read for all its ROIs."""
+    return permutation_table(rois, behaviour, **options).result()
 
 
 class _BlockRanks:

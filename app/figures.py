@@ -418,7 +418,8 @@ def correlation_figure(
         customdata=custom, xgap=1, ygap=1, hoverongaps=False,
         colorbar={"title": {"text": "Spearman ρ", "side": "right"}, "thickness": 10, "len": 170, "lenmode": "pixels",
                   "orientation": "h", "x": 0.98, "xanchor": "right", "y": 1 - 30 / height, "yanchor": "top",
-                  "yref": "container", "ypad": 0, "tickfont": {"size": 9}},
+                  "yref": "container", "ypad": 0, "tickfont": {"size": 9}, "tickvals": [-1, -0.5, 0, 0.5, 1],
+                  "tickangle": 0},
         hovertemplate=("%{y} × %{x}<br>ρ = %{z:.2f} (n = %{customdata[0]:.0f})<br>permutation p = "
                        "%{customdata[1]:.3g}<br>BH p = %{customdata[2]:.3g}, maxT p = %{customdata[3]:.3g}"
                        "<extra></extra>"),

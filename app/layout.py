@@ -57,7 +57,7 @@ def summary_panel(summary: dict, styles: dict[str, CohortStyle]) -> list:
     grid = dag.AgGrid(
         rowData=rows,
         columnDefs=[{"field": "what", "headerName": "", "width": 74},
-                    {"field": "selection", "headerName": "in selection", "flex": 1},
+                    {"field": "selection", "headerName": "selected", "flex": 1},
                     {"field": "rest", "headerName": "rest", "flex": 1}],
         defaultColDef={"sortable": False, "resizable": False, "suppressMovable": True, "cellDataType": False,
                        "cellStyle": {"paddingLeft": "4px", "paddingRight": "2px"}},

@@ -222,8 +222,8 @@ def roi_view(ex: Explorer, cohort: str, units, step: RegionStep, shown: int, hig
         return figures.empty_figure(
             title_base,
             f"None of the {len(step.kept_rois)} kept ROIs differs at {correction} p < {step.alpha:g}<br>"
-            f"({len(inside)} selected vs {len(rest)} other members of {cohort}; smallest raw p "
-            f"{best['p_raw']:.2g}, in {best['roi']}).",
+            f"between {len(inside)} selected and {len(rest)} other members of {cohort};<br>"
+            f"the smallest raw p is {best['p_raw']:.2g}, in {best['roi']}.",
         )
     rois = step.significant_rois[:shown]
     stats = step.tests.set_index("roi").to_dict(orient="index")
@@ -254,8 +254,8 @@ def summary(ex: Explorer, cohort: str, units) -> dict:
 
 
 def correlations(ex: Explorer, cohort: str, rois, n_permutations: int) -> CorrelationResult | None:
-    """The live behaviour step of ``rois`` (:func:`analysis.cohort_analysis.behaviour_step`, read from the cohort's
-    remembered permutation table)."""
+    """The live behaviour step of ``rois``, read from the cohort's remembered permutation table
+    (:meth:`Explorer.behaviour_table`)."""
     table = ex.behaviour_table(cohort, n_permutations) if len(rois) else None
     return None if table is None else table.result(list(rois))
 

@@ -12,7 +12,7 @@ import pytest
 from dash import Patch, no_update
 from scipy.stats import rankdata
 
-from analysis.cohort_analysis import behaviour_step, region_step
+from analysis.cohort_analysis import behaviour_table, region_step
 from analysis.run_reader import open_run
 from analysis.slices import PLANES
 from analysis.som import unit_positions
@@ -175,8 +175,8 @@ def test_box_plot_points_are_the_selections_roi_scores_with_the_reference_percen
 def test_correlation_heatmap_equals_the_correlation_table(ex, run, selection, cohort):
     _, _, regions, _ = callbacks.update_regions(ex, selection, "bonferroni", "0.05", "10", None)
     fig, style, note = callbacks.update_correlations(ex, regions, "0.1", "2000", "full")
-    expected = behaviour_step(run.roi_scores, run.behaviour, run.cohort_ids(cohort), regions["significant"],
-                              n_permutations=2000, random_state=ex.seed).table
+    expected = behaviour_table(run.roi_scores, run.behaviour, run.cohort_ids(cohort), regions["significant"],
+                               n_permutations=2000, random_state=ex.seed).result().table
     heatmap = fig.to_dict()["data"][0]
     rho = expected.pivot(index="roi", columns="behaviour", values="rho").loc[heatmap["y"], heatmap["x"]]
     np.testing.assert_allclose(_array(heatmap["z"]), rho.to_numpy())

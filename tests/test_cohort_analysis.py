@@ -88,16 +88,16 @@ def test_region_step_tests_the_selections_cohort_members_and_switches_correction
 
 
 def test_analyse_cohort_is_the_region_step_and_the_behaviour_step_of_its_prototype():
-    from analysis.cohort_analysis import behaviour_step, region_step
+    from analysis.cohort_analysis import behaviour_table, region_step
 
     scores, reference, cohort, prototype, behaviour = _study(2)
     chain = analyse_cohort("x", scores, reference, cohort, prototype, behaviour, n_permutations=300)
     regions = region_step(scores, reference, cohort, prototype)
     pd.testing.assert_frame_equal(chain.roi_tests, regions.tests)
-    correlations = behaviour_step(scores, behaviour, cohort, regions.significant_rois, n_permutations=300)
+    correlations = behaviour_table(scores, behaviour, cohort, regions.significant_rois, n_permutations=300).result()
     pd.testing.assert_frame_equal(chain.correlations.table, correlations.table)
-    assert behaviour_step(scores, None, cohort, regions.significant_rois) is None
-    assert behaviour_step(scores, behaviour, cohort, []) is None
+    assert behaviour_table(scores, None, cohort, regions.significant_rois) is None
+    assert behaviour_table(scores, behaviour, cohort, []) is None
 
 
 def test_selection_summary_counts_sex_and_age_against_the_rest_of_the_cohort():
