@@ -7,7 +7,7 @@
    p below ``alpha`` (:func:`analysis.roi_stats.prototype_vs_rest`).
 4. Spearman correlations of the significant ROIs with every behaviour score over the cohort's members,
    permutation p-values, Benjamini-Hochberg across all pairs and a max-statistic family-wise p
-   (:func:`analysis.correlations.spearman_permutation`).
+   (:func:`analysis.correlations.permutation_table`).
 
 :func:`region_step` (steps 2-3) and :func:`behaviour_table` (step 4) take any selection of subjects in place of the
 prototype, so the explorer reruns the refresh's own chain live; :func:`analyse_cohort` is the refresh's composition

@@ -283,10 +283,15 @@ def _som(files: dict[str, Path], record: dict, subjects: pd.DataFrame) -> SomMap
     if u_matrix.shape != (n_rows, n_cols) or weights.shape[:2] != (n_rows, n_cols):
         raise RunUnreadable(files["som_u_matrix"], f"arrays of the {n_rows} x {n_cols} grid of run.json",
                             f"U-matrix {u_matrix.shape}, weights {weights.shape}")
-    outside = (subjects["bmu_row"] >= n_rows) | (subjects["bmu_col"] >= n_cols) | (subjects["bmu_row"] < 0)
+    rows, cols = subjects["bmu_row"], subjects["bmu_col"]
+    outside = (rows < 0) | (rows >= n_rows) | (cols < 0) | (cols >= n_cols)
     if outside.any():
         raise RunUnreadable(files["som"], f"BMUs on the {n_rows} x {n_cols} grid", f"{int(outside.sum())} off it")
     for cohort, prototype in prototypes.items():
+        unit = prototype.get("unit")
+        if not (isinstance(unit, list) and len(unit) == 2 and 0 <= unit[0] < n_rows and 0 <= unit[1] < n_cols):
+            raise RunUnreadable(files["record"], f"{cohort}'s prototype unit on the {n_rows} x {n_cols} grid",
+                                repr(unit))
         if not set(prototype.get("members", [])) <= set(subjects.index):
             raise RunUnreadable(files["record"], f"members of {cohort}'s prototype among the run's subjects",
                                 "unknown ids")

@@ -20,6 +20,7 @@ PLANES = {"sagittal": (1, 2, 0), "coronal": (0, 2, 1), "axial": (0, 1, 2)}
 """plane -> (horizontal voxel axis, vertical voxel axis, normal voxel axis)."""
 
 AXIS_NAMES = "xyz"
+"""World axis of each voxel axis on an aligned grid."""
 
 
 @dataclass(frozen=True)

@@ -2,21 +2,74 @@
 to the Dash app.
 
 Each callback parses its inputs, asks :mod:`app.views` (and through it :mod:`analysis`) for the numbers and
-figures, and returns; it returns ``no_update`` early when an input names nothing new. Per-browser state lives in
-``dcc.Store`` components (:mod:`app.ids`): the selected SOM units, the live region step's significant ROIs and the
-crosshair; volumes never leave the server, and nothing is kept between requests.
+figures, and returns; it returns ``no_update`` early when an input names nothing new, or anything the layout does
+not offer (every value comes from a browser, so each is checked against the run and the controls' options).
+Per-browser state lives in ``dcc.Store`` components (:mod:`app.ids`): the selected SOM units, the live region step's
+significant ROIs and the crosshair; volumes never leave the server. The only thing kept between requests is the
+explorer's memo of per-cohort permutation tables (:meth:`app.views.Explorer.behaviour_table`), the same for every
+browser.
 """
 
 from __future__ import annotations
 
+import math
+
 from dash import Input, Output, Patch, State, ctx, no_update
 
-from analysis.slices import peak_voxel
+from analysis.cohort_analysis import CORRECTIONS
 from app import figures, ids, views
-from app.layout import summary_panel
+from app.layout import ALPHAS, FDR_LEVELS, ROI_COUNTS, permutation_counts, summary_panel
 from app.views import Explorer
 
-ROIS_SHOWN = {"10": 10, "20": 20, "all": 10_000}
+# --- what the browser sends -----------------------------------------------------------------------------------------
+
+
+def _number(value, default: float) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return default
+    return number if math.isfinite(number) else default
+
+
+def _selection(ex: Explorer, value) -> dict | None:
+    """A selection store's value, if it names a cohort of the run and units on its map."""
+    if not isinstance(value, dict) or value.get("cohort") not in ex.run.cohorts:
+        return None
+    units = value.get("units")
+    points = [{"customdata": u} for u in units] if isinstance(units, list) else None
+    checked = views.units_from_points(ex, points)
+    return {"cohort": value["cohort"], "units": checked} if points is not None and len(checked) == len(units) else None
+
+
+def _crosshair(ex: Explorer, value) -> dict | None:
+    """A crosshair store's value, if its voxel lies on the grid and it names a known ROI and plane."""
+    if not isinstance(value, dict):
+        return None
+    voxel = value.get("voxel")
+    if not (isinstance(voxel, list) and len(voxel) == 3
+            and all(isinstance(v, int) and 0 <= v < n for v, n in zip(voxel, ex.geometry.shape, strict=True))):
+        return None
+    roi = value.get("roi") if value.get("roi") in ex.run.roi_labels else None
+    plane = value.get("plane") if value.get("plane") in ids.SLICE_GRAPHS else "axial"
+    moved = [p for p in value.get("moved") or [] if p in ids.SLICE_GRAPHS]
+    return {"voxel": voxel, "roi": roi, "plane": plane, "moved": moved}
+
+
+def _regions(ex: Explorer, value) -> dict | None:
+    """A region-step store's value, if it names a cohort of the run and ROIs of its atlas."""
+    if not isinstance(value, dict) or value.get("cohort") not in ex.run.cohorts:
+        return None
+    significant, shown = value.get("significant"), value.get("shown") or []
+    if not isinstance(significant, list) or not all(r in ex.run.roi_labels for r in [*significant, *shown]):
+        return None
+    return {**value, "significant": significant, "shown": shown}
+
+
+def _permutations(ex: Explorer, value) -> int | None:
+    count = int(_number(value, -1))
+    return count if count in permutation_counts(ex.refresh_permutations()) else None
+
 
 
 # --- selection ------------------------------------------------------------------------------------------------------
@@ -27,7 +80,8 @@ def choose_selection(ex: Explorer, trigger: str | None, cohort: str, selected_da
     """A new cohort selects its maximal prototype; a click, shift-click or box/lasso selection on the SOM selects
     the units it names (an empty one keeps the last selection)."""
     if trigger == ids.SOM_GRAPH:
-        units = views.units_from_points((selected_data or {}).get("points"))
+        current = _selection(ex, current)
+        units = views.units_from_points(ex, (selected_data or {}).get("points"))
         if not units or current is None:
             return no_update
         return {"cohort": current["cohort"], "units": units}
@@ -37,7 +91,10 @@ def choose_selection(ex: Explorer, trigger: str | None, cohort: str, selected_da
 
 
 def draw_som(ex: Explorer, selection: dict, layer: str):
-    return views.som_view(ex, selection["cohort"], layer, selection["units"])
+    selection = _selection(ex, selection)
+    if selection is None:
+        return no_update
+    return views.som_view(ex, selection["cohort"], "hits" if layer == "hits" else "u_matrix", selection["units"])
 
 
 # --- region step ----------------------------------------------------------------------------------------------------
@@ -45,14 +102,14 @@ def draw_som(ex: Explorer, selection: dict, layer: str):
 
 def update_regions(ex: Explorer, selection: dict, correction: str, alpha, shown: str, crosshair: dict | None):
     """The live region step of the selection: ROI box plots, the step's result for the correlations, the summary."""
-    try:
-        alpha = float(alpha)
-    except (TypeError, ValueError):
+    selection = _selection(ex, selection)
+    if selection is None or correction not in CORRECTIONS or str(alpha) not in ALPHAS:
         return no_update, no_update, no_update, no_update
+    alpha = float(alpha)
     cohort, units = selection["cohort"], selection["units"]
     step = views.regions(ex, cohort, units, correction, alpha)
-    count = ROIS_SHOWN.get(str(shown), 10)
-    highlighted = (crosshair or {}).get("roi")
+    count = ROI_COUNTS.get(str(shown), ROI_COUNTS["10"])
+    highlighted = (_crosshair(ex, crosshair) or {}).get("roi")
     figure = views.roi_view(ex, cohort, units, step, count, highlighted)
     store = {"cohort": cohort, "units": units, "significant": step.significant_rois,
              "shown": step.significant_rois[:count], "kept": len(step.kept_rois), "correction": correction,
@@ -63,8 +120,8 @@ def update_regions(ex: Explorer, selection: dict, correction: str, alpha, shown:
 
 def highlight_roi(ex: Explorer, crosshair: dict | None, regions: dict | None):
     """Move the highlight band of the box plots to the outlined ROI (a partial update of one shape)."""
-    roi = (crosshair or {}).get("roi")
-    order = list(reversed((regions or {}).get("shown") or []))
+    roi = (_crosshair(ex, crosshair) or {}).get("roi")
+    order = list(reversed((_regions(ex, regions) or {}).get("shown") or []))
     if roi not in order:
         return no_update
     k = order.index(roi)
@@ -79,37 +136,40 @@ def highlight_roi(ex: Explorer, crosshair: dict | None, regions: dict | None):
 
 
 def update_correlations(ex: Explorer, regions: dict, q, n_permutations, mode: str):
-    try:
-        q, n_permutations = float(q), int(n_permutations)
-    except (TypeError, ValueError):
+    regions, n_permutations = _regions(ex, regions), _permutations(ex, n_permutations)
+    if regions is None or n_permutations is None or str(q) not in FDR_LEVELS:
         return no_update, no_update, no_update
+    q = float(q)
     cohort, rois = regions["cohort"], regions["significant"]
     result = views.correlations(ex, cohort, rois, n_permutations)
     figure = views.correlation_view(ex, cohort, rois, result, q, mode == "significant")
-    floor = 1.0 / (n_permutations + 1)
-    note = f"smallest attainable permutation p = 1/(P+1) = {floor:.2g}"
+    note = f"smallest attainable permutation p = 1/(P+1) = {1.0 / (n_permutations + 1):.2g}"
     if result is not None:
         tested = int(result.table["testable"].sum())
-        note += f"; BH over {tested} pairs rejects none unless some p ≤ q/{tested} = {q / max(tested, 1):.2g}"
+        note += (f"; BH over {tested} pairs: a pair standing alone needs p ≤ q/{tested} = {q / max(tested, 1):.2g}, "
+                 f"and nothing passes when 1/(P+1) > q")
     return figure, {"height": f"{figure.layout.height or 404}px"}, note
 
 
 def open_scatter(ex: Explorer, trigger: str | None, click: dict | None, view: str, selection: dict, regions: dict,
                  n_permutations, is_open: bool):
     """A click on a correlation cell opens its scatter (raw values or ranks, points by selection membership)."""
-    if trigger == ids.SCATTER_VIEW and not is_open:
+    selection, regions, n_permutations = (_selection(ex, selection), _regions(ex, regions),
+                                          _permutations(ex, n_permutations))
+    if (trigger == ids.SCATTER_VIEW and not is_open) or None in (selection, regions, n_permutations):
         return no_update, no_update
     points = (click or {}).get("points") or []
-    if not points or points[0].get("z") is None:
+    if not points or not isinstance(points[0], dict) or points[0].get("z") is None:
         return no_update, no_update
-    roi, behaviour = str(points[0]["y"]), str(points[0]["x"])
-    if roi not in regions.get("significant", []) or ex.run.behaviour is None or behaviour not in ex.run.behaviour:
+    roi, behaviour = str(points[0].get("y")), str(points[0].get("x"))
+    if roi not in regions["significant"] or ex.run.behaviour is None or behaviour not in ex.run.behaviour:
         return no_update, no_update
-    # The pair's BH p-value depends on every pair: rerun the (seeded, so identical) correlations of the heatmap.
-    result = views.correlations(ex, regions["cohort"], regions["significant"], int(n_permutations))
+    # The pair's BH p-value depends on every pair of the heatmap: read them from the cohort's permutation table.
+    result = views.correlations(ex, regions["cohort"], regions["significant"], n_permutations)
     row = result.table[(result.table["roi"] == roi) & (result.table["behaviour"] == behaviour)].iloc[0]
     stats = {"rho": float(row["rho"]), "p_bh": float(row["p_bh"])}
-    return True, views.scatter_view(ex, selection["cohort"], selection["units"], roi, behaviour, view, stats)
+    return True, views.scatter_view(ex, selection["cohort"], selection["units"], roi, behaviour,
+                                    "rank" if view == "rank" else "raw", stats)
 
 
 # --- crosshair and slices -------------------------------------------------------------------------------------------
@@ -120,13 +180,19 @@ def move_crosshair(ex: Explorer, trigger: str | None, slice_clicks: dict, roi_cl
     """Where the slices cut: a click on one view, a click on an ROI's boxes (its centre, outlined), the peak
     button (the selection's strongest voxel) or a key (one slice along the last view's normal)."""
     g = ex.geometry
-    voxel, roi, plane = list(crosshair["voxel"]), crosshair.get("roi"), crosshair.get("plane", "axial")
+    crosshair, selection = _crosshair(ex, crosshair), _selection(ex, selection)
+    if crosshair is None or selection is None:
+        return no_update
+    voxel, roi, plane = list(crosshair["voxel"]), crosshair["roi"], crosshair["plane"]
     if trigger in ids.SLICE_GRAPHS.values():
         plane = next(p for p, i in ids.SLICE_GRAPHS.items() if i == trigger)
         points = (slice_clicks.get(plane) or {}).get("points") or []
-        if not points:
+        if not points or not isinstance(points[0], dict):
             return no_update
-        voxel = g.voxel_from_click(plane, float(points[0]["x"]), float(points[0]["y"]), voxel)
+        h, v = _number(points[0].get("x"), math.nan), _number(points[0].get("y"), math.nan)
+        if math.isnan(h) or math.isnan(v):
+            return no_update
+        voxel = g.voxel_from_click(plane, h, v, voxel)
     elif trigger == ids.ROI_GRAPH:
         points = (roi_click or {}).get("points") or []
         name = str(points[0].get("y")) if points else None
@@ -135,15 +201,14 @@ def move_crosshair(ex: Explorer, trigger: str | None, slice_clicks: dict, roi_cl
             return no_update
         voxel, roi = centre, name
     elif trigger == ids.PEAK:
-        inside, _ = views.cohort_members(ex, selection["cohort"], selection["units"])
-        volume = views.mean_volume(ex, inside)
-        peak = None if volume is None else peak_voxel(volume)
+        peak = views.selection_peak(ex, selection["cohort"], selection["units"])
         if peak is None:
             return no_update
         voxel = peak
     elif trigger == ids.KEYS:
-        step = int((keys or {}).get("step", 0))
-        plane = (keys or {}).get("plane") or plane
+        keys = keys if isinstance(keys, dict) else {}
+        step = keys.get("step") if keys.get("step") in (-1, 1) else 0
+        plane = keys.get("plane") or plane
         if not step or plane not in ids.SLICE_GRAPHS:
             return no_update
         voxel = g.step(voxel, plane, step)
@@ -160,36 +225,43 @@ def draw_slices(ex: Explorer, trigger: str | None, selection: dict, crosshair: d
                 radiological: bool, range_mode: str, range_max):
     """The three views of the selection's mean heatmap. A crosshair move patches only what changed: the slices
     of the planes it crossed and the crosshair lines of all three."""
+    selection, crosshair = _selection(ex, selection), _crosshair(ex, crosshair)
+    if selection is None or crosshair is None:
+        return no_update, no_update, no_update, no_update, no_update
     inside, _ = views.cohort_members(ex, selection["cohort"], selection["units"])
     rows = views.slice_rows(ex, inside)
     voxel, roi = crosshair["voxel"], crosshair.get("roi")
-    data = {p: views.slice_data(ex, p, voxel, rows, roi) for p in ids.PLANES}
+    threshold = _number(threshold, 0.0)
     if trigger == ids.CROSSHAIR:
         patches = []
         for plane in ids.PLANES:
             patch = Patch()
-            patch["layout"]["shapes"] = figures.crosshair_shapes(data[plane])
+            h_axis, v_axis, _ = views.PLANES[plane]
+            g = ex.geometry
+            patch["layout"]["shapes"] = figures.crosshair_shapes(
+                g.coordinates(h_axis), g.coordinates(v_axis),
+                (g.position(h_axis, int(voxel[h_axis])), g.position(v_axis, int(voxel[v_axis]))),
+            )
             if plane in crosshair.get("moved", []):
-                for k, update in enumerate(figures.slice_updates(data[plane], float(threshold or 0), ex.unit)):
+                data = views.slice_data(ex, plane, voxel, rows, roi)
+                for k, update in enumerate(figures.slice_updates(data, threshold, ex.unit)):
                     for key, value in update.items():
                         patch["data"][k][key] = value
-                patch["layout"]["title"]["text"] = views.slice_title(data[plane])
+                patch["layout"]["title"]["text"] = views.slice_title(data)
             patches.append(patch)
         return (*patches, no_update, no_update)
-    try:
-        fixed = float(range_max) if range_max not in (None, "") else None
-    except (TypeError, ValueError):
-        fixed = None
-    zrange = views.colour_range(views.mean_volume(ex, inside), range_mode, fixed)
+    data = {p: views.slice_data(ex, p, voxel, rows, roi) for p in ids.PLANES}
+    fixed = _number(range_max, math.nan)
+    zrange = views.colour_range(views.mean_volume(ex, inside), range_mode, None if math.isnan(fixed) else fixed)
     drawn = [
-        figures.slice_figure(data[p], zrange, float(threshold or 0), float(opacity), ex.unit, bool(radiological),
-                             ex.background_range, views.slice_title(data[p]))
+        figures.slice_figure(data[p], zrange, threshold, min(max(_number(opacity, 0.85), 0.0), 1.0), ex.unit,
+                             bool(radiological), ex.background_range, views.slice_title(data[p]))
         for p in ids.PLANES
     ]
     colorbar = figures.colorbar_figure(zrange, f"mean heatmap ({ex.unit})")
     if inside:
         note = (f"Mean heatmap of the {len(inside)} {selection['cohort']} subjects in the selection; "
-                f"|value| ≥ {float(threshold or 0):g} {ex.unit} shown.")
+                f"|value| ≥ {threshold:g} {ex.unit} shown.")
     else:
         note = f"No {selection['cohort']} subject in the selection: nothing to average."
     return (*drawn, colorbar, note)

@@ -194,13 +194,15 @@ class SliceData:
     values: np.ndarray
     """(H, W) heatmap values, NaN outside the brain."""
     regions: np.ndarray
-    """(H, W) atlas region name under each pixel ("" outside the atlas)."""
+    """(H, W) atlas region name under each pixel (or a note that it lies outside the atlas's regions)."""
     outline: np.ndarray | None
     """(H, W) bool: the outlined region, or None."""
     crosshair: tuple[float, float]
     """(across, up) of the crosshair in the plane."""
     depth: str
     """Where the plane cuts, e.g. ``"z = 12 mm"``."""
+    unit: str = "mm"
+    """Of the coordinates: "mm" on a grid aligned with the world axes, else "voxel" (no orientation letters)."""
 
 
 def slice_updates(data: SliceData, threshold: float, unit: str) -> list[dict]:
@@ -211,7 +213,7 @@ def slice_updates(data: SliceData, threshold: float, unit: str) -> list[dict]:
     outline = np.zeros(values.shape) if data.outline is None else np.asarray(data.outline, dtype=float)
     return [
         {"z": data.background, "customdata": values, "text": data.regions,
-         "hovertemplate": (f"{axis_h} %{{x:.0f}} mm, {axis_v} %{{y:.0f}} mm, {data.depth}<br>"
+         "hovertemplate": (f"{axis_h} %{{x:.0f}} {data.unit}, {axis_v} %{{y:.0f}} {data.unit}, {data.depth}<br>"
                            f"%{{customdata:.2f}} {unit}<br>%{{text}}<extra></extra>")},
         {"z": np.where(np.abs(values) >= threshold, values, np.nan)},
         {"z": outline},
@@ -233,13 +235,14 @@ def slice_traces(data: SliceData, zrange: tuple[float, float], threshold: float,
     return [template, overlay, contour]
 
 
-def crosshair_shapes(data: SliceData) -> list[dict]:
-    h, v = data.crosshair
+def crosshair_shapes(horizontal: np.ndarray, vertical: np.ndarray, crosshair: tuple[float, float]) -> list[dict]:
+    """The two crosshair lines of a view whose axes run over ``horizontal`` and ``vertical``."""
+    h, v = crosshair
     line = {"color": CROSSHAIR_COLOR, "width": 1.5, "dash": "dash"}
     return [
-        {"type": "line", "x0": h, "x1": h, "y0": float(data.vertical[0]), "y1": float(data.vertical[-1]),
+        {"type": "line", "x0": h, "x1": h, "y0": float(vertical[0]), "y1": float(vertical[-1]),
          "line": line, "layer": "above"},
-        {"type": "line", "y0": v, "y1": v, "x0": float(data.horizontal[0]), "x1": float(data.horizontal[-1]),
+        {"type": "line", "y0": v, "y1": v, "x0": float(horizontal[0]), "x1": float(horizontal[-1]),
          "line": line, "layer": "above"},
     ]
 
@@ -292,12 +295,12 @@ def slice_figure(
     axis_h, axis_v = AXIS_TITLES[data.plane]
     fig = go.Figure(data=[template, overlay, contour], layout=base_layout(title))
     fig.update_layout(
-        shapes=crosshair_shapes(data),
-        annotations=orientation_annotations(data.plane, radiological),
-        xaxis={"title": {"text": f"{axis_h} (mm)", "standoff": 2}, "autorange": "reversed" if radiological and
-               data.plane != "sagittal" else True, "showgrid": False, "zeroline": False, "constrain": "domain",
+        shapes=crosshair_shapes(data.horizontal, data.vertical, data.crosshair),
+        annotations=orientation_annotations(data.plane, radiological) if data.unit == "mm" else [],
+        xaxis={"title": {"text": f"{axis_h} ({data.unit})", "standoff": 2}, "autorange": "reversed" if radiological
+               and data.plane != "sagittal" else True, "showgrid": False, "zeroline": False, "constrain": "domain",
                "ticks": "outside", "nticks": 5},
-        yaxis={"title": {"text": f"{axis_v} (mm)", "standoff": 2}, "scaleanchor": "x", "showgrid": False,
+        yaxis={"title": {"text": f"{axis_v} ({data.unit})", "standoff": 2}, "scaleanchor": "x", "showgrid": False,
                "zeroline": False, "constrain": "domain", "ticks": "outside", "nticks": 5},
         margin={"l": 45, "r": 8, "t": 28, "b": 38},
         plot_bgcolor="black",

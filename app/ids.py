@@ -8,11 +8,13 @@ COHORT = "cohort"
 SELECTION = "selection"
 """{"cohort": str, "units": [[row, col], ...]}: the selected SOM units (their members, of every cohort)."""
 REGIONS = "regions"
-"""{"cohort", "units", "significant": [ROI, ...], "kept": int, "correction", "alpha"}: the live region step."""
+"""{"cohort", "units", "significant": [ROI, ...], "shown": [ROI, ...], "kept": int, "correction", "alpha"}: the live
+region step (its significant ROIs, and those the box plots show)."""
 CROSSHAIR = "crosshair"
-"""{"voxel": [i, j, k], "roi": str | None, "plane": str}: where the slices cut, the outlined ROI, the last view."""
+"""{"voxel": [i, j, k], "roi": str | None, "plane": str, "moved": [plane, ...]}: where the slices cut, the outlined
+ROI, the last view used, and the views whose cut the last move changed."""
 KEYS = "slice-keys"
-"""{"key": str, "count": int}: keyboard stepping through slices (written by assets/keys.js)."""
+"""{"step": +1 or -1, "plane": str, "count": int}: a key stepping the slice under the pointer (assets/keys.js)."""
 
 # SOM map
 SOM_GRAPH = "som-graph"

@@ -14,6 +14,16 @@ from app.style import CohortStyle
 GRAPH_CONFIG = {"displaylogo": False, "responsive": True,
                 "modeBarButtonsToRemove": ["autoScale2d", "toggleSpikelines", "hoverCompareCartesian"]}
 SMALL = {"fontSize": "0.8rem"}
+ALPHAS = ("0.01", "0.05", "0.1")
+FDR_LEVELS = ("0.05", "0.1", "0.2")
+ROI_COUNTS = {"10": 10, "20": 20, "all": 10_000}
+
+
+def permutation_counts(refresh_count: int) -> list[int]:
+    """The permutation counts offered: the refresh's and the round ones around it (the callbacks accept no other)."""
+    return sorted({1_000, 10_000, 100_000, int(refresh_count)})
+
+
 DEFAULT_THRESHOLD = 2.0
 """Voxels shown over the template at first: two reference standard deviations from the reference mean."""
 
@@ -108,7 +118,7 @@ def header(run, cohort: str) -> dbc.Navbar:
 
 
 def sidebar(default_permutations: int, summary_children, p_floor: str) -> html.Div:
-    permutation_options = sorted({1_000, 10_000, 100_000, default_permutations})
+    permutation_options = permutation_counts(default_permutations)
     return html.Div(
         [
             _card("Selection", html.Div(summary_children, id=ids.SUMMARY), class_name="mb-2"),
@@ -122,12 +132,12 @@ def sidebar(default_permutations: int, summary_children, p_floor: str) -> html.D
                         options=[{"label": "Bonferroni", "value": "bonferroni"}, {"label": "BH (FDR)", "value": "bh"}],
                     ), "Bonferroni as in the dissertation; BH controls the false discovery rate instead"),
                     _labelled("alpha", dbc.Select(id=ids.ALPHA, value="0.05", size="sm",
-                                                  options=[{"label": v, "value": v} for v in ("0.01", "0.05", "0.1")])),
+                                                  options=[{"label": v, "value": v} for v in ALPHAS])),
                     html.Hr(className="my-1"),
                     html.Div("Behaviour: Spearman ρ, permutation p, BH", className="text-secondary", style=SMALL),
                     _labelled("FDR level q", dbc.Select(id=ids.FDR, value="0.1", size="sm",
                                                         options=[{"label": v, "value": v}
-                                                                 for v in ("0.05", "0.1", "0.2")])),
+                                                                 for v in FDR_LEVELS])),
                     _labelled("permutations", dbc.Select(
                         id=ids.PERMUTATIONS, value=str(default_permutations), size="sm",
                         options=[{"label": f"{v:,}", "value": str(v)} for v in permutation_options],
@@ -190,7 +200,7 @@ def page(ex, initial: dict) -> dbc.Container:
                                         {"label": "hit map", "value": "hits"}])
     roi_tools = html.Div([html.Span("show", className="small me-1"),
                           dbc.Select(id=ids.ROI_COUNT, value="10", size="sm", style={"width": "5rem"},
-                                     options=[{"label": v, "value": v} for v in ("10", "20", "all")])],
+                                     options=[{"label": v, "value": v} for v in ROI_COUNTS])],
                          className="d-flex align-items-center")
     correlation_tools = dbc.RadioItems(id=ids.CORRELATION_MODE, value="full", inline=True, className="small",
                                        options=[{"label": "significant pairs", "value": "significant"},

@@ -6,19 +6,21 @@ from __future__ import annotations
 import sys
 
 DEFAULT_HOST = "127.0.0.1"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 DEFAULT_PORT = 8050
 THREADS = 8
 
 
 def serve(app, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, debug: bool = False, what: str = "") -> None:
     """Serve ``app`` until interrupted; prints the address first."""
-    url = f"http://{'localhost' if host in ('127.0.0.1', 'localhost') else host}:{port}/"
+    shown = "localhost" if host in LOOPBACK else f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{port}/"
     print(f"msma-explorer: serving {what + ' ' if what else ''}at {url} (Ctrl+C stops)", flush=True)
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    if host not in LOOPBACK:
         print(f"warning: listening on {host}: anyone who can reach this machine can open the explorer",
               file=sys.stderr)
-    if debug:
-        app.run(host=host, port=port, debug=True)
+    if debug:  # Flask's development server with Dash's dev tools: only when asked
+        app.run(host=host, port=port, debug=debug)
         return
     import waitress
 

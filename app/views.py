@@ -21,11 +21,14 @@ from analysis.cohort_analysis import RegionStep, behaviour_table, region_step, s
 from analysis.correlations import CorrelationResult, PermutationTable
 from analysis.roi_stats import atypical_rois, reference_percentile
 from analysis.run_reader import PublishedRun
-from analysis.slices import PLANES, SliceGeometry, peak_voxel, region_centre
+from analysis.slices import AXIS_NAMES, PLANES, SliceGeometry, peak_voxel, region_centre
 from analysis.som import unit_positions
 from app import figures
 from app.figures import BoxGroup, PrototypeMarker, SliceData
 from app.style import HIT_MAP_COLORS, REST_COLOR, U_MATRIX_COLORS, CohortStyle, cohort_styles
+
+MIN_COMPLETE = 10
+"""Fewest cohort members with behaviour scores (and complete cases per pair) for a correlation: the refresh's."""
 
 MEMBER_IDS_ON_HOVER = 6
 """Member ids listed per cohort in a SOM unit's hover (the count is always shown)."""
@@ -49,15 +52,18 @@ class Explorer:
         millisecond instead of permuting again; the numbers equal a fresh computation on those ROIs."""
         key = (cohort, int(n_permutations))
         with self._lock:
-            if key not in self._tables:
-                kept = atypical_rois(self.run.roi_scores, self.run.reference_ids, self.run.cohort_ids(cohort))
-                self._tables[key] = behaviour_table(self.run.roi_scores, self.run.behaviour,
-                                                    self.run.cohort_ids(cohort), kept,
-                                                    n_permutations=int(n_permutations), random_state=self.seed)
-                while len(self._tables) > self.TABLES_KEPT:
-                    self._tables.popitem(last=False)
-            self._tables.move_to_end(key)
-            return self._tables[key]
+            if key in self._tables:
+                self._tables.move_to_end(key)
+                return self._tables[key]
+        # Computed outside the lock, so other cohorts' reads do not wait (two first requests may both compute it).
+        kept = atypical_rois(self.run.roi_scores, self.run.reference_ids, self.run.cohort_ids(cohort))
+        table = behaviour_table(self.run.roi_scores, self.run.behaviour, self.run.cohort_ids(cohort), kept,
+                                n_permutations=int(n_permutations), min_complete=MIN_COMPLETE, random_state=self.seed)
+        with self._lock:
+            self._tables[key] = table
+            while len(self._tables) > self.TABLES_KEPT:
+                self._tables.popitem(last=False)
+        return table
 
     @cached_property
     def styles(self) -> dict[str, CohortStyle]:
@@ -148,15 +154,18 @@ def selected_ids(ex: Explorer, units) -> list[str]:
     return ex.run.subjects.index[np.isin(ex.unit_flat, flat)].tolist()
 
 
-def units_from_points(points) -> list[list[int]]:
-    """The units named by a Plotly selection or click (each point's ``customdata`` is ``[row, col]``)."""
+def units_from_points(ex: Explorer, points) -> list[list[int]]:
+    """The units named by a Plotly selection or click (each point's ``customdata`` is ``[row, col]``); anything
+    else the browser sends, or a unit off the map, is ignored."""
     units = []
-    for point in points or []:
-        custom = point.get("customdata")
-        if isinstance(custom, list | tuple) and len(custom) == 2:
-            unit = [int(custom[0]), int(custom[1])]
-            if unit not in units:
-                units.append(unit)
+    for point in points if isinstance(points, list) else []:
+        custom = point.get("customdata") if isinstance(point, dict) else None
+        if not (isinstance(custom, list | tuple) and len(custom) == 2
+                and all(isinstance(v, int | float) and float(v).is_integer() for v in custom)):
+            continue
+        unit = [int(custom[0]), int(custom[1])]
+        if 0 <= unit[0] < ex.run.som.n_rows and 0 <= unit[1] < ex.run.som.n_cols and unit not in units:
+            units.append(unit)
     return units
 
 
@@ -273,7 +282,7 @@ def correlation_view(ex: Explorer, cohort: str, rois, result: CorrelationResult 
     if not rois:
         return figures.empty_figure(title, "No significant ROI to correlate with behaviour.")
     if result is None:
-        return figures.empty_figure(title, f"Fewer than 10 members of {cohort} have behaviour scores.")
+        return figures.empty_figure(title, f"Fewer than {MIN_COMPLETE} members of {cohort} have behaviour scores.")
     table = result.table
     hits = int((table["testable"] & (table["p_bh"] < q)).sum())
     if significant_only and not hits:
@@ -301,12 +310,27 @@ def scatter_view(ex: Explorer, cohort: str, units, roi: str, behaviour: str, vie
 # --- brain slices ---------------------------------------------------------------------------------------------------
 
 
+MEAN_CHUNK = 64
+"""Subjects' heatmaps read at once for a mean: memory stays bounded (64 x 3.6 MB on a 2 mm grid) for any selection."""
+
+
 def mean_volume(ex: Explorer, ids) -> np.ndarray | None:
-    """(D, H, W) mean heatmap of ``ids`` (NaN outside the brain), or None without ids."""
-    if not ids:
+    """(D, H, W) mean heatmap of ``ids`` (NaN outside the brain), or None without ids; the memory map is read in
+    chunks of :data:`MEAN_CHUNK` subjects."""
+    rows = slice_rows(ex, ids)
+    if not len(rows):
         return None
-    rows = np.sort([ex.run.row_of[i] for i in ids])
-    return np.asarray(ex.run.heatmaps[rows], dtype=np.float32).mean(axis=0)
+    total = np.zeros(ex.run.heatmaps.shape[1:], dtype=np.float64)
+    for start in range(0, len(rows), MEAN_CHUNK):
+        total += np.asarray(ex.run.heatmaps[rows[start : start + MEAN_CHUNK]], dtype=np.float64).sum(axis=0)
+    return (total / len(rows)).astype(np.float32)
+
+
+def selection_peak(ex: Explorer, cohort: str, units) -> list[int] | None:
+    """The strongest voxel of the mean heatmap of the cohort's members in ``units``, or None without any."""
+    inside, _ = cohort_members(ex, cohort, units)
+    volume = mean_volume(ex, inside)
+    return None if volume is None else peak_voxel(volume)
 
 
 def colour_range(volume: np.ndarray | None, mode: str, fixed: float | None) -> tuple[float, float]:
@@ -322,10 +346,7 @@ def colour_range(volume: np.ndarray | None, mode: str, fixed: float | None) -> t
 
 def start_voxel(ex: Explorer, cohort: str) -> list[int]:
     """Where the crosshair starts: the peak of the cohort prototype's mean heatmap (else the grid centre)."""
-    inside, _ = cohort_members(ex, cohort, prototype_units(ex, cohort))
-    volume = mean_volume(ex, inside)
-    peak = None if volume is None else peak_voxel(volume)
-    return peak or [s // 2 for s in ex.geometry.shape]
+    return selection_peak(ex, cohort, prototype_units(ex, cohort)) or [s // 2 for s in ex.geometry.shape]
 
 
 def roi_centre(ex: Explorer, roi: str) -> list[int] | None:
@@ -343,7 +364,6 @@ def slice_data(ex: Explorer, plane: str, voxel, rows, roi: str | None) -> SliceD
     outline = None
     if roi is not None and roi in ex.run.roi_labels:
         outline = g.cut(ex.run.study.atlas_labels == ex.run.roi_labels[roi], plane, index)
-    depth_axis = "xyz"[normal]
     return SliceData(
         plane=plane,
         horizontal=g.coordinates(h_axis),
@@ -353,7 +373,8 @@ def slice_data(ex: Explorer, plane: str, voxel, rows, roi: str | None) -> SliceD
         regions=g.cut(ex.region_names, plane, index),
         outline=outline,
         crosshair=(g.position(h_axis, int(voxel[h_axis])), g.position(v_axis, int(voxel[v_axis]))),
-        depth=f"{depth_axis} = {g.position(normal, index):.0f} {g.unit}",
+        depth=f"{AXIS_NAMES[normal]} = {g.position(normal, index):.0f} {g.unit}",
+        unit=g.unit,
     )
 
 

@@ -163,10 +163,20 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-runs", type=int, default=3, help="published runs to keep (default: 3)")
 
 
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        port = 0
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"expected a port number in 1-65535, got {value!r}")
+    return port
+
+
 def _add_serve_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 exposes it)")
-    parser.add_argument("--port", type=int, default=8050, help="port (default 8050)")
+    parser.add_argument("--port", type=_port, default=8050, help="port (default 8050)")
     parser.add_argument("--cohort", help="cohort to open on (default: the one with the most concentrated prototype)")
     parser.add_argument("--debug", action="store_true", help="Flask's debug server with Dash dev tools (not for "
                         "shared machines)")
@@ -257,9 +267,6 @@ def _cmd_serve(args) -> int:
     from analysis.errors import ManifestError
     from analysis.manifest import load_manifest
 
-    if not 0 < args.port < 65536:
-        print(f"--port: expected a port number in 1-65535, got {args.port}", file=sys.stderr)
-        return 2
     try:
         manifest = load_manifest(args.manifest)
     except ManifestError as exc:
@@ -271,8 +278,12 @@ def _serve(manifest, run_id, args) -> int:
     """Open the run and serve its explorer (or, with no run yet, a page naming the command that makes one)."""
     from analysis.errors import ManifestError
     from analysis.run_reader import RunNotFound, RunUnreadable, open_run
-    from app.server import serve, waiting_app
+    from app.server import LOOPBACK, serve, waiting_app
 
+    if args.debug and args.host not in LOOPBACK:
+        print(f"--debug with --host {args.host}: the debug server runs code sent to it; serve it on 127.0.0.1",
+              file=sys.stderr)
+        return 2
     try:
         run = open_run(manifest, run_id)
     except RunNotFound as exc:
@@ -281,19 +292,23 @@ def _serve(manifest, run_id, args) -> int:
             return 1
         command = f"msma refresh {manifest.path}"
         print(f"{exc}; serving a page that says to run: {command}", file=sys.stderr)
-        serve(waiting_app(manifest.study_name, f"The study has no published run yet ({exc}).", command),
-              args.host, args.port, debug=args.debug, what=f"{manifest.study_name} (no run yet)")
-        return 0
+        app = waiting_app(manifest.study_name, f"The study has no published run yet ({exc}).", command)
+        what = f"{manifest.study_name} (no run yet)"
     except (ManifestError, RunUnreadable) as exc:
         return _report_problems(exc)
-    from app import create_app
+    else:
+        if args.cohort is not None and args.cohort not in run.cohorts:
+            print(f"--cohort: expected one of {run.cohorts} (cohorts of run {run.run_id}), got {args.cohort!r}",
+                  file=sys.stderr)
+            return 2
+        from app import create_app
 
+        app, what = create_app(run, cohort=args.cohort), f"{run.study_name}, run {run.run_id},"
     try:
-        app = create_app(run, cohort=args.cohort)
-    except ValueError as exc:
-        print(f"--cohort: {exc}", file=sys.stderr)
-        return 2
-    serve(app, args.host, args.port, debug=args.debug, what=f"{run.study_name}, run {run.run_id},")
+        serve(app, args.host, args.port, debug=args.debug, what=what)
+    except OSError as exc:  # the port is taken, or the host is not an address of this machine
+        print(f"msma serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

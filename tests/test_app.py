@@ -174,9 +174,9 @@ def test_box_plot_points_are_the_selections_roi_scores_with_the_reference_percen
 
 def test_correlation_heatmap_equals_the_correlation_table(ex, run, selection, cohort):
     _, _, regions, _ = callbacks.update_regions(ex, selection, "bonferroni", "0.05", "10", None)
-    fig, style, note = callbacks.update_correlations(ex, regions, "0.1", "2000", "full")
+    fig, style, note = callbacks.update_correlations(ex, regions, "0.1", "1000", "full")
     expected = behaviour_table(run.roi_scores, run.behaviour, run.cohort_ids(cohort), regions["significant"],
-                               n_permutations=2000, random_state=ex.seed).result().table
+                               n_permutations=1000, random_state=ex.seed).result().table
     heatmap = fig.to_dict()["data"][0]
     rho = expected.pivot(index="roi", columns="behaviour", values="rho").loc[heatmap["y"], heatmap["x"]]
     np.testing.assert_allclose(_array(heatmap["z"]), rho.to_numpy())
@@ -185,8 +185,9 @@ def test_correlation_heatmap_equals_the_correlation_table(ex, run, selection, co
     hits = expected[expected["testable"] & (expected["p_bh"] < 0.1)]
     assert sorted(zip(ringed["x"], ringed["y"], strict=True)) == sorted(zip(hits["behaviour"], hits["roi"],
                                                                             strict=True))
-    assert "1/(P+1) = 0.0005" in note
-    only, _, _ = callbacks.update_correlations(ex, regions, "0.1", "2000", "significant")
+    assert "1/(P+1) = 0.001" in note
+    assert callbacks.update_correlations(ex, regions, "0.1", "2000", "full") == (no_update,) * 3  # not offered
+    only, _, _ = callbacks.update_correlations(ex, regions, "0.1", "1000", "significant")
     if len(hits):
         z = _array(only.to_dict()["data"][0]["z"])
         assert np.isfinite(z).sum() == len(hits)
@@ -196,7 +197,7 @@ def test_a_cells_scatter_has_the_pairs_values_coloured_by_membership(ex, run, se
     _, _, regions, _ = callbacks.update_regions(ex, selection, "bonferroni", "0.05", "10", None)
     roi, behaviour = regions["significant"][0], run.behaviour.columns[0]
     click = {"points": [{"x": behaviour, "y": roi, "z": 0.3, "curveNumber": 0}]}
-    is_open, fig = callbacks.open_scatter(ex, ids.CORRELATION_GRAPH, click, "raw", selection, regions, 500, False)
+    is_open, fig = callbacks.open_scatter(ex, ids.CORRELATION_GRAPH, click, "raw", selection, regions, 1000, False)
     assert is_open
     data = fig.to_dict()["data"]
     members = [i for i in run.cohort_ids(cohort) if i in run.behaviour.index]
@@ -206,7 +207,7 @@ def test_a_cells_scatter_has_the_pairs_values_coloured_by_membership(ex, run, se
     assert sorted(data[0]["customdata"]) == sorted(chosen)
     np.testing.assert_allclose(np.sort(_array(data[0]["x"])), np.sort(run.roi_scores.loc[chosen, roi]))
     assert data[2]["mode"] == "lines"
-    _, ranked = callbacks.open_scatter(ex, ids.SCATTER_VIEW, click, "rank", selection, regions, 500, True)
+    _, ranked = callbacks.open_scatter(ex, ids.SCATTER_VIEW, click, "rank", selection, regions, 1000, True)
     xs = np.concatenate([_array(ranked.to_dict()["data"][k]["x"]) for k in (0, 1)])
     np.testing.assert_allclose(np.sort(xs), np.sort(rankdata(run.roi_scores.loc[both.index[both], roi])))
 
@@ -319,3 +320,25 @@ def test_the_live_chain_is_the_analysis_modules_own(ex, run, selection, cohort):
                                           flat)]
     assert views.selected_ids(ex, units) == expected.tolist()
     assert PLANES["axial"][2] == 2
+
+
+def test_values_the_layout_does_not_offer_are_ignored(ex, run, selection):
+    crosshair = _crosshair(ex)
+    assert callbacks.update_regions(ex, selection, "holm", "0.05", "10", None) == (no_update,) * 4
+    assert callbacks.update_regions(ex, selection, "bonferroni", "0.5", "10", None) == (no_update,) * 4
+    assert callbacks.update_regions(ex, {"cohort": "nobody", "units": []}, "bonferroni", "0.05", "10",
+                                    None) == (no_update,) * 4
+    off_map = {"cohort": selection["cohort"], "units": [[0, run.som.n_cols]]}
+    assert callbacks.draw_som(ex, off_map, "u_matrix") is no_update
+    picked = {"points": [{"customdata": [0, run.som.n_cols]}, {"customdata": [-1, 0]}, {"customdata": "x"}, 7]}
+    assert callbacks.choose_selection(ex, ids.SOM_GRAPH, selection["cohort"], picked, selection) is no_update
+    outside = {**crosshair, "voxel": [999, 0, 0]}
+    assert callbacks.move_crosshair(ex, ids.PEAK, {}, None, None, outside, selection) is no_update
+    assert callbacks.move_crosshair(ex, ids.KEYS, {}, None, {"step": 40, "plane": "axial"}, crosshair,
+                                    selection) is no_update
+    assert callbacks.draw_slices(ex, None, selection, outside, 1, 0.8, False, "auto", 3) == (no_update,) * 5
+    assert callbacks.update_correlations(ex, {"cohort": selection["cohort"], "significant": ["not an ROI"]}, "0.1",
+                                         "1000", "full") == (no_update,) * 3
+    assert callbacks.open_scatter(ex, ids.CORRELATION_GRAPH, {"points": [{"x": 1, "y": 2, "z": 3}]}, "raw",
+                                  selection, {"cohort": selection["cohort"], "significant": []}, None,
+                                  False) == (no_update, no_update)

@@ -86,3 +86,17 @@ def test_prototype_members_must_be_run_subjects(synthetic, tmp_path):
     (run_dir / "run.json").write_text(json.dumps(record))
     with pytest.raises(RunUnreadable, match="members of typical's prototype"):
         open_run(manifest)
+
+
+def test_som_units_off_the_grid_are_named(synthetic, tmp_path):
+    manifest, run_dir = _copy_study(synthetic, tmp_path)
+    record = json.loads((run_dir / "run.json").read_text())
+    record["som"]["prototypes"]["autism"]["unit"] = [0, 99]
+    (run_dir / "run.json").write_text(json.dumps(record))
+    with pytest.raises(RunUnreadable, match="autism's prototype unit on the 7 x 9 grid"):
+        open_run(manifest)
+    table = pd.read_parquet(run_dir / "som.parquet")
+    table.loc[3, "bmu_col"] = -1
+    table.to_parquet(run_dir / "som.parquet")
+    with pytest.raises(RunUnreadable, match="BMUs on the 7 x 9 grid"):
+        open_run(manifest)

@@ -44,8 +44,12 @@ def test_serve_a_named_run_and_refuse_unknown_ones(study, served, capsys):
     assert main(["serve", str(study), "--run", "20000101T000000Z-deadbeef"]) == 1
     assert "no published run 20000101T000000Z-deadbeef" in capsys.readouterr().err
     assert main(["serve", str(study), "--cohort", "nobody"]) == 2
-    assert "--cohort" in capsys.readouterr().err
-    assert main(["serve", str(study), "--port", "0"]) == 2
+    assert "--cohort: expected one of" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_code:
+        main(["serve", str(study), "--port", "0"])
+    assert exit_code.value.code == 2 and "expected a port number" in capsys.readouterr().err
+    assert main(["serve", str(study), "--host", "0.0.0.0", "--debug"]) == 2
+    assert "debug server" in capsys.readouterr().err
 
 
 def test_a_study_without_a_run_gets_a_page_naming_the_command(tmp_path, served, capsys):
@@ -66,6 +70,16 @@ def test_an_unreadable_run_is_a_named_error_not_a_traceback(study, tmp_path, ser
     err = capsys.readouterr().err
     assert "heatmaps.npy: not a readable msma run" in err and "Traceback" not in err
     assert served == []
+
+
+def test_a_port_in_use_is_a_message_not_a_traceback(study, monkeypatch, capsys):
+    def busy(*_args, **_kwargs):
+        raise OSError(98, "Address already in use")
+
+    monkeypatch.setattr(server, "serve", busy)
+    assert main(["serve", str(study)]) == 1
+    err = capsys.readouterr().err
+    assert "cannot listen on 127.0.0.1:8050" in err and "Traceback" not in err
 
 
 def test_the_server_is_waitress_unless_debug_is_asked(monkeypatch):
