@@ -304,6 +304,8 @@ def slice_figure(
                "zeroline": False, "constrain": "domain", "ticks": "outside", "nticks": 5},
         margin={"l": 45, "r": 8, "t": 28, "b": 38},
         plot_bgcolor="black",
+        # kept UI state (zoom) must not outlive a change of convention, or the axis keeps its old direction
+        uirevision=f"{data.plane}-{'radiological' if radiological else 'neurological'}",
     )
     return fig
 

@@ -177,3 +177,26 @@ def test_arrow_keys_step_the_slice_under_the_pointer(page, run):
     after = _changes(page, "#slice-coronal .gtitle", before)
     y_before, y_after = (float(t.split("y = ")[1].split(" mm")[0]) for t in (before, after))
     assert y_after - y_before == pytest.approx(geometry.affine[1, 1])
+
+
+def test_the_radiological_switch_mirrors_the_axial_and_coronal_views(page):
+    def x_of_tick(plane: str, label: str) -> float:
+        return page.evaluate(
+            """([plane, label]) => {
+              const ticks = [...document.querySelectorAll('#slice-' + plane + ' .xtick text')];
+              const tick = ticks.find(t => t.textContent.replace('\u2212', '-') === label);
+              return tick ? tick.getBoundingClientRect().x : null;
+            }""", [plane, label])
+
+    assert x_of_tick("axial", "-50") < x_of_tick("axial", "50")  # neurological: the subject's left on the left
+    page.get_by_label("radiological (L on the right)").check()
+    page.wait_for_function("""() => {
+      const t = [...document.querySelectorAll('#slice-axial .xtick text')];
+      const x = (l) => t.find(e => e.textContent.replace('\u2212', '-') === l)?.getBoundingClientRect().x;
+      return x('-50') > x('50');
+    }""")
+    for plane in ("axial", "coronal"):
+        assert x_of_tick(plane, "-50") > x_of_tick(plane, "50")
+        letters = [a.text_content() for a in page.locator(f"#slice-{plane} .annotation-text").all()]
+        assert letters[:2] == ["R", "L"]
+    assert x_of_tick("sagittal", "-50") < x_of_tick("sagittal", "50")  # anterior stays on the right
