@@ -1,5 +1,5 @@
 """msma-explorer's browser app: linked SOM, brain-slice, ROI box-plot and behaviour-correlation views of one
-published run. It only reads runs (through :mod:`analysis.run_reader`) and starts without importing torch;
+published run. It only reads runs (through :mod:`analysis.runs.reader`) and starts without importing torch;
 ``tests/test_layering.py`` guards that rule.
 
 :func:`create_app` builds the Dash app of a run; :mod:`app.server` serves it.
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from analysis.run_reader import PublishedRun
+from analysis.runs.reader import PublishedRun
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 

@@ -16,7 +16,7 @@ import math
 
 from dash import Input, Output, Patch, State, ctx, no_update
 
-from analysis.cohort_analysis import CORRECTIONS
+from analysis.exploration.cohort_analysis import CORRECTIONS
 from app import figures, ids, views
 from app.layout import ALPHAS, FDR_LEVELS, ROI_COUNTS, permutation_counts, summary_panel
 from app.views import Explorer

@@ -90,7 +90,7 @@ def som_figure(
     Parameters
     ----------
     values : (n_rows, n_cols) array
-    positions : ``(across, up)`` arrays of shape (n_rows, n_cols), :func:`analysis.som.unit_positions`
+    positions : ``(across, up)`` arrays of shape (n_rows, n_cols), :func:`analysis.exploration.som.unit_positions`
     unit_text : (n_rows, n_cols) array of str
         Hover text of each unit.
 
@@ -400,8 +400,8 @@ def correlation_figure(
     p < ``q`` ringed; ``significant_only`` keeps the ROIs and scores with such a pair and blanks the other cells.
 
     ``table`` has one row per pair: roi, behaviour, n, rho, p_perm, p_bh, p_maxt, testable (as
-    :func:`analysis.correlations.spearman_permutation` returns it). ``height`` in pixels: the colour bar and the
-    legend sit under the title, above the behaviour names, however tall the figure grows.
+    :func:`analysis.exploration.correlations.spearman_permutation` returns it). ``height`` in pixels: the colour bar and
+    the legend sit under the title, above the behaviour names, however tall the figure grows.
     """
     indexed = table.set_index(["roi", "behaviour"])
     significant = (table["testable"].astype(bool) & (table["p_bh"] < q)).to_numpy()

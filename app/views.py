@@ -17,12 +17,18 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from analysis.cohort_analysis import RegionStep, behaviour_table, region_step, selection_summary, split_cohort
-from analysis.correlations import CorrelationResult, PermutationTable
-from analysis.roi_stats import atypical_rois, reference_percentile
-from analysis.run_reader import PublishedRun
-from analysis.slices import AXIS_NAMES, PLANES, SliceGeometry, peak_voxel, region_centre
-from analysis.som import unit_positions
+from analysis.exploration.cohort_analysis import (
+    RegionStep,
+    behaviour_table,
+    region_step,
+    selection_summary,
+    split_cohort,
+)
+from analysis.exploration.correlations import CorrelationResult, PermutationTable
+from analysis.exploration.roi_stats import atypical_rois, reference_percentile
+from analysis.exploration.slices import AXIS_NAMES, PLANES, SliceGeometry, peak_voxel, region_centre
+from analysis.exploration.som import unit_positions
+from analysis.runs.reader import PublishedRun
 from app import figures
 from app.figures import BoxGroup, PrototypeMarker, SliceData
 from app.style import HIT_MAP_COLORS, REST_COLOR, U_MATRIX_COLORS, CohortStyle, cohort_styles

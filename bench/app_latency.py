@@ -3,9 +3,9 @@
 Usage: .venv/bin/python bench/app_latency.py [--manifest data_manifest.yaml] [--subjects 2000] [--repeats 15]
 
 Two runs are measured: the study's latest run (the demo after ``make demo``) and a generated run of ``--subjects``
-synthetic subjects on the same grid (:mod:`analysis.synthetic_run`: synthetic tables, a memory-mapped heatmap stack,
-the demo's cohort proportions, a subgroup raised in 40 regions so the live chain is as heavy as in ch. 6.3: 40 ROIs
-x 35 behaviour scores at the refresh's 10,000 permutations). For each:
+synthetic subjects on the same grid (:mod:`analysis.demo.synthetic_run`: synthetic tables, a memory-mapped heatmap
+stack, the demo's cohort proportions, a subgroup raised in 40 regions so the live chain is as heavy as in ch. 6.3: 40
+ROIs x 35 behaviour scores at the refresh's 10,000 permutations). For each:
 
 - ``permutation_table_ms``: the behaviour correlations of every ROI the cohort's selections can make significant
   (its kept ROIs), computed once per cohort and permutation count; each selection then reads its ROIs from it;
@@ -39,9 +39,9 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.manifest import load_manifest
-from analysis.run_reader import open_run
-from analysis.synthetic_run import write_synthetic_study
+from analysis.demo.synthetic_run import write_synthetic_study
+from analysis.runs.reader import open_run
+from analysis.study.manifest import load_manifest
 from app import callbacks, create_app, default_cohort, ids, views
 from app.layout import DEFAULT_THRESHOLD
 from app.views import Explorer

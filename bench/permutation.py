@@ -7,7 +7,7 @@ The case of dissertation ch. 6.3: 40 ROIs x 35 behavioural scores, 28 subjects, 
 documents' own pipeline took hours). Two scipy loops (``permutation_test`` with ``permutation_type="pairings"``,
 one call per pair) are timed on a few pairs and scaled to all pairs: with a vectorised Spearman statistic
 (``--reference-pairs`` pairs), and as a user would write it, with ``spearmanr`` as the statistic (2 pairs).
-:func:`analysis.correlations.spearman_permutation` runs on all pairs, at P permutations (the median of
+:func:`analysis.exploration.correlations.spearman_permutation` runs on all pairs, at P permutations (the median of
 ``--repeats`` calls: the explorer reruns it on every selection) and once at 10 x P. The last
 line is a JSON object with the times, the speed-ups and the largest p-value difference on the timed pairs (two
 Monte-Carlo estimates; scipy's two-sided p is twice the smaller one-sided one).
@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.correlations import spearman_permutation
+from analysis.exploration.correlations import spearman_permutation
 
 
 def main() -> None:

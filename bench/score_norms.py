@@ -3,7 +3,7 @@
 Usage: .venv/bin/python bench/score_norms.py [--subjects 24] [--scales 20] [--grid 28 32 28]
 
 The naive loop runs one forward pass per scale per subject (batch 1, float32, contiguous memory, ``no_grad``);
-the batched path is :func:`models.score_norms.score_norms` (several subjects at one scale per pass,
+the batched path is :func:`models.score_model.norms.score_norms` (several subjects at one scale per pass,
 channels-last-3d, ``inference_mode``). Both use the default profile's network with randomised output weights (an
 untrained network's residual is zero, which would flatter neither path), on synthetic volumes of the demo grid.
 The last line is a JSON object: subjects per second of both paths, the speed-up, achieved GFLOP/s (forward-pass
@@ -21,9 +21,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from models.profiles import get_profile
-from models.score_net import ScoreNet, count_parameters
-from models.score_norms import score_norms, score_norms_naive
-from models.sde import VESchedule
+from models.score_model.network import ScoreNet, count_parameters
+from models.score_model.norms import score_norms, score_norms_naive
+from models.score_model.sde import VESchedule
 
 
 def main() -> None:

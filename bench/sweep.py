@@ -16,8 +16,8 @@ import time
 import numpy as np
 from minisom import MiniSom
 
-from analysis.som import DEFAULT_ITERATIONS
-from analysis.sweep import grid_stability_sweep
+from analysis.exploration.som import DEFAULT_ITERATIONS
+from analysis.exploration.sweep import grid_stability_sweep
 
 
 def main() -> None:

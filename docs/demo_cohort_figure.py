@@ -16,8 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
-from analysis.manifest import load_manifest  # noqa: E402
-from analysis.validation import validate_study  # noqa: E402
+from analysis.study.manifest import load_manifest  # noqa: E402
+from analysis.study.validation import validate_study  # noqa: E402
 
 
 def main(manifest_path: str = "data_manifest.yaml", out: str = "docs/demo_cohort.png") -> None:

@@ -23,8 +23,8 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 from sklearn.mixture import GaussianMixture
 
-from analysis.manifest import load_manifest
-from analysis.validation import validate_study
+from analysis.study.manifest import load_manifest
+from analysis.study.validation import validate_study
 
 
 def main(manifest_path: str = "data_manifest.yaml") -> None:

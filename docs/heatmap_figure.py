@@ -18,12 +18,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from analysis.artifacts import RunStore  # noqa: E402
-from analysis.images import load_images, normalise_intensity  # noqa: E402
-from analysis.manifest import load_manifest  # noqa: E402
-from analysis.report import LESION_METHOD_NAMES  # noqa: E402
-from analysis.validation import validate_study  # noqa: E402
-from analysis.volumes import load_volume  # noqa: E402
+from analysis.runs.report import LESION_METHOD_NAMES  # noqa: E402
+from analysis.runs.store import RunStore  # noqa: E402
+from analysis.study.images import load_images, normalise_intensity  # noqa: E402
+from analysis.study.manifest import load_manifest  # noqa: E402
+from analysis.study.validation import validate_study  # noqa: E402
+from analysis.study.volumes import load_volume  # noqa: E402
 
 SHOWN = ("spatial_msma", "unconditional_flow", "patch_magnitude", "voxel_magnitude", "z_score")
 

@@ -38,15 +38,15 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from analysis.artifacts import RunStore
-from analysis.cohort_analysis import CohortAnalysis, planted_recovery
-from analysis.correlations import spearman_permutation
-from analysis.images import load_images, normalise_intensity
-from analysis.manifest import load_manifest
-from analysis.roi_stats import atypical_rois, prototype_vs_rest, roi_scores
-from analysis.validation import validate_study
-from analysis.volumes import load_volume
-from models.refresh import NORMALISATION
+from analysis.exploration.cohort_analysis import CohortAnalysis, planted_recovery
+from analysis.exploration.correlations import spearman_permutation
+from analysis.exploration.roi_stats import atypical_rois, prototype_vs_rest, roi_scores
+from analysis.runs.store import RunStore
+from analysis.study.images import load_images, normalise_intensity
+from analysis.study.manifest import load_manifest
+from analysis.study.validation import validate_study
+from analysis.study.volumes import load_volume
+from pipeline.refresh import NORMALISATION
 
 ALPHA, Q = 0.05, 0.1
 
@@ -96,7 +96,7 @@ def recovery(scores: pd.DataFrame, group: list[str], rest: list[str], kept: list
 
 def behaviour_recovery(scores: pd.DataFrame, behaviour: pd.DataFrame, pairs: list[dict]) -> dict:
     """Planted pairs found at BH q < Q among all (ROI, score) pairs of ``scores`` x ``behaviour``, counted as the
-    refresh counts them (:func:`analysis.cohort_analysis.planted_recovery`)."""
+    refresh counts them (:func:`analysis.exploration.cohort_analysis.planted_recovery`)."""
     correlations = spearman_permutation(scores, behaviour, n_permutations=10_000, random_state=0)
     found = planted_recovery(CohortAnalysis("", list(scores.columns), pd.DataFrame(), list(scores.columns),
                                             correlations), {}, pairs, Q)["behaviour"]

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.demo_cohort import DemoSimulator, achieved_volume_change
-from analysis.demo_config import DemoConfig
-from analysis.reference_space import ReferenceSpace
+from analysis.demo.cohort import DemoSimulator, achieved_volume_change
+from analysis.demo.config import DemoConfig
+from analysis.study.reference_space import ReferenceSpace
 
 CASES = [
     ("Temporal_Mid_L", -0.28),

@@ -28,11 +28,11 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from analysis.artifacts import RunStore
-from analysis.cohort_analysis import CohortAnalysis, planted_recovery
-from analysis.manifest import load_manifest
-from analysis.roi_stats import atypical_rois, prototype_vs_rest
-from analysis.validation import validate_study
+from analysis.exploration.cohort_analysis import CohortAnalysis, planted_recovery
+from analysis.exploration.roi_stats import atypical_rois, prototype_vs_rest
+from analysis.runs.store import RunStore
+from analysis.study.manifest import load_manifest
+from analysis.study.validation import validate_study
 
 ALPHA = 0.05
 

@@ -20,10 +20,10 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from analysis.artifacts import read_run
-from analysis.manifest import load_manifest
+from analysis.runs.store import read_run
+from analysis.study.manifest import load_manifest
 from models.profiles import get_profile
-from models.refresh import refresh
+from pipeline.refresh import refresh
 
 VARIANTS = ("default", "net_over_sigma", "steps6000")
 

@@ -4,7 +4,7 @@ and on the lesion protocol.
 Usage: .venv/bin/python docs/spatial_ablation.py [MANIFEST.yaml] [KEY=VALUE ...]   (after `make demo`; a few minutes
 per variant; the manifest defaults to data_manifest.yaml)
 
-KEY=VALUE overrides fields of ``models.spatial_flow.SpatialFlowConfig`` (e.g. ``n_frequencies=7``,
+KEY=VALUE overrides fields of ``models.spatial.flow.SpatialFlowConfig`` (e.g. ``n_frequencies=7``,
 ``n_components=1``, ``cosine_decay=0``, ``standardisation=global``); without any, the default flow is retrained.
 Prints the best validation NLL (mean nats per voxel over the validation subjects' fixed voxels: the
 model-selection criterion) and the lesion metrics of the variant's heatmaps with the two patch-to-voxel mappings:
@@ -22,16 +22,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from analysis.artifacts import RunStore
-from analysis.images import load_images, normalise_intensity
-from analysis.lesions import evaluate_methods, summarise
-from analysis.manifest import load_manifest
-from analysis.validation import validate_study
-from analysis.volumes import load_volume
-from models.heatmap import VOXEL_MAPPINGS, patches_to_voxels
-from models.patch_norms import patch_norms
-from models.refresh import NORMALISATION
-from models.spatial_flow import SpatialFlowConfig, train_spatial_flow
+from analysis.lesions.protocol import evaluate_methods, summarise
+from analysis.runs.store import RunStore
+from analysis.study.images import load_images, normalise_intensity
+from analysis.study.manifest import load_manifest
+from analysis.study.validation import validate_study
+from analysis.study.volumes import load_volume
+from models.spatial.flow import SpatialFlowConfig, train_spatial_flow
+from models.spatial.heatmap import VOXEL_MAPPINGS, patches_to_voxels
+from models.spatial.patch_norms import patch_norms
+from pipeline.refresh import NORMALISATION
 
 
 def _config(overrides: list[str], manifest) -> SpatialFlowConfig:

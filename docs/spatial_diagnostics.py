@@ -25,11 +25,11 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from analysis.artifacts import RunStore
-from analysis.lesions import best_threshold, surface
-from analysis.manifest import load_manifest
-from analysis.validation import validate_study
-from analysis.volumes import load_volume
+from analysis.lesions.protocol import best_threshold, surface
+from analysis.runs.store import RunStore
+from analysis.study.manifest import load_manifest
+from analysis.study.validation import validate_study
+from analysis.study.volumes import load_volume
 
 DEGENERATE_FRACTION = 0.25
 

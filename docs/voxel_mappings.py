@@ -3,10 +3,10 @@
 Usage: .venv/bin/python docs/voxel_mappings.py [data_manifest.yaml]   (after `make demo`; about 30 s)
 
 Spatial-MSMA scores patches; a voxel belongs to the k^3 patches centred on it and on its neighbours. The run's
-heatmaps keep the score of the patch centred on each voxel ("centre"); ``models.heatmap`` also offers the
+heatmaps keep the score of the patch centred on each voxel ("centre"); ``models.spatial.heatmap`` also offers the
 minimum over the covering patches ("min"). This script re-maps the run's stored centre map (the
 ``spatial_msma`` column of ``lesion_maps.npy``) with mappings in between and runs every one of them through the
-lesion protocol of the run (``analysis.lesions.evaluate_methods``):
+lesion protocol of the run (``analysis.lesions.protocol.evaluate_methods``):
 
 - ``order q``: the ceil(q n)-th smallest score of the n covering patches centred in the brain (q = 0 is "min").
   For a one-voxel anomaly, 9 of a face neighbour's 27 covering patches do not contain the anomaly, so q <= 1/3
@@ -25,11 +25,11 @@ import sys
 
 import numpy as np
 
-from analysis.artifacts import RunStore
-from analysis.lesions import evaluate_methods, summarise
-from analysis.manifest import load_manifest
-from analysis.validation import validate_study
-from analysis.volumes import load_volume
+from analysis.lesions.protocol import evaluate_methods, summarise
+from analysis.runs.store import RunStore
+from analysis.study.manifest import load_manifest
+from analysis.study.validation import validate_study
+from analysis.study.volumes import load_volume
 
 ORDER_FRACTIONS = (0.0, 0.15, 1 / 3, 0.5)
 

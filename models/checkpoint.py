@@ -13,9 +13,9 @@ import os
 
 import torch
 
-from analysis.volumes import atomic_write_bytes
-from models.score_net import ScoreNet, ScoreNetConfig
-from models.sde import VESchedule
+from analysis.study.volumes import atomic_write_bytes
+from models.score_model.network import ScoreNet, ScoreNetConfig
+from models.score_model.sde import VESchedule
 
 FORMAT_VERSION = 1
 
@@ -94,7 +94,7 @@ def save_spatial_model(path: str | os.PathLike, model, *, metadata: dict) -> Non
 
 def load_spatial_model(path: str | os.PathLike):
     """Rebuild a Spatial-MSMA flow from its checkpoint: (model in eval mode, the checkpoint's other fields)."""
-    from models.spatial_flow import SpatialFlowConfig, SpatialMSMA
+    from models.spatial.flow import SpatialFlowConfig, SpatialMSMA
 
     payload = load_checkpoint(path)
     if payload.get("kind") != "spatial_flow":

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.score_net import GPU_2MM, ScoreNetConfig
-from models.spatial_flow import SpatialFlowConfig
-from models.train import TrainConfig
+from models.score_model.network import GPU_2MM, ScoreNetConfig
+from models.score_model.train import TrainConfig
+from models.spatial.flow import SpatialFlowConfig
 
 
 @dataclass(frozen=True)

@@ -204,9 +204,9 @@ def _report_problems(exc) -> int:
 
 
 def _cmd_validate(args) -> int:
-    from analysis.errors import ManifestError
-    from analysis.manifest import load_manifest
-    from analysis.validation import validate_study
+    from analysis.study.errors import ManifestError
+    from analysis.study.manifest import load_manifest
+    from analysis.study.validation import validate_study
 
     start = time.perf_counter()
     try:
@@ -220,10 +220,10 @@ def _cmd_validate(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from analysis.demo_cohort import build_demo_cohort, cohort_is_current, write_demo_study
-    from analysis.errors import ManifestError, Problem
-    from analysis.manifest import load_manifest
-    from analysis.validation import validate_study
+    from analysis.demo.cohort import build_demo_cohort, cohort_is_current, write_demo_study
+    from analysis.study.errors import ManifestError, Problem
+    from analysis.study.manifest import load_manifest
+    from analysis.study.validation import validate_study
 
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -264,8 +264,8 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_serve(args) -> int:
-    from analysis.errors import ManifestError
-    from analysis.manifest import load_manifest
+    from analysis.study.errors import ManifestError
+    from analysis.study.manifest import load_manifest
 
     try:
         manifest = load_manifest(args.manifest)
@@ -276,8 +276,8 @@ def _cmd_serve(args) -> int:
 
 def _serve(manifest, run_id, args) -> int:
     """Open the run and serve its explorer (or, with no run yet, a page naming the command that makes one)."""
-    from analysis.errors import ManifestError
-    from analysis.run_reader import RunNotFound, RunUnreadable, open_run
+    from analysis.runs.reader import RunNotFound, RunUnreadable, open_run
+    from analysis.study.errors import ManifestError
     from app.server import LOOPBACK, serve, waiting_app
 
     if args.debug and args.host not in LOOPBACK:
@@ -313,10 +313,10 @@ def _serve(manifest, run_id, args) -> int:
 
 
 def _refresh_and_report(manifest, args, study=None) -> int:
-    from analysis.artifacts import StoreBusy
-    from analysis.errors import ManifestError
-    from analysis.report import format_report
-    from models.refresh import RefreshError, refresh
+    from analysis.runs.report import format_report
+    from analysis.runs.store import StoreBusy
+    from analysis.study.errors import ManifestError
+    from pipeline.refresh import RefreshError, refresh
 
     if args.keep_runs < 1:
         print("--keep-runs: expected a count >= 1", file=sys.stderr)
@@ -337,8 +337,8 @@ def _refresh_and_report(manifest, args, study=None) -> int:
 
 
 def _cmd_refresh(args) -> int:
-    from analysis.errors import ManifestError
-    from analysis.manifest import load_manifest
+    from analysis.study.errors import ManifestError
+    from analysis.study.manifest import load_manifest
 
     try:
         manifest = load_manifest(args.manifest)
@@ -350,10 +350,10 @@ def _cmd_refresh(args) -> int:
 def _cmd_report(args) -> int:
     import json
 
-    from analysis.artifacts import RunNotFound, RunStore
-    from analysis.errors import ManifestError
-    from analysis.manifest import load_manifest
-    from analysis.report import format_report, report_data
+    from analysis.runs.report import format_report, report_data
+    from analysis.runs.store import RunNotFound, RunStore
+    from analysis.study.errors import ManifestError
+    from analysis.study.manifest import load_manifest
 
     try:
         manifest = load_manifest(args.manifest)
@@ -374,13 +374,13 @@ def _cmd_evaluate_lesions(args) -> int:
 
     import numpy as np
 
-    from analysis.artifacts import RunNotFound, RunStore, read_run
-    from analysis.errors import ManifestError, Problem
-    from analysis.lesions import LESION_MAPS_FILE, evaluate_methods, summarise
-    from analysis.manifest import load_manifest
-    from analysis.report import format_lesion_table
-    from analysis.validation import validate_study
-    from analysis.volumes import atomic_write_bytes, load_volume
+    from analysis.lesions.protocol import LESION_MAPS_FILE, evaluate_methods, summarise
+    from analysis.runs.report import format_lesion_table
+    from analysis.runs.store import RunNotFound, RunStore, read_run
+    from analysis.study.errors import ManifestError, Problem
+    from analysis.study.manifest import load_manifest
+    from analysis.study.validation import validate_study
+    from analysis.study.volumes import atomic_write_bytes, load_volume
 
     for name in ("thresholds", "jobs"):
         if getattr(args, name) < 1:
@@ -463,10 +463,10 @@ def _cmd_sweep(args) -> int:
 
     import pandas as pd
 
-    from analysis.artifacts import RunNotFound, RunStore, write_table
-    from analysis.errors import ManifestError
-    from analysis.manifest import load_manifest
-    from analysis.sweep import grid_stability_sweep, parse_range
+    from analysis.exploration.sweep import grid_stability_sweep, parse_range
+    from analysis.runs.store import RunNotFound, RunStore, write_table
+    from analysis.study.errors import ManifestError
+    from analysis.study.manifest import load_manifest
 
     try:
         rows, cols = parse_range(args.rows, "--rows"), parse_range(args.cols, "--cols")

@@ -12,11 +12,11 @@ import pytest
 from dash import Patch, no_update
 from scipy.stats import rankdata
 
-from analysis.cohort_analysis import behaviour_table, region_step
-from analysis.run_reader import open_run
-from analysis.slices import PLANES
-from analysis.som import unit_positions
-from analysis.synthetic_run import write_synthetic_study
+from analysis.demo.synthetic_run import write_synthetic_study
+from analysis.exploration.cohort_analysis import behaviour_table, region_step
+from analysis.exploration.slices import PLANES
+from analysis.exploration.som import unit_positions
+from analysis.runs.reader import open_run
 from app import callbacks, create_app, default_cohort, figures, ids, views
 from app.style import cohort_styles
 from app.views import Explorer
@@ -309,7 +309,8 @@ def test_honest_empty_states(ex, run, cohort):
 
 
 def test_the_live_chain_is_the_analysis_modules_own(ex, run, selection, cohort):
-    """The region step of any selection is :func:`analysis.cohort_analysis.region_step` on the selection's ids."""
+    """The region step of any selection is :func:`analysis.exploration.cohort_analysis.region_step` on the selection's
+    ids."""
     units = selection["units"] + [[0, 0], [run.som.n_rows - 1, run.som.n_cols - 1]]
     step = views.regions(ex, cohort, units, "bh", 0.1)
     direct = region_step(run.roi_scores, run.reference_ids, run.cohort_ids(cohort), views.selected_ids(ex, units),

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from analysis.run_reader import open_run
-from analysis.slices import PLANES
-from analysis.synthetic_run import write_synthetic_study
+from analysis.demo.synthetic_run import write_synthetic_study
+from analysis.exploration.slices import PLANES
+from analysis.runs.reader import open_run
 from app import create_app, default_cohort
 from app.views import Explorer, roi_centre
 

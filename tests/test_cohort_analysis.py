@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy.stats import mannwhitneyu, spearmanr
 
-from analysis.cohort_analysis import analyse_cohort, planted_recovery
+from analysis.exploration.cohort_analysis import analyse_cohort, planted_recovery
 
 
 def _study(seed=0):
@@ -69,7 +69,7 @@ def test_a_wrong_sign_is_not_a_recovered_pair_and_no_prototype_means_no_tests():
 
 
 def test_region_step_tests_the_selections_cohort_members_and_switches_correction():
-    from analysis.cohort_analysis import region_step
+    from analysis.exploration.cohort_analysis import region_step
 
     scores, reference, cohort, prototype, behaviour = _study()
     # A selection that also holds reference subjects: only the cohort's members in it are tested.
@@ -88,7 +88,7 @@ def test_region_step_tests_the_selections_cohort_members_and_switches_correction
 
 
 def test_analyse_cohort_is_the_region_step_and_the_behaviour_step_of_its_prototype():
-    from analysis.cohort_analysis import behaviour_table, region_step
+    from analysis.exploration.cohort_analysis import behaviour_table, region_step
 
     scores, reference, cohort, prototype, behaviour = _study(2)
     chain = analyse_cohort("x", scores, reference, cohort, prototype, behaviour, n_permutations=300)
@@ -103,7 +103,7 @@ def test_analyse_cohort_is_the_region_step_and_the_behaviour_step_of_its_prototy
 def test_selection_summary_counts_sex_and_age_against_the_rest_of_the_cohort():
     from scipy.stats import fisher_exact
 
-    from analysis.cohort_analysis import selection_summary
+    from analysis.exploration.cohort_analysis import selection_summary
 
     ids = [f"c{i}" for i in range(10)] + ["r0", "r1"]
     subjects = pd.DataFrame(

@@ -8,7 +8,7 @@ import pytest
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-from analysis.correlations import benjamini_hochberg, spearman_permutation
+from analysis.exploration.correlations import benjamini_hochberg, spearman_permutation
 
 
 def _data(n: int = 28, n_rois: int = 6, n_scores: int = 5, seed: int = 0, missing: float = 0.1):
@@ -154,7 +154,7 @@ def test_p_values_equal_the_per_pair_definition_with_ties_missing_values_and_a_c
 
 
 def test_a_subset_of_the_rois_read_from_the_table_equals_permuting_the_subset_alone():
-    from analysis.correlations import permutation_table
+    from analysis.exploration.correlations import permutation_table
 
     rois, behaviour = _data(n=30, n_rois=7, n_scores=5, seed=5, missing=0.12)
     rois.iloc[4, 3] = np.nan

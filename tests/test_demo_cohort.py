@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 from scipy import ndimage, stats
 
-from analysis import demo_cohort as dc
-from analysis.demo_config import CohortSizes, DemoConfig, demo_config_from_mapping
-from analysis.errors import ManifestError
-from analysis.manifest import load_manifest
-from analysis.reference_space import ReferenceSpace, load_aal
-from analysis.validation import validate_study
+from analysis.demo import cohort as dc
+from analysis.demo.config import CohortSizes, DemoConfig, demo_config_from_mapping
+from analysis.study.errors import ManifestError
+from analysis.study.manifest import load_manifest
+from analysis.study.reference_space import ReferenceSpace, load_aal
+from analysis.study.validation import validate_study
 from msma.cli import main
 
 REPO = Path(__file__).resolve().parents[1]

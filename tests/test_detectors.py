@@ -8,13 +8,13 @@ from sklearn.exceptions import NotFittedError
 from sklearn.mixture import GaussianMixture
 from threadpoolctl import threadpool_limits
 
-from analysis.detectors import (
+from analysis.detection.detectors import (
     GaussianMixtureDetector,
     KNNDetector,
     fit_log_standardisation,
     log_standardise,
 )
-from analysis.metrics import auroc
+from analysis.detection.metrics import auroc
 
 
 def lognormal(n: int, n_features: int, shift: float = 0.0, seed: int = 0) -> np.ndarray:

@@ -71,8 +71,8 @@ def test_the_probe_detects_a_forbidden_import(tmp_path):
 
 _CREATE_APP = """
 import json, sys
-from analysis.run_reader import open_run
-from analysis.synthetic_run import write_synthetic_study
+from analysis.runs.reader import open_run
+from analysis.demo.synthetic_run import write_synthetic_study
 from app import create_app
 app = create_app(open_run(write_synthetic_study(sys.argv[1], 60)))
 assert app.layout is not None

@@ -1,4 +1,4 @@
-"""Lesion-segmentation metrics (analysis.lesions) against hand-computed cases and brute-force references."""
+"""Lesion-segmentation metrics (analysis.lesions.protocol) against hand-computed cases and brute-force references."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from scipy import ndimage, stats
 from scipy.spatial.distance import cdist
 
-from analysis import lesions
+from analysis.lesions import protocol as lesions
 
 SPACINGS = [(6.0, 6.0, 6.0), (1.0, 2.0, 3.0)]
 

@@ -7,7 +7,7 @@ import pytest
 from scipy.stats import mannwhitneyu
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from analysis.metrics import (
+from analysis.detection.metrics import (
     aupr_in,
     aupr_out,
     auroc,

@@ -11,9 +11,9 @@ import torch
 from sklearn.exceptions import NotFittedError
 from threadpoolctl import threadpool_limits
 
-from analysis.detectors import GaussianMixtureDetector
-from analysis.metrics import auroc
-from models.norm_flow import CouplingFlow, FlowDetector
+from analysis.detection.detectors import GaussianMixtureDetector
+from analysis.detection.metrics import auroc
+from models.norm_flow.flow import CouplingFlow, FlowDetector
 
 
 @pytest.fixture(autouse=True)

@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.artifacts import LATEST, RunStore
-from analysis.manifest import load_manifest
-from models.refresh import refresh
+from analysis.runs.store import LATEST, RunStore
+from analysis.study.manifest import load_manifest
 from msma.cli import main
+from pipeline.refresh import refresh
 from tests.conftest import make_small_study
 
 REPO = Path(__file__).resolve().parents[1]
@@ -218,7 +218,7 @@ def test_run_holds_the_som_and_every_cohorts_prototype(study, first_run):
 def test_run_holds_heatmaps_roi_scores_and_the_lesion_evaluation(study, first_run):
     import nibabel as nib
 
-    from analysis.validation import validate_study
+    from analysis.study.validation import validate_study
 
     run_dir = RunStore(study.root / "runs").latest()  # earlier tests refresh again and prune old runs
     run = json.loads((run_dir / "run.json").read_text())

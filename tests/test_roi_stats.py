@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from statsmodels.stats.multitest import multipletests
 
-from analysis.roi_stats import atypical_rois, prototype_vs_rest, reference_percentile
+from analysis.exploration.roi_stats import atypical_rois, prototype_vs_rest, reference_percentile
 
 
 def _scores(seed: int = 0) -> tuple[pd.DataFrame, list, list, list]:
@@ -60,7 +60,7 @@ def test_missing_scores_are_dropped_per_roi_and_empty_groups_rejected():
 
 
 def test_percentile_reference_leaves_out_training_subjects_unless_all_trained():
-    from analysis.roi_stats import percentile_reference
+    from analysis.exploration.roi_stats import percentile_reference
 
     ids, cohorts = ["a", "b", "c", "d"], ["ref", "ref", "x", "ref"]
     assert percentile_reference(ids, cohorts, ["a"], "ref") == ["b", "d"]
@@ -68,7 +68,7 @@ def test_percentile_reference_leaves_out_training_subjects_unless_all_trained():
 
 
 def test_roi_columns_name_repeated_labels_by_index_and_skip_absent_ones():
-    from analysis.roi_stats import roi_columns
+    from analysis.exploration.roi_stats import roi_columns
 
     names = pd.DataFrame({"index": [1, 2, 3, 4], "name": ["A", "B", "B", "C"]})
     assert roi_columns(names, [0, 1, 2, 3]) == {"A": 1, "B (2)": 2, "B (3)": 3}
@@ -78,7 +78,7 @@ def test_roi_columns_name_repeated_labels_by_index_and_skip_absent_ones():
 def test_prototype_vs_rest_equals_scipy_column_by_column_with_ties_and_missing_values(n_prototype):
     from scipy.stats import mannwhitneyu
 
-    from analysis.roi_stats import prototype_vs_rest
+    from analysis.exploration.roi_stats import prototype_vs_rest
 
     rng = np.random.default_rng(3)
     n = n_prototype + 14

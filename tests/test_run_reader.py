@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.artifacts import RunNotFound
-from analysis.roi_stats import percentile_reference
-from analysis.run_reader import RunUnreadable, open_run
-from analysis.synthetic_run import write_synthetic_study
+from analysis.demo.synthetic_run import write_synthetic_study
+from analysis.exploration.roi_stats import percentile_reference
+from analysis.runs.reader import RunUnreadable, open_run
+from analysis.runs.store import RunNotFound
 from tests.conftest import make_small_study
 
 

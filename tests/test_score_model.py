@@ -12,12 +12,12 @@ from scipy import stats
 from scipy.spatial.distance import pdist
 
 from models.checkpoint import CheckpointError, load_checkpoint, load_score_model, save_score_model
-from models.gaussian_prior import LowRankGaussian
-from models.losses import dsm_loss, get_dsm_loss_fn
-from models.score_net import GPU_2MM, ScoreNet, ScoreNetConfig, count_parameters
-from models.score_norms import score_norms, score_norms_naive
-from models.sde import VESchedule, sigma_range_from_data
-from models.train import TrainConfig, train_score_model
+from models.score_model.gaussian_prior import LowRankGaussian
+from models.score_model.losses import dsm_loss, get_dsm_loss_fn
+from models.score_model.network import GPU_2MM, ScoreNet, ScoreNetConfig, count_parameters
+from models.score_model.norms import score_norms, score_norms_naive
+from models.score_model.sde import VESchedule, sigma_range_from_data
+from models.score_model.train import TrainConfig, train_score_model
 
 GRID = (7, 8, 9)
 SMALL_NET = ScoreNetConfig(channels=(4, 8, 8), groups=2, embedding_dim=8)

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from analysis.synthetic_run import write_synthetic_study
+from analysis.demo.synthetic_run import write_synthetic_study
 from app import server
 from msma.cli import main
 from tests.conftest import make_small_study

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.slices import PLANES, SliceGeometry, peak_voxel, region_centre
+from analysis.exploration.slices import PLANES, SliceGeometry, peak_voxel, region_centre
 
 SHAPE = (7, 8, 9)
 RAS = np.array([[3.0, 0, 0, -9.0], [0, 2.0, 0, -7.0], [0, 0, 4.0, -16.0], [0, 0, 0, 1]])

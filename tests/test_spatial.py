@@ -10,14 +10,12 @@ import pytest
 import torch
 from scipy.stats import percentileofscore
 
-from analysis.errors import ManifestError
-from analysis.manifest import load_manifest
-from analysis.roi_stats import percentile_of_reference, roi_scores
-from analysis.validation import validate_study
+from analysis.exploration.roi_stats import percentile_of_reference, roi_scores
+from analysis.study.errors import ManifestError
+from analysis.study.manifest import load_manifest
+from analysis.study.validation import validate_study
 from models.checkpoint import CheckpointError, load_spatial_model, save_score_model, save_spatial_model
-from models.heatmap import compute_heatmaps, heatmap_file_names, patches_to_voxels
-from models.patch_norms import patch_norms, patch_norms_naive
-from models.spatial_flow import (
+from models.spatial.flow import (
     ConditionalFlow,
     SpatialFlowConfig,
     SpatialMSMA,
@@ -25,6 +23,8 @@ from models.spatial_flow import (
     positional_encoding,
     train_spatial_flow,
 )
+from models.spatial.heatmap import compute_heatmaps, heatmap_file_names, patches_to_voxels
+from models.spatial.patch_norms import patch_norms, patch_norms_naive
 from tests.conftest import make_small_study, write_nifti
 
 SHAPE = (6, 7, 5)
@@ -272,8 +272,8 @@ def test_spatial_checkpoint_round_trip_and_refusal_of_other_kinds(tmp_path):
     np.testing.assert_array_equal(
         compute_heatmaps(loaded, images, norms, [4]), compute_heatmaps(model, images, norms, [4])
     )
-    from models.score_net import ScoreNet, ScoreNetConfig
-    from models.sde import VESchedule
+    from models.score_model.network import ScoreNet, ScoreNetConfig
+    from models.score_model.sde import VESchedule
 
     other = tmp_path / "score.pt"
     save_score_model(other, ScoreNet(ScoreNetConfig(channels=(4,), groups=2, embedding_dim=4), (4, 4, 4), rank=0),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.som import SelfOrganizingMap
-from analysis.sweep import grid_stability_sweep, jaccard, parse_range
+from analysis.exploration.som import SelfOrganizingMap
+from analysis.exploration.sweep import grid_stability_sweep, jaccard, parse_range
 
 
 def _cohorts(seed: int = 0):

@@ -15,8 +15,8 @@ from scipy.special import logsumexp
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from models.sde import VESchedule
-from models.train import TrainConfig, train_score_model
+from models.score_model.sde import VESchedule
+from models.score_model.train import TrainConfig, train_score_model
 
 WEIGHTS = np.array([0.95, 0.05])
 MEANS = np.array([10.0, 50.0])

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import yaml
 
-from analysis.errors import ManifestError
-from analysis.manifest import load_manifest
-from analysis.validation import validate_study
+from analysis.study.errors import ManifestError
+from analysis.study.manifest import load_manifest
+from analysis.study.validation import validate_study
 from msma.cli import main
 
 SHAPE = (7, 8, 9)
@@ -455,7 +455,7 @@ def test_validation_is_read_only(small_study, case, capsys):
 
 
 def test_long_problem_lists_are_summarised():
-    from analysis.errors import Problem
+    from analysis.study.errors import Problem
 
     error = ManifestError([Problem("f.csv", f"row {i}", "x", "y") for i in range(60)])
     assert len(error.problems) == 60

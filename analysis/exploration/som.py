@@ -1,0 +1,446 @@
+"""Self-Organizing Map on subjects' L-vectors of multiscale score norms, with cohort prototypes (dissertation 6.2-6.3).
+
+Each subject is one row of ``X`` (shape ``(n_subjects, L)``): the norms of the score network's output at ``L`` noise
+scales. :class:`SelfOrganizingMap` takes ``log X`` (the norms are positive and span orders of magnitude), standardises
+each column with the mean and standard deviation of a reference cohort, and trains a ``n_rows x n_cols`` map with
+:mod:`minisom`'s batch algorithm (Kohonen 2013, ``MiniSom.train_batch_offline``) from a PCA initialisation, so a fit
+is deterministic.
+
+A cohort's *maximal prototype* (:meth:`SelfOrganizingMap.maximal_prototype`) is the map unit that is the
+best-matching unit (BMU) of the most subjects of that cohort; its members are the subgroup the map singles out.
+
+Unit coordinates are ``(row, col)`` with ``0 <= row < n_rows`` and ``0 <= col < n_cols``, i.e. indices into
+``weights_[row, col]`` and the ``(n_rows, n_cols)`` arrays returned here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from minisom import MiniSom
+from scipy.sparse import csr_matrix
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+
+from analysis.detection.detectors import check_int, check_score_norms, fit_standardisation
+
+__all__ = ["Prototype", "SelfOrganizingMap", "fit_cohort_map", "unit_positions"]
+
+TOPOLOGIES = ("rectangular", "hexagonal")
+DEFAULT_ITERATIONS = 200
+
+
+@dataclass(frozen=True)
+class Prototype:
+    """The map unit holding the most subjects of one cohort.
+
+    Attributes
+    ----------
+    cohort : str
+        The cohort label.
+    unit : tuple of (int, int)
+        ``(row, col)`` of the unit.
+    members : ndarray of int, shape (size,)
+        Row indices (into the rows given to ``fit``) of the cohort's subjects whose BMU is ``unit``, ascending.
+    size : int
+        ``len(members)``.
+    cohort_size : int
+        Number of fitted subjects in the cohort.
+    """
+
+    cohort: str
+    unit: tuple[int, int]
+    members: np.ndarray
+    size: int
+    cohort_size: int
+
+    @property
+    def fraction(self) -> float:
+        """Share of the cohort in the prototype, ``size / cohort_size``."""
+        return self.size / self.cohort_size
+
+
+def _unit_coordinates(som: MiniSom) -> tuple[np.ndarray, np.ndarray]:
+    """Lattice coordinates of the units in row-major order, as minisom's neighbourhood functions see them."""
+    return som._xx.T.ravel(), som._yy.T.ravel()
+
+
+def train_batch_offline(som: MiniSom, data: np.ndarray, n_iterations: int) -> MiniSom:
+    """minisom's ``train_batch_offline`` (Kohonen's batch algorithm), vectorised over subjects.
+
+    Same decays, Gaussian neighbourhood and update ``w = (1 - lr) w + lr * sum_i h(bmu_i) x_i / sum_i h(bmu_i)`` as
+    minisom 2.3.6, which loops over the subjects in Python (about 10 microseconds per subject and iteration); here
+    each iteration is a few matrix products, so sweeps over many grid sizes and thousands of subjects stay fast.
+    ``tests/test_som.py`` checks the weights against minisom's own loop.
+    """
+    if som.neighborhood != som._gaussian:
+        raise ValueError("the vectorised batch training supports the Gaussian neighbourhood only")
+    weights = som._weights.reshape(-1, data.shape[1]).copy()
+    x_coord, y_coord = _unit_coordinates(som)
+    dx2 = (x_coord[:, None] - x_coord[None, :]) ** 2
+    dy2 = (y_coord[:, None] - y_coord[None, :]) ** 2
+    for iteration in range(n_iterations):
+        rate = som._learning_rate_decay_function(som._learning_rate, iteration, n_iterations)
+        sigma = som._sigma_decay_function(som._sigma, iteration, n_iterations)
+        d = 2 * sigma * sigma
+        neighbourhood = np.exp(-dx2 / d) * np.exp(-dy2 / d)  # [bmu, unit]
+        # ||x - w||^2 = ||x||^2 - 2 x.w + ||w||^2; the first term is the same for every unit, so it is left out.
+        distances = data @ weights.T
+        distances *= -2.0
+        distances += np.einsum("ij,ij->i", weights, weights)[None, :]
+        bmu = distances.argmin(axis=1)
+        counts = np.bincount(bmu, minlength=len(weights)).astype(float)
+        sums = csr_matrix((np.ones(len(bmu)), (bmu, np.arange(len(bmu)))), shape=(len(weights), len(bmu))) @ data
+        numerator = neighbourhood.T @ sums
+        denominator = neighbourhood.T @ counts
+        update = denominator > 0
+        weights[update] = (1 - rate) * weights[update] + rate * numerator[update] / denominator[update, None]
+    som._weights = weights.reshape(som._weights.shape)
+    return som
+
+
+def _reference_mask(reference, n_subjects: int) -> np.ndarray:
+    """Boolean mask of shape ``(n_subjects,)`` from ``None``, a boolean mask or an integer index array."""
+    if reference is None:
+        return np.ones(n_subjects, dtype=bool)
+    ref = np.asarray(reference)
+    if ref.ndim != 1:
+        raise ValueError(f"reference must be a 1-D boolean mask or index array; received shape {ref.shape}")
+    if ref.dtype == bool:
+        if ref.size != n_subjects:
+            raise ValueError(
+                f"reference as a boolean mask must have one entry per row of X ({n_subjects}); received {ref.size}"
+            )
+        mask = ref.copy()
+    elif ref.size == 0 or np.issubdtype(ref.dtype, np.integer):
+        index = ref.astype(int)
+        bad = (index < -n_subjects) | (index >= n_subjects)
+        if bad.any():
+            raise ValueError(
+                f"reference indices must lie in [0, {n_subjects}) for X with {n_subjects} rows; "
+                f"received {index[bad][0]}"
+            )
+        mask = np.zeros(n_subjects, dtype=bool)
+        mask[index] = True
+    else:
+        raise ValueError(f"reference must be a boolean mask or an integer index array; received dtype {ref.dtype}")
+    if mask.sum() < 2:
+        raise ValueError(
+            f"reference must select at least 2 rows to estimate a standard deviation; received {int(mask.sum())}"
+        )
+    return mask
+
+
+def _check_positive_float(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise ValueError(f"{name} must be a positive number; received {value!r}")
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive finite number; received {value!r}")
+    return float(value)
+
+
+class SelfOrganizingMap(BaseEstimator):
+    """Self-Organizing Map (minisom, batch training) on log-standardised L-vectors of score norms.
+
+    Parameters
+    ----------
+    n_rows, n_cols : int, default 7 and 9
+        Grid size, each >= 2 (minisom's PCA initialisation needs a 2-D grid).
+    topology : {"rectangular", "hexagonal"}, default "rectangular"
+        Unit lattice; it shapes the neighbourhood function, the U-matrix and the topographic error.
+    sigma : float, optional
+        Initial width of the Gaussian neighbourhood, in grid units. Default ``max(1, max(n_rows, n_cols) / 2)``:
+        at first a unit pulls half the map along, which orders the map globally. minisom's asymptotic decay
+        shrinks it to about a third by the last iteration (``sigma / (1 + 2 t / n_iterations)``), e.g. 4.5 -> 1.5
+        on the default 7 x 9 grid.
+    learning_rate : float, default 0.5
+        Initial blend in ``(0, 1]`` between the old weights and each batch update (``w <- (1 - a) w + a w_batch``);
+        decays the same way as ``sigma``.
+    n_iterations : int, optional
+        Number of batch iterations (epochs: each one visits every subject). Default 200, enough for the batch
+        algorithm to settle on a few hundred subjects; each iteration costs ``n_subjects`` BMU searches.
+    log_transform : bool, default True
+        Take ``log X`` before standardising; ``X`` must then be strictly positive.
+    random_state : int or None, default 0
+        Seed handed to ``MiniSom(random_seed=...)``. With PCA initialisation and batch training no random draw
+        reaches the result, so fits are deterministic for any value; it is kept for estimator-API parity.
+
+    Attributes
+    ----------
+    center_, scale_ : ndarray, shape (L,)
+        Mean and standard deviation (``ddof=0``) of the (log-)columns over the reference rows; ``scale_`` is 1.0
+        where a column is constant on the reference rows.
+    reference_mask_ : ndarray of bool, shape (n_subjects,)
+        The reference rows of the data given to ``fit``.
+    n_features_in_ : int
+        ``L``.
+    weights_ : ndarray, shape (n_rows, n_cols, L)
+        Codebook vectors in standardised space.
+    bmu_ : ndarray of int, shape (n_subjects, 2)
+        ``(row, col)`` of each fitted subject's best-matching unit (Euclidean, first minimum in row-major order).
+    quantization_distances_ : ndarray, shape (n_subjects,)
+        Euclidean distance of each standardised fitted row to its BMU's weight.
+    quantization_error_ : float
+        Mean of ``quantization_distances_`` (minisom ``quantization_error``).
+    topographic_error_ : float
+        Share of fitted rows whose first and second BMU are not adjacent (minisom ``topographic_error``;
+        rectangular adjacency includes diagonals).
+    u_matrix_ : ndarray, shape (n_rows, n_cols)
+        minisom ``distance_map()``: per unit the summed distance to its lattice neighbours, divided by the maximum.
+    som_ : minisom.MiniSom
+        The trained map.
+    """
+
+    def __init__(
+        self,
+        n_rows: int = 7,
+        n_cols: int = 9,
+        topology: str = "rectangular",
+        sigma: float | None = None,
+        learning_rate: float = 0.5,
+        n_iterations: int | None = None,
+        log_transform: bool = True,
+        random_state: int | None = 0,
+    ):
+        self.n_rows = n_rows
+        self.n_cols = n_cols
+        self.topology = topology
+        self.sigma = sigma
+        self.learning_rate = learning_rate
+        self.n_iterations = n_iterations
+        self.log_transform = log_transform
+        self.random_state = random_state
+
+    def _checked_params(self) -> tuple[int, int, float, float, int]:
+        n_rows = check_int(self.n_rows, "n_rows", 2)
+        n_cols = check_int(self.n_cols, "n_cols", 2)
+        if self.topology not in TOPOLOGIES:
+            raise ValueError(f"topology must be one of {TOPOLOGIES}; received {self.topology!r}")
+        sigma = max(1.0, max(n_rows, n_cols) / 2) if self.sigma is None else _check_positive_float(self.sigma, "sigma")
+        learning_rate = _check_positive_float(self.learning_rate, "learning_rate")
+        if learning_rate > 1:
+            raise ValueError(f"learning_rate must lie in (0, 1]; received {self.learning_rate!r}")
+        n_iterations = (
+            DEFAULT_ITERATIONS if self.n_iterations is None else check_int(self.n_iterations, "n_iterations", 1)
+        )
+        if not (self.random_state is None or isinstance(self.random_state, int | np.integer)):
+            raise ValueError(f"random_state must be an int or None; received {self.random_state!r}")
+        return n_rows, n_cols, sigma, learning_rate, n_iterations
+
+    def fit(self, X, reference=None) -> SelfOrganizingMap:
+        """Standardise on the reference rows, initialise the map by PCA and train it with the batch algorithm.
+
+        Parameters
+        ----------
+        X : array_like, shape (n_subjects, L)
+            Score norms (strictly positive when ``log_transform``); ``L >= 2`` and ``n_subjects >= 2``.
+        reference : array_like of bool, shape (n_subjects,), or array_like of int, optional
+            Rows whose mean and standard deviation standardise every column (e.g. the typically developing
+            cohort); default all rows. All rows train the map.
+
+        Returns
+        -------
+        self
+        """
+        n_rows, n_cols, sigma, learning_rate, n_iterations = self._checked_params()
+        X = check_score_norms(X, positive=self.log_transform)
+        n_subjects, n_features = X.shape
+        if n_features < 2:
+            raise ValueError(
+                f"X must have at least 2 columns (noise scales): minisom's PCA initialisation spans the first two "
+                f"principal components; received {n_features}"
+            )
+        if n_subjects < 2:
+            raise ValueError(f"X must have at least 2 rows (subjects) to train a map; received {n_subjects}")
+        mask = _reference_mask(reference, n_subjects)
+
+        values = np.log(X) if self.log_transform else X
+        center, scale = fit_standardisation(values[mask])
+        self.center_, self.scale_ = center, scale
+        self.reference_mask_ = mask
+        self.n_features_in_ = n_features
+        Z = (values - center) / scale
+
+        som = MiniSom(
+            n_rows,
+            n_cols,
+            n_features,
+            sigma=sigma,
+            learning_rate=learning_rate,
+            topology=self.topology,
+            random_seed=self.random_state,
+        )
+        som.pca_weights_init(Z)
+        train_batch_offline(som, Z, n_iterations)
+
+        self.som_ = som
+        self.weights_ = np.array(som.get_weights(), dtype=float, copy=True)
+        self.bmu_, self.quantization_distances_ = self._nearest_units(Z)
+        self.quantization_error_ = float(som.quantization_error(Z))
+        self.topographic_error_ = float(som.topographic_error(Z))
+        self.u_matrix_ = np.asarray(som.distance_map(), dtype=float)
+        return self
+
+    def _nearest_units(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """BMUs ``(n, 2)`` and distances ``(n,)`` of standardised rows ``Z`` (shape ``(n, L)``)."""
+        codebook = self.weights_.reshape(-1, self.weights_.shape[-1])
+        distances = np.linalg.norm(Z[:, None, :] - codebook[None, :, :], axis=-1)
+        flat = distances.argmin(axis=1)
+        rows, cols = np.unravel_index(flat, self.weights_.shape[:2])
+        return np.column_stack([rows, cols]).astype(int), distances[np.arange(Z.shape[0]), flat]
+
+    def standardise(self, X) -> np.ndarray:
+        """Map score norms into the map's input space: ``(log X - center_) / scale_`` (no log if disabled).
+
+        Parameters
+        ----------
+        X : array_like, shape (n, L)
+
+        Returns
+        -------
+        ndarray, shape (n, L)
+        """
+        check_is_fitted(self, "weights_")
+        X = check_score_norms(X, n_features=self.n_features_in_, positive=self.log_transform)
+        values = np.log(X) if self.log_transform else X
+        return (values - self.center_) / self.scale_
+
+    def bmus(self, X) -> np.ndarray:
+        """Best-matching units of new rows, standardised with the fitted ``center_`` and ``scale_``.
+
+        Parameters
+        ----------
+        X : array_like, shape (n, L)
+
+        Returns
+        -------
+        ndarray of int, shape (n, 2)
+            ``(row, col)`` per row of ``X``.
+        """
+        return self._nearest_units(self.standardise(X))[0]
+
+    def _check_labels(self, labels) -> np.ndarray:
+        check_is_fitted(self, "bmu_")
+        labels = np.asarray(labels)
+        n_subjects = self.bmu_.shape[0]
+        if labels.ndim != 1 or labels.size != n_subjects:
+            raise ValueError(
+                f"labels must be 1-D with one cohort label per row given to fit ({n_subjects}); "
+                f"received shape {labels.shape}"
+            )
+        return labels
+
+    def hit_map(self, labels) -> dict:
+        """Per cohort, how many fitted subjects have each unit as BMU.
+
+        Parameters
+        ----------
+        labels : array_like, shape (n_subjects,)
+            Cohort label of each row given to ``fit``.
+
+        Returns
+        -------
+        dict
+            Label -> ndarray of int, shape (n_rows, n_cols); keys in sorted order. The maps of all labels sum to
+            the cohort sizes.
+        """
+        labels = self._check_labels(labels)
+        shape = self.weights_.shape[:2]
+        hits = {}
+        for label in np.unique(labels):
+            counts = np.zeros(shape, dtype=int)
+            rows = self.bmu_[labels == label]
+            np.add.at(counts, (rows[:, 0], rows[:, 1]), 1)
+            hits[label.item() if isinstance(label, np.generic) else label] = counts
+        return hits
+
+    def maximal_prototype(self, labels, cohort) -> Prototype:
+        """The unit that is BMU of the most subjects of ``cohort``, and those subjects.
+
+        Ties in member count are broken by the smaller mean quantisation distance of the members (the tighter
+        subgroup), then by the lowest ``(row, col)`` in row-major order.
+
+        Parameters
+        ----------
+        labels : array_like, shape (n_subjects,)
+            Cohort label of each row given to ``fit``.
+        cohort : str
+            The cohort whose prototype is wanted.
+
+        Returns
+        -------
+        Prototype
+        """
+        labels = self._check_labels(labels)
+        in_cohort = labels == cohort
+        cohort_size = int(in_cohort.sum())
+        if cohort_size == 0:
+            present = ", ".join(repr(label) for label in np.unique(labels).tolist())
+            raise ValueError(f"cohort {cohort!r} has no members among the fitted rows; labels present: {present}")
+        index = np.flatnonzero(in_cohort)
+        n_cols = self.weights_.shape[1]
+        flat = self.bmu_[index, 0] * n_cols + self.bmu_[index, 1]
+        units, counts = np.unique(flat, return_counts=True)
+        mean_distance = np.array([self.quantization_distances_[index[flat == unit]].mean() for unit in units])
+        # np.lexsort sorts by the last key first: most members, then smallest mean distance, then lowest unit.
+        best = units[np.lexsort((units, mean_distance, -counts))[0]]
+        members = index[flat == best]
+        return Prototype(
+            cohort=cohort,
+            unit=(int(best // n_cols), int(best % n_cols)),
+            members=members,
+            size=int(members.size),
+            cohort_size=cohort_size,
+        )
+
+
+def unit_positions(n_rows: int, n_cols: int, topology: str = "rectangular") -> tuple[np.ndarray, np.ndarray]:
+    """Where minisom places each unit, as drawn: ``(across, up)`` arrays of shape ``(n_rows, n_cols)``.
+
+    ``across`` runs along the columns and ``up`` along the rows. A rectangular lattice sits on integers; on a
+    hexagonal one, minisom's columns are ``sqrt(3) / 2`` apart and every other column is shifted by half a row, so
+    that flat-topped hexagons of circumradius ``1 / sqrt(3)`` tile the map and each unit touches its six lattice
+    neighbours (the ones of ``MiniSom.distance_map``).
+    """
+    if topology not in TOPOLOGIES:
+        raise ValueError(f"topology must be one of {TOPOLOGIES}; received {topology!r}")
+    som = MiniSom(check_int(n_rows, "n_rows", 1), check_int(n_cols, "n_cols", 1), 1, topology=topology)
+    rows, cols = som.get_euclidean_coordinates()  # minisom's x runs along rows, y along columns
+    return np.asarray(cols, dtype=float), np.asarray(rows, dtype=float)
+
+
+def fit_cohort_map(norms: np.ndarray, ids: list, cohorts: np.ndarray, reference_cohort: str):
+    """A run's map: the default 7 x 9 SOM of the score norms standardised by the reference cohort, and every
+    cohort's maximal prototype.
+
+    Returns the run record's ``som`` section, the per-subject table of ``som.parquet`` (subject_id, cohort,
+    bmu_row, bmu_col, quantization_distance) and the fitted :class:`SelfOrganizingMap`.
+    """
+    cohorts = np.asarray(cohorts)
+    som = SelfOrganizingMap().fit(norms, reference=cohorts == reference_cohort)
+    prototypes = {}
+    for cohort in sorted(set(cohorts.tolist())):
+        p = som.maximal_prototype(cohorts, cohort)
+        prototypes[cohort] = {
+            "unit": list(p.unit), "size": p.size, "cohort_size": p.cohort_size, "members": [ids[i] for i in p.members]
+        }
+    record = {
+        "grid": [som.n_rows, som.n_cols],
+        "topology": som.topology,
+        "quantization_error": som.quantization_error_,
+        "topographic_error": som.topographic_error_,
+        "prototypes": prototypes,
+        "tables": {"bmus": "som.parquet", "weights": "som_weights.npy", "u_matrix": "som_u_matrix.npy"},
+    }
+    table = pd.DataFrame(
+        {
+            "subject_id": ids,
+            "cohort": cohorts,
+            "bmu_row": som.bmu_[:, 0],
+            "bmu_col": som.bmu_[:, 1],
+            "quantization_distance": som.quantization_distances_,
+        }
+    )
+    return record, table, som
