@@ -246,7 +246,7 @@ def test_candidate_thresholds():
     assert np.all(np.diff(thresholds) > 0)
     with pytest.raises(ValueError, match="finite"):
         lesions.candidate_thresholds([np.nan])
-    with pytest.raises(ValueError, match="positive integer"):
+    with pytest.raises(ValueError, match="n must be an integer >= 1"):
         lesions.candidate_thresholds(scores, 0)
 
 

@@ -22,6 +22,8 @@ from sklearn.model_selection import KFold
 from sklearn.neighbors import NearestNeighbors
 from sklearn.utils.validation import check_is_fitted
 
+from analysis.checks import check_int
+
 __all__ = [
     "GaussianMixtureDetector",
     "KNNDetector",
@@ -130,13 +132,6 @@ def log_standardise(X, center, scale) -> np.ndarray:
         )
     array = check_score_norms(X, n_features=center.size)
     return (np.log(array) - center) / scale
-
-
-def check_int(value, name: str, minimum: int = 1) -> int:
-    """``value`` as an int, or a ValueError saying it must be an integer >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; received {value!r}")
-    return int(value)
 
 
 class GaussianMixtureDetector(BaseEstimator):

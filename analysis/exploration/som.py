@@ -24,7 +24,8 @@ from scipy.sparse import csr_matrix
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
-from analysis.detection.detectors import check_int, check_score_norms, fit_standardisation
+from analysis.checks import check_int, check_positive_float
+from analysis.detection.detectors import check_score_norms, fit_standardisation
 
 __all__ = ["Prototype", "SelfOrganizingMap", "fit_cohort_map", "unit_positions"]
 
@@ -133,14 +134,6 @@ def _reference_mask(reference, n_subjects: int) -> np.ndarray:
     return mask
 
 
-def _check_positive_float(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise ValueError(f"{name} must be a positive number; received {value!r}")
-    if not np.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number; received {value!r}")
-    return float(value)
-
-
 class SelfOrganizingMap(BaseEstimator):
     """Self-Organizing Map (minisom, batch training) on log-standardised L-vectors of score norms.
 
@@ -218,8 +211,8 @@ class SelfOrganizingMap(BaseEstimator):
         n_cols = check_int(self.n_cols, "n_cols", 2)
         if self.topology not in TOPOLOGIES:
             raise ValueError(f"topology must be one of {TOPOLOGIES}; received {self.topology!r}")
-        sigma = max(1.0, max(n_rows, n_cols) / 2) if self.sigma is None else _check_positive_float(self.sigma, "sigma")
-        learning_rate = _check_positive_float(self.learning_rate, "learning_rate")
+        sigma = max(1.0, max(n_rows, n_cols) / 2) if self.sigma is None else check_positive_float(self.sigma, "sigma")
+        learning_rate = check_positive_float(self.learning_rate, "learning_rate")
         if learning_rate > 1:
             raise ValueError(f"learning_rate must lie in (0, 1]; received {self.learning_rate!r}")
         n_iterations = (

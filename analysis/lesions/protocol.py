@@ -43,6 +43,8 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage, stats
 
+from analysis.checks import check_int, check_same_shape, check_spacing
+
 __all__ = [
     "LESION_MAPS_FILE",
     "METRICS",
@@ -87,37 +89,6 @@ def _as_mask(mask, name: str) -> np.ndarray:
     if np.issubdtype(array.dtype, np.floating) and np.isnan(array).any():
         raise ValueError(f"{name} must not contain NaN; it is a mask (nonzero = foreground)")
     return array != 0
-
-
-def _check_same_shape(first: np.ndarray, second: np.ndarray, first_name: str, second_name: str) -> None:
-    if first.shape != second.shape:
-        raise ValueError(
-            f"{first_name} and {second_name} must have the same shape; "
-            f"received {first_name} of shape {first.shape} and {second_name} of shape {second.shape}"
-        )
-
-
-def _check_spacing(spacing, ndim: int) -> tuple[float, ...]:
-    """Return ``spacing`` as a tuple of ``ndim`` positive finite floats, or raise ValueError."""
-    try:
-        values = np.asarray(spacing, dtype=float)
-    except (TypeError, ValueError) as error:
-        raise ValueError(
-            f"spacing must be a sequence of numbers (mm per voxel); could not convert it ({error})"
-        ) from None
-    if values.ndim != 1 or values.size != ndim:
-        raise ValueError(
-            f"spacing must give one voxel size per array axis ({ndim} values for {ndim}-D masks); received {spacing!r}"
-        )
-    if not (np.isfinite(values).all() and (values > 0).all()):
-        raise ValueError(f"spacing must hold positive, finite voxel sizes in mm; received {spacing!r}")
-    return tuple(float(value) for value in values)
-
-
-def _check_non_negative_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer; received {value!r}")
-    return int(value)
 
 
 def _face_structure(ndim: int) -> np.ndarray:
@@ -186,8 +157,8 @@ def directed_surface_distances(source, target, spacing: Sequence[float]) -> np.n
     """
     source = _as_mask(source, "source")
     target = _as_mask(target, "target")
-    _check_same_shape(source, target, "source", "target")
-    spacing = _check_spacing(spacing, source.ndim)
+    check_same_shape(source, target, "source", "target")
+    spacing = check_spacing(spacing, source.ndim)
     if not source.any():
         raise ValueError("source is empty: surface distances are measured from its surface voxels, and it has none")
     source_surface = _surface(source)
@@ -277,8 +248,8 @@ def symmetric_mean_surface_distance(a, b, spacing: Sequence[float]) -> float:
     """
     a = _as_mask(a, "a")
     b = _as_mask(b, "b")
-    _check_same_shape(a, b, "a", "b")
-    spacing = _check_spacing(spacing, a.ndim)
+    check_same_shape(a, b, "a", "b")
+    spacing = check_spacing(spacing, a.ndim)
     if not (a.any() and b.any()):
         return float("inf")
     surface_a, surface_b = _surface(a), _surface(b)
@@ -337,8 +308,8 @@ def postprocess(segmentation, min_size: int = 3, dilation_radius: int = 1) -> np
     ValueError
         If ``min_size`` or ``dilation_radius`` is not a non-negative integer.
     """
-    min_size = _check_non_negative_int(min_size, "min_size")
-    dilation_radius = _check_non_negative_int(dilation_radius, "dilation_radius")
+    min_size = check_int(min_size, "min_size", 0)
+    dilation_radius = check_int(dilation_radius, "dilation_radius", 0)
     return _postprocess(_as_mask(segmentation, "segmentation"), min_size, dilation_radius)
 
 
@@ -371,7 +342,7 @@ def component_detection(gt, pred) -> dict:
     """
     gt = _as_mask(gt, "gt")
     pred = _as_mask(pred, "pred")
-    _check_same_shape(gt, pred, "gt", "pred")
+    check_same_shape(gt, pred, "gt", "pred")
     structure = _full_structure(gt.ndim)
     gt_labels, gt_components = ndimage.label(gt, structure=structure)
     pred_labels, pred_components = ndimage.label(pred, structure=structure)
@@ -395,8 +366,8 @@ def _brain_scores(score_map, gt, brain_mask) -> tuple[np.ndarray, np.ndarray, np
     scores = np.asarray(score_map, dtype=float)
     gt = _as_mask(gt, "gt")
     brain = _as_mask(brain_mask, "brain_mask")
-    _check_same_shape(scores, gt, "score_map", "gt")
-    _check_same_shape(scores, brain, "score_map", "brain_mask")
+    check_same_shape(scores, gt, "score_map", "gt")
+    check_same_shape(scores, brain, "score_map", "brain_mask")
     if not (gt & brain).any():
         raise ValueError("gt has no voxel inside brain_mask")
     return scores, gt, brain
@@ -461,8 +432,7 @@ def candidate_thresholds(scores, n: int = 64) -> np.ndarray:
     ValueError
         If ``n`` is not a positive integer or there is no finite score.
     """
-    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
-        raise ValueError(f"n must be a positive integer; received {n!r}")
+    n = check_int(n, "n", 1)
     values = np.asarray(scores, dtype=float).ravel()
     values = values[np.isfinite(values)]
     if values.size == 0:
@@ -519,11 +489,11 @@ def best_threshold(
     scores = np.asarray(score_map, dtype=float)
     gt = _as_mask(gt, "gt")
     brain = _as_mask(brain_mask, "brain_mask")
-    _check_same_shape(scores, gt, "score_map", "gt")
-    _check_same_shape(scores, brain, "score_map", "brain_mask")
-    spacing = _check_spacing(spacing, scores.ndim)
-    min_size = _check_non_negative_int(min_size, "min_size")
-    dilation_radius = _check_non_negative_int(dilation_radius, "dilation_radius")
+    check_same_shape(scores, gt, "score_map", "gt")
+    check_same_shape(scores, brain, "score_map", "brain_mask")
+    spacing = check_spacing(spacing, scores.ndim)
+    min_size = check_int(min_size, "min_size", 0)
+    dilation_radius = check_int(dilation_radius, "dilation_radius", 0)
     if not gt.any():
         raise ValueError("gt is empty: the threshold is chosen by surface distance to the ground-truth lesions")
     if not brain.any():
@@ -592,8 +562,8 @@ def evaluate_segmentation(gt, pred, spacing: Sequence[float]) -> dict:
     """
     gt = _as_mask(gt, "gt")
     pred = _as_mask(pred, "pred")
-    _check_same_shape(gt, pred, "gt", "pred")
-    spacing = _check_spacing(spacing, gt.ndim)
+    check_same_shape(gt, pred, "gt", "pred")
+    spacing = check_spacing(spacing, gt.ndim)
     if not gt.any():
         raise ValueError("gt is empty: lesion metrics are measured from the ground-truth lesions")
     distances = directed_surface_distances(gt, pred, spacing)

@@ -17,7 +17,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from analysis.detection.detectors import check_int, check_score_norms, fit_log_standardisation, log_standardise
+from analysis.checks import check_int
+from analysis.detection.detectors import check_score_norms, fit_log_standardisation, log_standardise
 
 __all__ = ["CouplingFlow", "FlowDetector"]
 

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from analysis.detection.detectors import check_int
+from analysis.checks import check_int
 
 _MAX_LOG_SCALE = 3.0
 """Log-scales are ``tanh(raw) * 3``: one layer scales a coordinate by a factor in [e^-3, e^3]."""

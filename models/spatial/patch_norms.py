@@ -12,7 +12,7 @@ import numpy as np
 from scipy.ndimage import uniform_filter
 from tqdm.auto import tqdm
 
-from analysis.detection.detectors import check_int
+from analysis.checks import check_int
 
 
 def _check(voxel_scores, mask: np.ndarray, patch_size: int) -> tuple[np.ndarray, int]:
