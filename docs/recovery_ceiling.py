@@ -46,7 +46,7 @@ from analysis.study.images import load_images, normalise_intensity
 from analysis.study.manifest import load_manifest
 from analysis.study.validation import validate_study
 from analysis.study.volumes import load_volume
-from pipeline.refresh import NORMALISATION
+from pipeline.keys import NORMALISATION
 
 ALPHA, Q = 0.05, 0.1
 

@@ -31,7 +31,7 @@ from analysis.study.volumes import load_volume
 from models.spatial.flow import SpatialFlowConfig, train_spatial_flow
 from models.spatial.heatmap import VOXEL_MAPPINGS, patches_to_voxels
 from models.spatial.patch_norms import patch_norms
-from pipeline.refresh import NORMALISATION
+from pipeline.keys import NORMALISATION
 
 
 def _config(overrides: list[str], manifest) -> SpatialFlowConfig:

@@ -13,6 +13,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from analysis.lesions.protocol import LESION_PROTOCOL
+
 DEFAULT_MANIFEST = "data_manifest.yaml"
 
 
@@ -121,9 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_manifest(lesions)
     lesions.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
-    lesions.add_argument("--thresholds", type=int, default=64, help="candidate thresholds per subject (default 64)")
-    lesions.add_argument("--min-size", type=int, default=3, help="smallest component kept, in voxels (default 3)")
-    lesions.add_argument("--dilation", type=int, default=1, help="dilation radius in voxels (default 1)")
+    protocol = LESION_PROTOCOL
+    lesions.add_argument("--thresholds", type=int, default=protocol.n_thresholds,
+                         help=f"candidate thresholds per subject (default {protocol.n_thresholds})")
+    lesions.add_argument("--min-size", type=int, default=protocol.min_size,
+                         help=f"smallest component kept, in voxels (default {protocol.min_size})")
+    lesions.add_argument("--dilation", type=int, default=protocol.dilation_radius,
+                         help=f"dilation radius in voxels (default {protocol.dilation_radius})")
     lesions.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
     lesions.add_argument("--out", default=None, help="also write the per-subject metrics to this CSV file")
     lesions.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -183,9 +189,9 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _version() -> str:
-    from msma import __version__
+    from importlib.metadata import version
 
-    return __version__
+    return version("msma-explorer")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -313,6 +319,7 @@ def _serve(manifest, run_id, args) -> int:
 
 
 def _refresh_and_report(manifest, args, study=None) -> int:
+    from analysis.demo.truth import planted_truth
     from analysis.runs.report import format_report
     from analysis.runs.store import StoreBusy
     from analysis.study.errors import ManifestError
@@ -329,6 +336,7 @@ def _refresh_and_report(manifest, args, study=None) -> int:
             progress=not args.quiet,
             keep_runs=args.keep_runs,
             study=study,
+            truth=planted_truth(manifest),
         )
     except (ManifestError, RefreshError, StoreBusy) as exc:
         return _report_problems(exc)
@@ -374,22 +382,25 @@ def _cmd_evaluate_lesions(args) -> int:
 
     import numpy as np
 
-    from analysis.lesions.protocol import LESION_MAPS_FILE, evaluate_methods, summarise
+    from analysis.lesions import LesionProtocol, evaluate_study_lesions
+    from analysis.runs import layout
     from analysis.runs.report import format_lesion_table
     from analysis.runs.store import RunNotFound, RunStore, read_run
     from analysis.study.errors import ManifestError, Problem
     from analysis.study.manifest import load_manifest
     from analysis.study.validation import validate_study
-    from analysis.study.volumes import atomic_write_bytes, load_volume
+    from analysis.study.volumes import atomic_write_bytes
 
-    for name in ("thresholds", "jobs"):
-        if getattr(args, name) < 1:
-            print(f"--{name}: expected a count >= 1", file=sys.stderr)
-            return 2
-    for name in ("min_size", "dilation"):
-        if getattr(args, name) < 0:
-            print(f"--{name.replace('_', '-')}: expected a count >= 0", file=sys.stderr)
-            return 2
+    if args.jobs < 1:
+        print("--jobs: expected a count >= 1", file=sys.stderr)
+        return 2
+    try:
+        protocol = LesionProtocol(n_thresholds=args.thresholds, min_size=args.min_size, dilation_radius=args.dilation)
+    except ValueError as exc:
+        flag = {"n_thresholds": "--thresholds", "min_size": "--min-size", "dilation_radius": "--dilation"}
+        name = str(exc).split(" ")[0]
+        print(f"{flag.get(name, name)}: {exc}", file=sys.stderr)
+        return 2
     try:
         manifest = load_manifest(args.manifest)
         if manifest.lesions is None:
@@ -405,7 +416,7 @@ def _cmd_evaluate_lesions(args) -> int:
             raise ManifestError(
                 [
                     Problem(
-                        str(run_dir / "run.json"),
+                        str(run_dir / layout.RECORD.name),
                         "spatial.lesions.subjects",
                         "lesion maps of every subject in the lesions table (run msma refresh after editing it)",
                         f"none for {len(missing)} subjects, e.g. {missing[:3]}",
@@ -413,7 +424,7 @@ def _cmd_evaluate_lesions(args) -> int:
                 ]
             )
         methods = list(record["maps"]["order"])
-        maps_file = run_dir / LESION_MAPS_FILE
+        maps_file = run_dir / layout.LESION_MAPS.name
         stack = np.load(maps_file, mmap_mode="r")
         expected = (len(record["subjects"]), len(methods), int(study.brain_mask.sum()))
         if stack.shape != expected:
@@ -429,29 +440,20 @@ def _cmd_evaluate_lesions(args) -> int:
     rows = [record["subjects"].index(i) for i in wanted]
     maps = {m: np.asarray(stack[rows, k]) for k, m in enumerate(methods)}
     try:
-        truth = [load_volume(path, study.grid) > 0 for path in study.lesions["mask"]]
-        per_subject = evaluate_methods(
-            maps, wanted, list(study.lesions["group"]), truth, study.brain_mask, study.grid.voxel_size,
-            n_thresholds=args.thresholds, min_size=args.min_size, dilation_radius=args.dilation, n_jobs=args.jobs,
-            progress=not args.quiet,
-        )
+        evaluation = evaluate_study_lesions(study, maps, protocol, n_jobs=args.jobs, progress=not args.quiet)
         if args.out:
-            atomic_write_bytes(args.out, per_subject.to_csv(index=False).encode())
+            atomic_write_bytes(args.out, evaluation.per_subject.to_csv(index=False).encode())
     except (OSError, ValueError) as exc:
         print(f"evaluate-lesions: {exc}", file=sys.stderr)
         return 1
-    summary = summarise(per_subject, ["group", "method"])
-    protocol = {"thresholds": args.thresholds, "min_size": args.min_size, "dilation_radius": args.dilation}
-    if "note" not in per_subject:
-        per_subject["note"] = None
-    failed = per_subject.loc[per_subject["note"].notna()]
+    summary, failed = evaluation.summary, evaluation.failed
     if args.json:
         records = summary.astype(object).where(summary.notna(), None).to_dict(orient="records")
-        payload = {"run_id": run_dir.name, "protocol": protocol, "summary": records,
-                   "failed": failed[["subject_id", "method", "note"]].to_dict(orient="records")}
+        payload = {"run_id": run_dir.name, "protocol": protocol.as_dict(), "summary": records,
+                   "failed": failed.to_dict(orient="records")}
         print(json.dumps(payload, indent=2, default=float))
     else:
-        print(f"run {run_dir.name}: {len(wanted)} subjects with lesion masks; protocol {protocol}")
+        print(f"run {run_dir.name}: {len(wanted)} subjects with lesion masks; protocol {protocol.as_dict()}")
         print(format_lesion_table(summary.to_dict(orient="records")))
         for _, row in failed.iterrows():
             print(f"not evaluated: {row['subject_id']} with {row['method']}: {row['note']}")
@@ -459,11 +461,10 @@ def _cmd_evaluate_lesions(args) -> int:
 
 
 def _cmd_sweep(args) -> int:
-    import re
-
     import pandas as pd
 
     from analysis.exploration.sweep import grid_stability_sweep, parse_range
+    from analysis.runs import layout
     from analysis.runs.store import RunNotFound, RunStore, write_table
     from analysis.study.errors import ManifestError
     from analysis.study.manifest import load_manifest
@@ -478,7 +479,7 @@ def _cmd_sweep(args) -> int:
         run_dir = RunStore(manifest.output_dir).latest()
     except (ManifestError, RunNotFound) as exc:
         return _report_problems(exc)
-    norms = pd.read_parquet(run_dir / "score_norms.parquet")
+    norms = pd.read_parquet(run_dir / layout.SCORE_NORMS.name)
     columns = [c for c in norms.columns if c.startswith("norm_")]
     cohorts = sorted(set(norms["cohort"]))
     if args.cohort not in cohorts:
@@ -498,15 +499,15 @@ def _cmd_sweep(args) -> int:
     )
     ids = norms["subject_id"].to_numpy()
     table["members"] = [[str(ids[i]) for i in m] for m in table["members"]]
-    safe = re.sub(r"[^A-Za-z0-9_-]", "_", args.cohort)
-    write_table(run_dir / f"sweep_{safe}.parquet", table)
+    out = run_dir / layout.sweep_file(args.cohort)
+    write_table(out, table)
     stable = table[table["jaccard_neighbours"] >= 0.8]
     print(
         f"{len(table)} grids, rows {rows[0]}-{rows[-1]} x cols {cols[0]}-{cols[-1]}: maximal prototype of "
         f"{args.cohort} holds {table['size'].min()}-{table['size'].max()} of {table['cohort_size'].iloc[0]} subjects; "
         f"{len(stable)} grids overlap their neighbours by Jaccard >= 0.8"
     )
-    print(f"table: {run_dir / f'sweep_{safe}.parquet'}")
+    print(f"table: {out}")
     return 0
 
 

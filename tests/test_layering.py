@@ -1,7 +1,9 @@
-"""The layering rules of DESIGN.md: app/ never loads torch or the model code; analysis/ never loads torch, dash or
-the packages above it; models/ never loads dash, plotly or the app. Checked twice: by importing every module of a
-package in a fresh interpreter and looking at sys.modules, and by reading every import statement (which also catches
-imports inside functions); and creating the explorer of a run loads no torch either."""
+"""The layering rules of DESIGN.md and docs/architecture.md, for third-party libraries and for the project's own
+packages: ``msma`` -> ``app``, ``pipeline`` -> ``models`` -> ``analysis``; ``app`` never reaches torch, ``models`` or
+``pipeline``; ``pipeline`` never reaches ``msma`` or ``app``; ``analysis`` never reaches torch, dash or any package
+above it. Checked twice: by importing every module of a package in a fresh interpreter and looking at sys.modules,
+and by reading every import statement (which also catches imports inside functions); both checks are shown to fail
+on a planted wrong-way import. Creating the explorer of a run loads no torch either."""
 
 from __future__ import annotations
 
@@ -15,9 +17,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 FORBIDDEN = {
-    "app": {"torch", "models", "msma"},
-    "analysis": {"torch", "dash", "plotly", "app", "models", "msma"},
-    "models": {"dash", "plotly", "app"},
+    "app": {"torch", "models", "pipeline", "msma"},
+    "analysis": {"torch", "dash", "plotly", "app", "models", "pipeline", "msma"},
+    "models": {"dash", "plotly", "app", "pipeline", "msma"},
+    "pipeline": {"dash", "plotly", "app", "msma"},
 }
 
 _PROBE = """
@@ -49,13 +52,38 @@ def _imported_roots(path: Path) -> set[str]:
     return roots
 
 
-@pytest.mark.parametrize("package", sorted(FORBIDDEN))
-def test_no_module_imports_a_forbidden_library_even_lazily(package):
-    offenders = {
-        str(path.relative_to(REPO)): sorted(_imported_roots(path) & FORBIDDEN[package])
-        for path in (REPO / package).rglob("*.py")
-    }
-    assert not {k: v for k, v in offenders.items() if v}
+def wrong_way_imports(root: Path) -> dict[str, list[str]]:
+    """Module path -> forbidden roots it imports, for every module of every package of :data:`FORBIDDEN` under
+    ``root``."""
+    offenders = {}
+    for package, forbidden in FORBIDDEN.items():
+        for path in sorted((root / package).rglob("*.py")):
+            found = sorted(_imported_roots(path) & forbidden)
+            if found:
+                offenders[str(path.relative_to(root))] = found
+    return offenders
+
+
+def test_no_module_imports_a_forbidden_package_even_lazily():
+    assert wrong_way_imports(REPO) == {}
+
+
+@pytest.mark.parametrize(
+    ("module", "statement", "caught"),
+    [
+        ("analysis/exploration/planted.py", "from models.checkpoint import load_score_model\n", ["models"]),
+        ("models/planted.py", "def f():\n    import pipeline.refresh\n", ["pipeline"]),
+        ("pipeline/planted.py", "from msma.cli import main\n", ["msma"]),
+        ("app/planted.py", "import torch\nfrom pipeline import keys\n", ["pipeline", "torch"]),
+    ],
+)
+def test_the_import_check_catches_a_planted_wrong_way_import(tmp_path, module, statement, caught):
+    for package in FORBIDDEN:
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text("")
+    (tmp_path / module).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / module).write_text(statement)
+    assert wrong_way_imports(tmp_path) == {module: caught}
 
 
 def test_the_probe_detects_a_forbidden_import(tmp_path):

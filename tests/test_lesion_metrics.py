@@ -8,7 +8,7 @@ import pytest
 from scipy import ndimage, stats
 from scipy.spatial.distance import cdist
 
-from analysis.lesions import protocol as lesions
+from analysis import lesions
 
 SPACINGS = [(6.0, 6.0, 6.0), (1.0, 2.0, 3.0)]
 
@@ -407,7 +407,7 @@ def test_evaluate_methods_runs_every_map_through_evaluate_map_in_parallel():
         maps["a"].append((gt + 0.3 * rng.random(brain.shape))[brain])
         maps["b"].append(rng.random(brain.shape)[brain])
     maps = {k: np.stack(v) for k, v in maps.items()}
-    args = (maps, ["x", "y", "z"], ["g1", "g1", "g2"], truths, brain, (2.0, 2.0, 3.0))
+    args = (maps, pd.Series(["g1", "g1", "g2"], index=["x", "y", "z"]), truths, brain, (2.0, 2.0, 3.0))
     serial = lesions.evaluate_methods(*args)
     parallel = lesions.evaluate_methods(*args, n_jobs=2)
     pd.testing.assert_frame_equal(serial, parallel)
@@ -421,7 +421,8 @@ def test_evaluate_methods_runs_every_map_through_evaluate_map_in_parallel():
         assert row["ppv"] == pytest.approx(expected["ppv"], nan_ok=True)
     assert serial.loc[serial["method"] == "a", "tpr"].eq(1.0).all()
     with pytest.raises(ValueError, match="expected shape"):
-        lesions.evaluate_methods({"a": maps["a"][:2]}, ["x", "y", "z"], ["g"] * 3, truths, brain, (2.0, 2.0, 3.0))
+        lesions.evaluate_methods({"a": maps["a"][:2]}, pd.Series(["g"] * 3, index=["x", "y", "z"]), truths, brain,
+                                 (2.0, 2.0, 3.0))
 
 
 def test_a_map_the_protocol_cannot_threshold_gets_nan_metrics_and_a_note():
@@ -430,7 +431,7 @@ def test_a_map_the_protocol_cannot_threshold_gets_nan_metrics_and_a_note():
     gt = np.zeros(brain.shape, dtype=bool)
     gt[3:5, 3:5, 3:5] = True
     maps = {"constant": np.ones((1, int(brain.sum()))), "good": gt[brain][None].astype(float)}
-    table = lesions.evaluate_methods(maps, ["s"], ["g"], [gt], brain, (1.0, 1.0, 1.0))
+    table = lesions.evaluate_methods(maps, pd.Series(["g"], index=["s"]), [gt], brain, (1.0, 1.0, 1.0))
     constant = table[table["method"] == "constant"].iloc[0]
     assert np.isnan(constant[list(lesions.METRICS)].astype(float)).all() and "empty segmentation" in constant["note"]
     good = table[table["method"] == "good"].iloc[0]

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from analysis.runs import layout
 from analysis.runs.store import LATEST, RunStore
 from analysis.study.manifest import load_manifest
 from msma.cli import main
@@ -52,6 +53,17 @@ def test_refresh_publishes_a_complete_run(study, first_run):
     assert set(run["timings_s"]) >= {"validate", "read_volumes", "train", "score_norms", "detectors"}
     assert run["score_model"]["reused"] is False and run["versions"]["torch"]
     assert {(m["norms"], m["detector"], m["group"]) for m in run["metrics"]} >= {("msma", "gmm", "patients")}
+
+
+def test_the_run_holds_exactly_the_files_and_sections_of_the_run_layout(first_run):
+    """The refresh writes its run with the names of analysis.runs.layout, so the reader and the README's outputs
+    table describe what is really there."""
+    run = json.loads((first_run.run_dir / layout.RECORD.name).read_text())
+    assert list(run) == [section.key for section in layout.RUN_SECTIONS]
+    written = {p.name + ("/" if p.is_dir() else "") for p in first_run.run_dir.iterdir()}
+    described = {f.name for f in layout.RUN_FILES if f is not layout.SWEEP}
+    assert written == described
+    assert "recovery" not in run["som"]  # a study without a known answer has nothing to recover
 
 
 def test_second_refresh_reuses_the_checkpoint_and_gives_the_same_norms(study, first_run):

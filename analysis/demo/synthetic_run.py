@@ -26,6 +26,7 @@ from scipy import ndimage
 from analysis.exploration.cohort_analysis import analyse_cohorts, hypothesis_tables
 from analysis.exploration.roi_stats import percentile_of_reference, percentile_reference, roi_columns, roi_scores
 from analysis.exploration.som import fit_cohort_map
+from analysis.runs import layout
 from analysis.runs.store import RunStore, new_run_id, write_json, write_table
 from analysis.study.manifest import Manifest
 from analysis.study.volumes import Grid, save_volume
@@ -190,7 +191,7 @@ def _write_run(root, subjects, behaviour, severity, grid, mask, labels, names, n
     store = RunStore(root)
     run_id = new_run_id(f"synthetic:{len(ids)}:{seed}:{time.time_ns()}")
     staging = store.start(run_id)
-    stack = np.lib.format.open_memmap(staging / "heatmaps.npy", mode="w+", dtype=np.float32,
+    stack = np.lib.format.open_memmap(staging / layout.HEATMAP_STACK.name, mode="w+", dtype=np.float32,
                                       shape=(len(ids), *grid.shape))
     inside = np.isin(labels, raised) & mask
     brain_rows = np.empty((len(ids), int(mask.sum())), dtype=np.float32)
@@ -212,16 +213,16 @@ def _write_run(root, subjects, behaviour, severity, grid, mask, labels, names, n
                               "role": np.where(subjects["split"] == "train", "train",
                                                np.where(subjects["split"] == "val", "val", "score"))})
     columns = [f"norm_{i:02d}" for i in range(n_scales)]
-    write_table(staging / "score_norms.parquet", pd.concat([ids_table, pd.DataFrame(norms, columns=columns)], axis=1))
-    write_table(staging / "som.parquet", som_table)
-    np.save(staging / "som_weights.npy", som.weights_)
-    np.save(staging / "som_u_matrix.npy", som.u_matrix_)
-    for name, table in (("roi_scores", scores), ("roi_percentiles", percentiles)):
-        write_table(staging / f"{name}.parquet", pd.concat([ids_table, table.reset_index(drop=True)], axis=1))
-    write_table(staging / "roi_tests.parquet", roi_tests)
-    write_table(staging / "correlations.parquet", correlations)
+    write_table(staging / layout.SCORE_NORMS.name, pd.concat([ids_table, pd.DataFrame(norms, columns=columns)], axis=1))
+    write_table(staging / layout.SOM_TABLE.name, som_table)
+    np.save(staging / layout.SOM_WEIGHTS.name, som.weights_)
+    np.save(staging / layout.SOM_U_MATRIX.name, som.u_matrix_)
+    for file, table in ((layout.ROI_SCORES, scores), (layout.ROI_PERCENTILES, percentiles)):
+        write_table(staging / file.name, pd.concat([ids_table, table.reset_index(drop=True)], axis=1))
+    write_table(staging / layout.ROI_TESTS.name, roi_tests)
+    write_table(staging / layout.CORRELATIONS.name, correlations)
     detector = ids_table.assign(msma_gmm=-np.log(norms).sum(axis=1))
-    write_table(staging / "detector_scores.parquet", detector)
+    write_table(staging / layout.DETECTOR_SCORES.name, detector)
     record = {
         "run_id": run_id,
         "created_utc": run_id.split("-")[0],
@@ -241,5 +242,5 @@ def _write_run(root, subjects, behaviour, severity, grid, mask, labels, names, n
         "planted": {"cohort": PLANTED_COHORT, "subgroup": severity.index[severity > 0].tolist(),
                     "regions": [c for c, v in regions.items() if v in raised], "behaviour": behaviour.columns[0]},
     }
-    write_json(staging / "run.json", record)
+    write_json(staging / layout.RECORD.name, record)
     return store.publish(staging)

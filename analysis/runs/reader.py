@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.exploration.roi_stats import percentile_reference, roi_columns
+from analysis.runs import layout
 from analysis.runs.store import RUN_ID, RunNotFound, RunStore
 from analysis.study.manifest import Manifest, load_manifest
 from analysis.study.validation import Study, validate_study
@@ -34,19 +35,19 @@ ID_COLUMNS = ["subject_id", "cohort", "split", "role"]
 """The leading columns of every per-subject table of a run, in the run's subject order."""
 
 RUN_FILES = {
-    "record": "run.json",
-    "score_norms": "score_norms.parquet",
-    "som": "som.parquet",
-    "som_weights": "som_weights.npy",
-    "som_u_matrix": "som_u_matrix.npy",
-    "heatmaps": "heatmaps.npy",
-    "roi_scores": "roi_scores.parquet",
-    "roi_percentiles": "roi_percentiles.parquet",
-    "roi_tests": "roi_tests.parquet",
-    "correlations": "correlations.parquet",
-    "detector_scores": "detector_scores.parquet",
+    "record": layout.RECORD.name,
+    "score_norms": layout.SCORE_NORMS.name,
+    "som": layout.SOM_TABLE.name,
+    "som_weights": layout.SOM_WEIGHTS.name,
+    "som_u_matrix": layout.SOM_U_MATRIX.name,
+    "heatmaps": layout.HEATMAP_STACK.name,
+    "roi_scores": layout.ROI_SCORES.name,
+    "roi_percentiles": layout.ROI_PERCENTILES.name,
+    "roi_tests": layout.ROI_TESTS.name,
+    "correlations": layout.CORRELATIONS.name,
+    "detector_scores": layout.DETECTOR_SCORES.name,
 }
-"""What the explorer reads from a run folder."""
+"""What the explorer reads from a run folder: the files :mod:`analysis.runs.layout` marks ``explorer``."""
 
 
 class RunUnreadable(ValueError):
@@ -180,7 +181,7 @@ def open_run(manifest: Manifest | str | os.PathLike, run_id: str | None = None) 
         if not RUN_ID.match(run_id):
             raise RunNotFound(f"run id {run_id!r}: expected the form YYYYmmddTHHMMSSZ-xxxxxxxx")
         run_dir = store.root / run_id
-        if not (run_dir / "run.json").is_file():
+        if not (run_dir / layout.RECORD.name).is_file():
             known = ", ".join(store.run_ids()) or "none"
             raise RunNotFound(f"{store.root}: no published run {run_id} (runs here: {known})")
     study = validate_study(manifest, progress=False, subject_volumes=False)
