@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="build the embedded demo study from the real MNI152 template and AAL atlas",
+        help="build the embedded demo study from the real MNI152 template and AAL atlas, refresh it and serve "
+        "the explorer",
         description="Generate the demo cohort described by the manifest's demo: block (subjects, behaviour "
         "table, ground truth) and validate the manifest. A cohort already built from the same settings is "
         "reused.",
@@ -89,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     refresh = commands.add_parser(
         "refresh",
-        help="train (or reuse) the score model, score every subject and publish a new run",
+        help="train (or reuse) the score model and the Spatial-MSMA flow, score and map every subject, run the SOM "
+        "and the ch. 6.3 chain, and publish a new run",
         description="Validate the study, train the score model on the reference cohort (or reuse the checkpoint "
         "trained on the same data with the same settings), compute every subject's multiscale score norms, fit the "
         "MSMA detectors and publish a new versioned run in the manifest's output_dir. A refresh that fails or is "
@@ -102,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser(
         "report",
-        help="print the headline figures of the latest run",
+        help="print the latest run's headline figures: detection metrics, SOM prototypes, hypothesis chain, lesion "
+        "table",
         description="Print the latest published run's headline figures: detection metrics of every cohort "
         "against the held-out reference test subjects, for each detector.",
     )
@@ -137,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sweep = commands.add_parser(
         "sweep",
-        help="SOM grid-stability sweep of a cohort's maximal prototype over grid sizes",
+        help="SOM grid-stability sweep of a cohort's maximal prototype over grid sizes; adds sweep_<cohort>.parquet "
+        "to the run",
         description="For every SOM grid size, fit the map on the latest run's score norms and record the cohort's "
         "maximal prototype (unit, size, members), the map's errors and the Jaccard overlap of the members with "
         "neighbouring grid sizes. The table is added to the run as sweep_<cohort>.parquet.",

@@ -34,7 +34,8 @@ class RunFile:
     explorer: bool = False
 
 
-RECORD = RunFile("run.json", "provenance and results: the sections of RUN_SECTIONS", explorer=True)
+RECORD = RunFile("run.json", "provenance and results: settings, versions, seeds, timings, every metric, the SOM's "
+                 "prototypes and the hypothesis counts (sections: docs/architecture.md)", explorer=True)
 SCORE_NORMS = RunFile("score_norms.parquet", "per subject: id, cohort, split, role and the multiscale score norms",
                       explorer=True)
 LOWRANK_NORMS = RunFile("lowrank_norms.parquet", "the same norms from the low-rank Gaussian's score alone (baseline)")

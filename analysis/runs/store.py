@@ -31,6 +31,7 @@ import pandas as pd
 from analysis.study.volumes import atomic_write_bytes
 
 LATEST = "latest"
+MODELS_DIR = "models"
 STAGING_PREFIX = ".staging-"
 RUN_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
 
@@ -83,7 +84,7 @@ class RunStore:
 
     @property
     def models_dir(self) -> Path:
-        return self.root / "models"
+        return self.root / MODELS_DIR
 
     @contextlib.contextmanager
     def lock(self):

@@ -17,9 +17,11 @@ depend on the variant.
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
+from analysis.demo.truth import planted_truth
 from analysis.runs.store import read_run
 from analysis.study.manifest import load_manifest
 from models.profiles import get_profile
@@ -46,7 +48,8 @@ def main(manifest_path: str = "data_manifest.yaml", *variants: str) -> None:
     rows = {}
     for name in variants or VARIANTS:
         out = Path(manifest.root) / ".ablation_runs" / name
-        result = refresh(dataclasses.replace(manifest, output_dir=out), profile=variant_profile(name), progress=False)
+        result = refresh(dataclasses.replace(manifest, output_dir=out), profile=variant_profile(name), progress=False,
+                         truth=planted_truth(manifest))
         run = read_run(result.run_dir)
         for m in run["metrics"]:
             if m["detector"] == "gmm" and (m["norms"] == "msma" or name == (variants or VARIANTS)[0]):
@@ -58,6 +61,7 @@ def main(manifest_path: str = "data_manifest.yaml", *variants: str) -> None:
     print("|---|" + "---|" * len(groups))
     for label, values in rows.items():
         print(f"| {label} | " + " | ".join(f"{100 * values[g]:.1f}" for g in groups) + " |")
+    print(json.dumps({"auroc_gmm": rows}))
 
 
 if __name__ == "__main__":

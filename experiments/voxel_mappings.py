@@ -25,11 +25,10 @@ import sys
 
 import numpy as np
 
-from analysis.lesions.protocol import evaluate_methods, summarise
+from analysis.lesions import LesionProtocol, evaluate_study_lesions
 from analysis.runs.store import RunStore
 from analysis.study.manifest import load_manifest
 from analysis.study.validation import validate_study
-from analysis.study.volumes import load_volume
 
 ORDER_FRACTIONS = (0.0, 0.15, 1 / 3, 0.5)
 
@@ -67,11 +66,9 @@ def main(manifest_path: str = "data_manifest.yaml") -> None:
     patch_size = int(run["spatial"]["config"]["patch_size"])
     order = list(record["maps"]["order"])
     stored = np.load(run_dir / record["maps"]["file"], mmap_mode="r")
-    centre = np.asarray(stored[:, order.index("spatial_msma")], dtype=np.float64)
-    subjects = record["subjects"]
-    mask, spacing = study.brain_mask, study.grid.voxel_size
-    groups = [study.lesions.loc[s, "group"] for s in subjects]
-    truth = [load_volume(study.lesions.loc[s, "mask"], study.grid) > 0 for s in subjects]
+    rows = [record["subjects"].index(s) for s in study.lesions.index]  # the lesions table's order
+    centre = np.asarray(stored[rows, order.index("spatial_msma")], dtype=np.float64)
+    mask = study.brain_mask
 
     maps = {"centre": centre}
     for q in ORDER_FRACTIONS:
@@ -79,13 +76,12 @@ def main(manifest_path: str = "data_manifest.yaml") -> None:
     minimum = maps["min"]
     maps["blend (centre + min) / 2"] = 0.5 * (centre + minimum)
     if "spatial_msma_min" in order:  # the stored min mapping must be reproduced exactly
-        reference = np.asarray(stored[:, order.index("spatial_msma_min")], dtype=np.float64)
+        reference = np.asarray(stored[rows, order.index("spatial_msma_min")], dtype=np.float64)
         if not np.allclose(minimum, reference, rtol=1e-5, atol=1e-5, equal_nan=True):
             raise SystemExit(f"run {run_dir.name}: the re-mapped minimum differs from its stored spatial_msma_min")
 
-    protocol = {k: record["protocol"][k] for k in ("n_thresholds", "min_size", "dilation_radius")}
-    per = evaluate_methods(maps, subjects, groups, truth, mask, spacing, n_jobs=2, **protocol)
-    table = summarise(per, ["group", "method"])
+    protocol = LesionProtocol(**{k: record["protocol"][k] for k in ("n_thresholds", "min_size", "dilation_radius")})
+    table = evaluate_study_lesions(study, maps, protocol, n_jobs=2).summary
     columns = ["hd99", "msd", "tpr", "ppv", "auroc", "tpr_at_zero_fp"]
     rank = {name: i for i, name in enumerate(maps)}
     table = table.sort_values(["group", "method"], key=lambda s: s.map(rank) if s.name == "method" else s)

@@ -62,6 +62,7 @@ def main(manifest_path: str = "data_manifest.yaml", out: str = "docs/heatmaps.pn
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     print(f"wrote {out}")
+    print(json.dumps({"run_id": run_dir.name, "figure": str(out)}))
 
 
 if __name__ == "__main__":

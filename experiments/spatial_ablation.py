@@ -22,12 +22,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from analysis.lesions.protocol import evaluate_methods, summarise
+from analysis.lesions import evaluate_study_lesions
 from analysis.runs.store import RunStore
 from analysis.study.images import load_images, normalise_intensity
 from analysis.study.manifest import load_manifest
 from analysis.study.validation import validate_study
-from analysis.study.volumes import load_volume
 from models.spatial.flow import SpatialFlowConfig, train_spatial_flow
 from models.spatial.heatmap import VOXEL_MAPPINGS, patches_to_voxels
 from models.spatial.patch_norms import patch_norms
@@ -69,10 +68,7 @@ def main(overrides: list[str], manifest_path: str = "data_manifest.yaml") -> Non
         )
     maps = {mapping: patches_to_voxels(patch, study.brain_mask, config.patch_size, mapping)
             for mapping in VOXEL_MAPPINGS}
-    truth = [load_volume(path, study.grid) > 0 for path in lesions["mask"]]
-    per_subject = evaluate_methods(maps, list(lesions.index), list(lesions["group"]), truth, study.brain_mask,
-                                   study.grid.voxel_size, n_jobs=2)
-    summary = summarise(per_subject, ["group", "method"])
+    summary = evaluate_study_lesions(study, maps, n_jobs=2).summary
     print(f"variant {config.as_dict()}")
     print(f"best validation NLL {result.best_val_nll:.3f} at step {result.best_step} of {result.steps}")
     print(summary.round(3).to_string(index=False))
