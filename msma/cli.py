@@ -220,7 +220,7 @@ def _cmd_validate(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from analysis.demo.cohort import build_demo_cohort, cohort_is_current, write_demo_study
+    from analysis.demo.writer import build_demo_cohort, cohort_is_current, write_demo_study
     from analysis.study.errors import ManifestError, Problem
     from analysis.study.manifest import load_manifest
     from analysis.study.validation import validate_study
