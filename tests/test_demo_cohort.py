@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 from pathlib import Path
@@ -196,14 +197,14 @@ def test_behaviour_scores_follow_the_planted_severity():
 def test_committed_manifest_is_the_rendered_demo_manifest():
     committed = (REPO / "data_manifest.yaml").read_text()
     assert committed == render_demo_manifest(DemoConfig(), "demo_data/")
-    assert load_manifest(REPO / "data_manifest.yaml").demo == DemoConfig()
+    assert demo_config_from_mapping(load_manifest(REPO / "data_manifest.yaml").demo.settings) == DemoConfig()
 
 
 def test_rendered_manifest_round_trips_non_default_effects(tmp_path):
     config = dataclasses.replace(SMALL, effects=dataclasses.replace(SMALL.effects, subgroup_region_volume_change=-0.3))
     path = tmp_path / "m.yaml"
     path.write_text(render_demo_manifest(config, "data/"))
-    assert load_manifest(path).demo == config
+    assert demo_config_from_mapping(load_manifest(path).demo.settings) == config
 
 
 def test_unknown_demo_key_is_rejected():
@@ -331,3 +332,15 @@ def test_lesion_kind_follows_the_configured_intensities():
     assert lesion_kind(1.4, (1.4, 1.6)) == "faint"
     assert lesion_kind(1.6, (1.4, 1.6)) == "bright"
     assert lesion_kind(1.5, (1.4, 1.5, 1.6)) == "x1.5"
+
+
+def test_the_study_schema_does_not_depend_on_the_demo():
+    """The demo reads the study's manifest, never the reverse: no module of analysis/study imports analysis.demo."""
+    offenders = []
+    for path in (REPO / "analysis" / "study").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            offenders += [f"{path.name}: {n}" for n in names if n == "analysis.demo" or n.startswith("analysis.demo.")]
+    assert not offenders
