@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.demo.cohort import DemoSimulator, achieved_volume_change
 from analysis.demo.config import DemoConfig
+from analysis.demo.simulator import DemoSimulator, achieved_volume_change
 from analysis.study.reference_space import ReferenceSpace
 
 CASES = [

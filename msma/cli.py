@@ -214,13 +214,15 @@ def _report_problems(exc) -> int:
 
 
 def _cmd_validate(args) -> int:
+    from analysis.demo.config import read_demo_config
     from analysis.study.errors import ManifestError
     from analysis.study.manifest import load_manifest
     from analysis.study.validation import validate_study
 
     start = time.perf_counter()
     try:
-        manifest = load_manifest(args.manifest)
+        # The study schema leaves the demo: block's settings to the generator; validate checks them too.
+        manifest = load_manifest(args.manifest, read_demo=read_demo_config)
         study = validate_study(manifest, progress=not args.quiet, check_voxels=not args.headers_only)
     except ManifestError as exc:
         return _report_problems(exc)
@@ -230,7 +232,8 @@ def _cmd_validate(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from analysis.demo.cohort import build_demo_cohort, cohort_is_current, write_demo_study
+    from analysis.demo.config import demo_config_from_mapping, read_demo_config
+    from analysis.demo.writer import build_demo_cohort, cohort_is_current, write_demo_study
     from analysis.study.errors import ManifestError, Problem
     from analysis.study.manifest import load_manifest
     from analysis.study.validation import validate_study
@@ -238,12 +241,13 @@ def _cmd_demo(args) -> int:
     timings: dict[str, float] = {}
     start = time.perf_counter()
     try:
-        manifest = load_manifest(args.manifest)
+        manifest = load_manifest(args.manifest, read_demo=read_demo_config)
         if manifest.demo is None:
             raise ManifestError(
                 [Problem(str(args.manifest), "demo", "a demo: block describing the cohort to generate", "none")]
             )
-        config = manifest.demo
+        # Read again for the value: load_manifest has already reported any problem of the block.
+        config = demo_config_from_mapping(manifest.demo.settings, str(Path(args.manifest)))
         if args.out is not None:
             manifest_path = write_demo_study(config, args.out, progress=not args.quiet)
             manifest = load_manifest(manifest_path)

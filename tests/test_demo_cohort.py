@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 from pathlib import Path
@@ -12,8 +13,11 @@ import pandas as pd
 import pytest
 from scipy import ndimage, stats
 
-from analysis.demo import cohort as dc
+from analysis.demo.behaviour import PLANTED_BEHAVIOUR, SCORE_COLUMNS, behaviour_table
 from analysis.demo.config import CohortSizes, DemoConfig, demo_config_from_mapping
+from analysis.demo.plan import CLINICAL_COHORTS, LESION_COHORT, PLANTED_REGIONS, Phenotype, lesion_kind, plan_cohort
+from analysis.demo.simulator import DemoSimulator, achieved_volume_change
+from analysis.demo.writer import build_demo_cohort, cohort_is_current, render_demo_manifest, write_demo_study
 from analysis.study.errors import ManifestError
 from analysis.study.manifest import load_manifest
 from analysis.study.reference_space import ReferenceSpace, load_aal
@@ -47,7 +51,7 @@ def space6() -> ReferenceSpace:
 @pytest.fixture(scope="module")
 def small_demo(tmp_path_factory) -> Path:
     """A small demo study built once for the module; returns its manifest."""
-    return dc.write_demo_study(SMALL, tmp_path_factory.mktemp("demo"), progress=False)
+    return write_demo_study(SMALL, tmp_path_factory.mktemp("demo"), progress=False)
 
 
 def _images(manifest: Path) -> dict[str, np.ndarray]:
@@ -86,7 +90,7 @@ def test_small_demo_validates_and_is_on_the_template_grid(small_demo):
     study = validate_study(load_manifest(small_demo), progress=False)
     assert study.grid.shape == (28, 32, 28)
     assert len(study.subjects) == 5 + 2 + 2 + 5 + 2 + 2 + 2 + 4
-    assert set(study.subjects["cohort"]) == {"typical", *dc.CLINICAL_COHORTS, dc.LESION_COHORT}
+    assert set(study.subjects["cohort"]) == {"typical", *CLINICAL_COHORTS, LESION_COHORT}
     assert study.behaviour.shape == (5 + 2 + 2 + 2, 35)
     for path in study.subjects["T1w"]:
         image = nib.load(small_demo.parent / path)
@@ -96,19 +100,19 @@ def test_small_demo_validates_and_is_on_the_template_grid(small_demo):
 
 
 def test_generation_is_deterministic_for_a_seed(small_demo, tmp_path):
-    again = dc.write_demo_study(SMALL, tmp_path / "again", progress=False)
+    again = write_demo_study(SMALL, tmp_path / "again", progress=False)
     for name in ("subjects.csv", "behaviour.csv", "ground_truth.json", "atlas/aal.nii.gz"):
         assert (small_demo.parent / "data" / name).read_bytes() == (again.parent / "data" / name).read_bytes()
     first, second = _images(small_demo), _images(again)
     assert first.keys() == second.keys()
     for key in first:
         assert np.array_equal(first[key], second[key])
-    other = dc.plan_cohort(dataclasses.replace(SMALL, seed=4))
-    assert [p.seed for p in other] != [p.seed for p in dc.plan_cohort(SMALL)]
+    other = plan_cohort(dataclasses.replace(SMALL, seed=4))
+    assert [p.seed for p in other] != [p.seed for p in plan_cohort(SMALL)]
 
 
 def test_default_plan_matches_the_case_study():
-    plans = dc.plan_cohort(DemoConfig())
+    plans = plan_cohort(DemoConfig())
     by = pd.DataFrame([{"cohort": p.cohort, "split": p.split, "label": p.phenotype.label, "sex": p.sex} for p in plans])
     reference = by[by.cohort == "typical"]
     assert (reference.split == "train").sum() >= 200
@@ -129,11 +133,11 @@ def test_planted_phenotype_is_present_in_the_volumes(space6):
     """Subgroup members have smaller planted regions (relative to brain size), a smaller brain, and darker
     planted regions; typical subjects do not."""
     config = DemoConfig()
-    simulator = dc.DemoSimulator(space6, config)
-    plans = dc.plan_cohort(config)
+    simulator = DemoSimulator(space6, config)
+    plans = plan_cohort(config)
     subgroup = [p for p in plans if p.phenotype.label == "down_syndrome_subgroup"][:10]
     typical = [p for p in plans if p.cohort == "typical"][:10]
-    planted = [space6.label_index(n) for names in dc.PLANTED_REGIONS.values() for n in names]
+    planted = [space6.label_index(n) for names in PLANTED_REGIONS.values() for n in names]
     in_planted = np.isin(space6.atlas, planted) & space6.brain_mask
 
     def measures(plan):
@@ -172,19 +176,19 @@ def test_lesions_match_their_ground_truth(small_demo):
 
 def test_behaviour_scores_follow_the_planted_severity():
     config = DemoConfig()
-    plans = dc.plan_cohort(config)
-    table = dc.behaviour_table(plans, config).set_index("subject_id")
-    assert list(table.columns) == list(dc.SCORE_COLUMNS) and len(dc.SCORE_COLUMNS) == 35
+    plans = plan_cohort(config)
+    table = behaviour_table(plans, config).set_index("subject_id")
+    assert list(table.columns) == list(SCORE_COLUMNS) and len(SCORE_COLUMNS) == 35
     missing = table.isna().to_numpy().mean()
     assert 0.02 < missing < 0.12
     ds = [p for p in plans if p.cohort == "down_syndrome"]
-    planted = {score for score, _, _ in dc.PLANTED_BEHAVIOUR}
-    for score, group, direction in dc.PLANTED_BEHAVIOUR:
+    planted = {score for score, _, _ in PLANTED_BEHAVIOUR}
+    for score, group, direction in PLANTED_BEHAVIOUR:
         severity = pd.Series({p.subject_id: p.phenotype.severity.get(group, 0.0) for p in ds})
         pair = pd.concat([severity, table.loc[severity.index, score]], axis=1).dropna()
         rho = stats.spearmanr(pair.iloc[:, 0], pair.iloc[:, 1]).statistic
         assert direction * rho > 0.5, score
-    noise = [c for c in dc.SCORE_COLUMNS if c not in planted]
+    noise = [c for c in SCORE_COLUMNS if c not in planted]
     severity = pd.Series({p.subject_id: p.phenotype.severity.get("cerebellum", 0.0) for p in ds})
     rhos = [stats.spearmanr(severity, table.loc[severity.index, c], nan_policy="omit").statistic for c in noise]
     assert np.median(np.abs(rhos)) < 0.3
@@ -192,15 +196,15 @@ def test_behaviour_scores_follow_the_planted_severity():
 
 def test_committed_manifest_is_the_rendered_demo_manifest():
     committed = (REPO / "data_manifest.yaml").read_text()
-    assert committed == dc.render_demo_manifest(DemoConfig(), "demo_data/")
-    assert load_manifest(REPO / "data_manifest.yaml").demo == DemoConfig()
+    assert committed == render_demo_manifest(DemoConfig(), "demo_data/")
+    assert demo_config_from_mapping(load_manifest(REPO / "data_manifest.yaml").demo.settings) == DemoConfig()
 
 
 def test_rendered_manifest_round_trips_non_default_effects(tmp_path):
     config = dataclasses.replace(SMALL, effects=dataclasses.replace(SMALL.effects, subgroup_region_volume_change=-0.3))
     path = tmp_path / "m.yaml"
-    path.write_text(dc.render_demo_manifest(config, "data/"))
-    assert load_manifest(path).demo == config
+    path.write_text(render_demo_manifest(config, "data/"))
+    assert demo_config_from_mapping(load_manifest(path).demo.settings) == config
 
 
 def test_unknown_demo_key_is_rejected():
@@ -214,7 +218,7 @@ def test_interrupted_build_keeps_the_previous_cohort(small_demo, monkeypatch):
     folder = small_demo.parent / "data"
     before = (folder / "subjects.csv").read_bytes()
     calls = {"n": 0}
-    original = dc.DemoSimulator.simulate
+    original = DemoSimulator.simulate
 
     def failing(self, plan):
         calls["n"] += 1
@@ -222,18 +226,18 @@ def test_interrupted_build_keeps_the_previous_cohort(small_demo, monkeypatch):
             raise KeyboardInterrupt
         return original(self, plan)
 
-    monkeypatch.setattr(dc.DemoSimulator, "simulate", failing)
+    monkeypatch.setattr(DemoSimulator, "simulate", failing)
     with pytest.raises(KeyboardInterrupt):
-        dc.build_demo_cohort(dataclasses.replace(SMALL, seed=99), folder, progress=False)
+        build_demo_cohort(dataclasses.replace(SMALL, seed=99), folder, progress=False)
     assert (folder / "subjects.csv").read_bytes() == before
-    assert dc.cohort_is_current(dataclasses.replace(SMALL, folder="data"), folder)
+    assert cohort_is_current(dataclasses.replace(SMALL, folder="data"), folder)
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".data.")]
 
 
 def test_cli_demo_builds_validates_refreshes_and_reuses(tmp_path, capsys):
     manifest = tmp_path / "data_manifest.yaml"
     config = dataclasses.replace(SMALL, folder="cohort")
-    manifest.write_text(dc.render_demo_manifest(config, "cohort/"))
+    manifest.write_text(render_demo_manifest(config, "cohort/"))
     fast = ["--no-serve", "--quiet", "--profile", "fast"]
     assert main(["demo", str(manifest), *fast]) == 0
     out = capsys.readouterr().out
@@ -251,18 +255,18 @@ def test_cli_demo_builds_validates_refreshes_and_reuses(tmp_path, capsys):
     [("Temporal_Mid_L", 0.25), ("Temporal_Mid_L", -0.25), ("Hippocampus_R", 0.25), ("Cerebelum_Crus1_L", -0.28)],
 )
 def test_regional_volume_changes_match_their_settings(space6, name, change):
-    simulator = dc.DemoSimulator(space6, DemoConfig())
-    achieved = dc.achieved_volume_change(simulator, name, change, np.random.default_rng(0))
+    simulator = DemoSimulator(space6, DemoConfig())
+    achieved = achieved_volume_change(simulator, name, change, np.random.default_rng(0))
     assert 0.75 * abs(change) < abs(achieved) < 1.1 * abs(change) and np.sign(achieved) == np.sign(change)
 
 
 def test_regional_deformation_does_not_fold():
     """At the largest default severities, on the finer 4 mm grid, the map keeps a positive Jacobian."""
     space = ReferenceSpace(4.0)
-    simulator = dc.DemoSimulator(space, DemoConfig(voxel_size_mm=4.0))
-    regions = {n: (-0.2 * 1.4, 0.0) for names in dc.PLANTED_REGIONS.values() for n in names}
+    simulator = DemoSimulator(space, DemoConfig(voxel_size_mm=4.0))
+    regions = {n: (-0.2 * 1.4, 0.0) for names in PLANTED_REGIONS.values() for n in names}
     regions |= {n: (0.25 * 1.4, 0.0) for n in ("Insula_L", "Precuneus_R", "Amygdala_L")}
-    mapped = simulator.regional_map(space.world, dc.Phenotype("probe", regions)).reshape(*space.grid.shape, 3)
+    mapped = simulator.regional_map(space.world, Phenotype("probe", regions)).reshape(*space.grid.shape, 3)
     jacobian = np.stack([np.stack(np.gradient(mapped[..., i], 4.0), axis=-1) for i in range(3)], axis=-2)
     assert np.linalg.det(jacobian)[space.brain_mask].min() > 0.1
 
@@ -297,7 +301,7 @@ def test_msma_validate_checks_the_demo_block(tmp_path, capsys):
 @pytest.mark.parametrize("folder", [".", "''", "sub/.."])
 def test_demo_folder_may_not_hold_the_manifest(tmp_path, folder):
     manifest = tmp_path / "data_manifest.yaml"
-    manifest.write_text(dc.render_demo_manifest(SMALL, "data/").replace("folder: demo_data", f"folder: {folder}"))
+    manifest.write_text(render_demo_manifest(SMALL, "data/").replace("folder: demo_data", f"folder: {folder}"))
     with pytest.raises(ManifestError) as info:
         load_manifest(manifest)
     assert any(p.field == "demo.folder" for p in info.value.problems)
@@ -306,7 +310,7 @@ def test_demo_folder_may_not_hold_the_manifest(tmp_path, folder):
 def test_runs_may_not_live_inside_the_demo_folder(tmp_path):
     manifest = tmp_path / "data_manifest.yaml"
     manifest.write_text(
-        dc.render_demo_manifest(SMALL, "data/").replace("output_dir: runs", "output_dir: demo_data/runs")
+        render_demo_manifest(SMALL, "data/").replace("output_dir: runs", "output_dir: demo_data/runs")
     )
     with pytest.raises(ManifestError) as info:
         load_manifest(manifest)
@@ -318,13 +322,25 @@ def test_a_folder_not_built_by_the_demo_is_never_replaced(tmp_path, capsys):
     precious.parent.mkdir()
     precious.write_text("a user's file")
     manifest = tmp_path / "data_manifest.yaml"
-    manifest.write_text(dc.render_demo_manifest(SMALL, "demo_data/"))
+    manifest.write_text(render_demo_manifest(SMALL, "demo_data/"))
     assert main(["demo", str(manifest), "--no-serve", "--quiet"]) == 1
     assert "refusing to replace" in capsys.readouterr().err
     assert precious.read_text() == "a user's file"
 
 
 def test_lesion_kind_follows_the_configured_intensities():
-    assert dc.lesion_kind(1.4, (1.4, 1.6)) == "faint"
-    assert dc.lesion_kind(1.6, (1.4, 1.6)) == "bright"
-    assert dc.lesion_kind(1.5, (1.4, 1.5, 1.6)) == "x1.5"
+    assert lesion_kind(1.4, (1.4, 1.6)) == "faint"
+    assert lesion_kind(1.6, (1.4, 1.6)) == "bright"
+    assert lesion_kind(1.5, (1.4, 1.5, 1.6)) == "x1.5"
+
+
+def test_the_study_schema_does_not_depend_on_the_demo():
+    """The demo reads the study's manifest, never the reverse: no module of analysis/study imports analysis.demo."""
+    offenders = []
+    for path in (REPO / "analysis" / "study").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            offenders += [f"{path.name}: {n}" for n in names if n == "analysis.demo" or n.startswith("analysis.demo.")]
+    assert not offenders

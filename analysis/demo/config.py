@@ -1,7 +1,10 @@
 """Settings of the embedded demo cohort: the ``demo:`` block of the manifest.
 
 Defaults imitate the Down-syndrome case study (dissertation ch. 6.3) and the lesion study (ch. 5.4); every
-field can be overridden in the manifest. :func:`read_demo_config` checks types, unknown keys and ranges.
+field can be overridden in the manifest. The study schema keeps the block as written
+(:class:`analysis.study.manifest.DemoBlock`); :func:`demo_config_from_mapping` reads it into a :class:`DemoConfig`,
+checking types, unknown keys and ranges
+(:func:`read_demo_config` does the same inside :func:`~analysis.study.manifest.load_manifest`).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from analysis.study.errors import ManifestError
+from analysis.study.manifest import DEFAULT_DEMO_FOLDER
 from analysis.study.settings import FieldReader, settings_from_mapping
 
 GENERATOR_VERSION = 3
@@ -100,8 +104,8 @@ class Effects:
 class DemoConfig:
     """Everything that determines the demo cohort; the ``demo:`` block of the manifest."""
 
-    folder: str = "demo_data"
-    """Where the cohort is written, relative to the manifest's folder."""
+    folder: str = DEFAULT_DEMO_FOLDER
+    """Where the cohort is written, relative to the manifest's folder (checked by the manifest, which resolves it)."""
     seed: int = 0
     voxel_size_mm: float = 6.0
     """Isotropic voxel size of the demo grid: 6 mm gives 28x32x28, 4 mm gives 40x48x40."""
@@ -129,7 +133,12 @@ _PAIRS = (
 
 
 def read_demo_config(mapping: Mapping | None, reader: FieldReader) -> DemoConfig:
-    """Read the ``demo:`` block into a :class:`DemoConfig`, adding every problem to ``reader``."""
+    """Read the ``demo:`` block into a :class:`DemoConfig`, adding every problem to ``reader``.
+
+    Given to :func:`analysis.study.manifest.load_manifest` (``read_demo=``) so the block's problems are reported
+    with the rest of the manifest's. Ranges are checked only while ``reader`` holds no problem: a value that failed
+    to read is left at its default, whose range says nothing.
+    """
     config = settings_from_mapping(DemoConfig, mapping, reader, "demo")
     if reader.problems:
         return config
@@ -147,8 +156,6 @@ def read_demo_config(mapping: Mapping | None, reader: FieldReader) -> DemoConfig
         )
     if not 1.0 <= config.voxel_size_mm <= 12.0:
         reader.problem("demo.voxel_size_mm", "a voxel size between 1 and 12 mm", f"{config.voxel_size_mm:g}")
-    if not config.folder.strip():
-        reader.problem("demo.folder", "a folder name", "an empty string")
     for name in _PAIRS:
         value = getattr(e, name)
         if len(value) != 2 or value[0] > value[1] or value[0] < 0:
@@ -174,7 +181,20 @@ def read_demo_config(mapping: Mapping | None, reader: FieldReader) -> DemoConfig
 
 
 def demo_config_from_mapping(mapping: Mapping | None, file: str = "data_manifest.yaml") -> DemoConfig:
-    """Read a ``demo:`` block on its own; raises :class:`ManifestError` listing every problem."""
+    """Read a ``demo:`` block (``Manifest.demo.settings``, or a mapping on its own) into a :class:`DemoConfig`.
+
+    Parameters
+    ----------
+    mapping
+        The block as written; ``None`` gives the defaults.
+    file
+        The manifest the block comes from, named in the problems.
+
+    Raises
+    ------
+    ManifestError
+        Listing every problem: unknown keys, values of the wrong type, counts and ranges out of bounds.
+    """
     reader = FieldReader(file)
     config = read_demo_config(mapping, reader)
     if reader.problems:

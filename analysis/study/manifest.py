@@ -3,6 +3,8 @@
 This module checks the manifest's own structure (known keys, types, paths that stay inside the manifest's
 folder). Whether the files it names exist and agree with each other is checked by
 :mod:`analysis.study.validation`. Paths resolve relative to the manifest's folder.
+
+A little over 400 lines, kept whole: it is the schema of one file, and its sections share one reader and one pass.
 """
 
 from __future__ import annotations
@@ -10,18 +12,22 @@ from __future__ import annotations
 import hashlib
 import os
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from analysis.demo.config import DemoConfig, read_demo_config
 from analysis.study.errors import ManifestError, Problem
 from analysis.study.settings import FieldReader, describe, safe_load_unique, settings_from_mapping
 
 MANIFEST_VERSION = 1
 SPLITS = ("train", "val", "test", "none")
+DEFAULT_DEMO_FOLDER = "demo_data"
+"""Where a generated demo cohort lives when the ``demo:`` block names no folder (relative to the manifest)."""
+SettingsReader = Callable[[Mapping, FieldReader], object]
+"""Reads a block's settings, adding its problems to the reader (:func:`analysis.demo.config.read_demo_config`)."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,17 @@ class Options:
 
 
 @dataclass(frozen=True)
+class DemoBlock:
+    """The ``demo:`` block as the study sees it: the cohort's folder, and the block as written, whose settings are
+    the generator's to read (:func:`analysis.demo.config.demo_config_from_mapping`), so this schema needs no demo."""
+
+    folder: str
+    """Folder of the generated cohort, relative to the manifest's folder; replaced whenever the demo is rebuilt."""
+    settings: Mapping[str, Any]
+    """Every key of the block as written, ``folder`` included (read-only at the top level)."""
+
+
+@dataclass(frozen=True)
 class Manifest:
     """A parsed study description. Build it with :func:`load_manifest`."""
 
@@ -118,8 +135,8 @@ class Manifest:
     lesions: LesionsSpec | None = None
     model: ModelSettings = field(default_factory=ModelSettings)
     options: Options = field(default_factory=Options)
-    demo: DemoConfig | None = None
-    """Settings of the generated demo cohort (``demo:`` block); ``None`` for a study of real data."""
+    demo: DemoBlock | None = None
+    """The generated demo cohort's ``demo:`` block; ``None`` for a study of real data."""
 
     def resolve(self, value: str | os.PathLike) -> Path:
         """Resolve a path written in the manifest or one of its tables against the manifest's folder."""
@@ -156,8 +173,16 @@ def path_escapes(root: Path, path: Path) -> bool:
     return os.path.commonpath([real_root, real]) != real_root
 
 
-def load_manifest(path: str | os.PathLike) -> Manifest:
+def load_manifest(path: str | os.PathLike, *, read_demo: SettingsReader | None = None) -> Manifest:
     """Parse and structurally check a manifest.
+
+    Parameters
+    ----------
+    path
+        The manifest file; problems name it as given.
+    read_demo
+        Checks the ``demo:`` block's settings, so their problems are reported with the others (``msma validate`` and
+        ``msma demo`` pass :func:`analysis.demo.config.read_demo_config`); without it only its folder is checked.
 
     Raises
     ------
@@ -202,8 +227,7 @@ def load_manifest(path: str | os.PathLike) -> Manifest:
     output_dir = reader.string(doc.get("output_dir"), "output_dir") if "output_dir" in doc else None
     model = settings_from_mapping(ModelSettings, reader.mapping(doc.get("model"), "model"), reader, "model")
     options = settings_from_mapping(Options, reader.mapping(doc.get("options"), "options"), reader, "options")
-    demo_block = reader.mapping(doc.get("demo"), "demo")
-    demo = read_demo_config(demo_block, reader) if demo_block is not None else None
+    demo = _read_demo(reader, doc.get("demo"), read_demo)
     if model.n_scales < 1:
         reader.problem("model.n_scales", "a positive number of noise scales", str(model.n_scales))
     if model.min_train_subjects < 1:
@@ -319,6 +343,21 @@ def _read_lesions(reader: FieldReader, value) -> dict | None:
     reader.check_keys(section, {"table": True, "id_column": False, "mask_column": False, "group_column": False},
                       "lesions")
     return {k: reader.string(section[k], f"lesions.{k}") for k in keys if k in section}
+
+
+def _read_demo(reader: FieldReader, value, read_settings: SettingsReader | None) -> DemoBlock | None:
+    """The block's folder, checked here because the study resolves it; the settings go to ``read_settings``."""
+    section = reader.mapping(value, "demo")
+    if section is None:
+        return None
+    if read_settings is not None:
+        read_settings(section, reader)
+    folder = section.get("folder", DEFAULT_DEMO_FOLDER)
+    if not isinstance(folder, str):
+        reader.problem("demo.folder", "a value of type str", describe(folder))
+    elif not folder.strip():
+        reader.problem("demo.folder", "a folder name", "an empty string")
+    return DemoBlock(folder=folder, settings=types.MappingProxyType(dict(section)))
 
 
 def _check_containment(manifest: Manifest, reader: FieldReader, template, atlas, subjects, behaviour, output_dir):

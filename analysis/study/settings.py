@@ -49,7 +49,11 @@ class FieldReader:
         self.problems: list[Problem] = []
 
     def problem(self, field_name: str, expected: str, found: str) -> None:
-        self.problems.append(Problem(self.file, field_name, expected, found))
+        # One block can be read twice (the manifest's demo: folder, by the study and by the demo's settings
+        # reader); the same fault found by both is reported once.
+        problem = Problem(self.file, field_name, expected, found)
+        if problem not in self.problems:
+            self.problems.append(problem)
 
     def check_keys(self, mapping: Mapping, allowed: Mapping[str, bool] | set[str], prefix: str) -> None:
         required = {k for k, req in allowed.items() if req} if isinstance(allowed, Mapping) else set()
