@@ -18,6 +18,7 @@ from analysis.demo.config import CohortSizes, DemoConfig, demo_config_from_mappi
 from analysis.demo.plan import CLINICAL_COHORTS, LESION_COHORT, PLANTED_REGIONS, Phenotype, lesion_kind, plan_cohort
 from analysis.demo.simulator import DemoSimulator, achieved_volume_change
 from analysis.demo.writer import build_demo_cohort, cohort_is_current, render_demo_manifest, write_demo_study
+from analysis.demo.truth import GROUND_TRUTH_FILE, planted_truth
 from analysis.study.errors import ManifestError
 from analysis.study.manifest import load_manifest
 from analysis.study.reference_space import ReferenceSpace, load_aal
@@ -344,3 +345,13 @@ def test_the_study_schema_does_not_depend_on_the_demo():
                 names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
             offenders += [f"{path.name}: {n}" for n in names if n == "analysis.demo" or n.startswith("analysis.demo.")]
     assert not offenders
+
+
+def test_the_demo_hands_its_ground_truth_to_the_refresh_as_a_planted_truth(small_demo):
+    """The one way demo knowledge reaches the pipeline: analysis.demo.truth reads what the generator planted."""
+    truth = planted_truth(load_manifest(small_demo))
+    written = json.loads((small_demo.parent / "data" / GROUND_TRUTH_FILE).read_text())
+    assert truth.cohort == written["planted_cohort"] == "down_syndrome"
+    assert truth.subgroup == tuple(written["planted_subgroup"]) and truth.subgroup
+    assert truth.regions == written["planted_regions"]
+    assert truth.behaviour_pairs == written["planted_behaviour_pairs"]
