@@ -43,8 +43,8 @@ def create_app(run: PublishedRun, *, cohort: str | None = None):
     rois, roi_style, regions, summary = callbacks.update_regions(ex, selection, "bonferroni", "0.05", "10", crosshair)
     correlations, correlation_style, floor = callbacks.update_correlations(ex, regions, "0.1", permutations,
                                                                              "full")
-    *slices, colorbar, note = callbacks.draw_slices(ex, None, selection, crosshair, layout.DEFAULT_THRESHOLD, 0.85,
-                                                    False, "auto", 3)
+    controls = callbacks.SliceControls(layout.DEFAULT_THRESHOLD, 0.85, False, "auto", 3)
+    *slices, colorbar, note = callbacks.draw_slices(ex, None, selection, crosshair, controls)
     initial = {
         "selection": selection, "regions": regions, "crosshair": crosshair, "permutations": permutations,
         "som": callbacks.draw_som(ex, selection, "u_matrix"), "rois": rois, "roi_style": roi_style, "summary": summary,

@@ -13,11 +13,14 @@ browser.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from dash import Input, Output, Patch, State, ctx, no_update
 
 from analysis.exploration.cohort_analysis import CORRECTIONS
-from app import figures, ids, views
+from app import ids, views
+from app.figures.slices import colorbar_figure, crosshair_shapes, slice_figure, slice_updates
 from app.layout import ALPHAS, FDR_LEVELS, ROI_COUNTS, permutation_counts, summary_panel
 from app.views import Explorer
 
@@ -221,8 +224,23 @@ def move_crosshair(ex: Explorer, trigger: str | None, slice_clicks: dict, roi_cl
     return {"voxel": [int(v) for v in voxel], "roi": roi, "plane": plane, "moved": moved}
 
 
-def draw_slices(ex: Explorer, trigger: str | None, selection: dict, crosshair: dict, threshold, opacity,
-                radiological: bool, range_mode: str, range_max):
+@dataclass(frozen=True)
+class SliceControls:
+    """The slice views' display controls as the browser sends them; each is checked where it is read."""
+
+    threshold: object
+    """Smallest |value| drawn, in the heatmap's unit (default 0)."""
+    opacity: object
+    """Of the overlay, clipped to [0, 1] (default 0.85)."""
+    radiological: object
+    """Truthy: mirror left and right."""
+    range_mode: str
+    """How the colour range is chosen (:func:`app.views.colour_range`)."""
+    range_max: object
+    """The fixed range's upper end, or None."""
+
+
+def draw_slices(ex: Explorer, trigger: str | None, selection: dict, crosshair: dict, controls: SliceControls):
     """The three views of the selection's mean heatmap. A crosshair move patches only what changed: the slices
     of the planes it crossed and the crosshair lines of all three."""
     selection, crosshair = _selection(ex, selection), _crosshair(ex, crosshair)
@@ -231,34 +249,35 @@ def draw_slices(ex: Explorer, trigger: str | None, selection: dict, crosshair: d
     inside, _ = views.cohort_members(ex, selection["cohort"], selection["units"])
     rows = views.slice_rows(ex, inside)
     voxel, roi = crosshair["voxel"], crosshair.get("roi")
-    threshold = _number(threshold, 0.0)
+    threshold = _number(controls.threshold, 0.0)
     if trigger == ids.CROSSHAIR:
         patches = []
         for plane in ids.PLANES:
             patch = Patch()
             h_axis, v_axis, _ = views.PLANES[plane]
             g = ex.geometry
-            patch["layout"]["shapes"] = figures.crosshair_shapes(
+            patch["layout"]["shapes"] = crosshair_shapes(
                 g.coordinates(h_axis), g.coordinates(v_axis),
                 (g.position(h_axis, int(voxel[h_axis])), g.position(v_axis, int(voxel[v_axis]))),
             )
             if plane in crosshair.get("moved", []):
                 data = views.slice_data(ex, plane, voxel, rows, roi)
-                for k, update in enumerate(figures.slice_updates(data, threshold, ex.unit)):
+                for k, update in enumerate(slice_updates(data, threshold, ex.unit)):
                     for key, value in update.items():
                         patch["data"][k][key] = value
                 patch["layout"]["title"]["text"] = views.slice_title(data)
             patches.append(patch)
         return (*patches, no_update, no_update)
     data = {p: views.slice_data(ex, p, voxel, rows, roi) for p in ids.PLANES}
-    fixed = _number(range_max, math.nan)
-    zrange = views.colour_range(views.mean_volume(ex, inside), range_mode, None if math.isnan(fixed) else fixed)
+    fixed = _number(controls.range_max, math.nan)
+    zrange = views.colour_range(views.mean_volume(ex, inside), controls.range_mode,
+                                None if math.isnan(fixed) else fixed)
     drawn = [
-        figures.slice_figure(data[p], zrange, threshold, min(max(_number(opacity, 0.85), 0.0), 1.0), ex.unit,
-                             bool(radiological), ex.background_range, views.slice_title(data[p]))
+        slice_figure(data[p], zrange, threshold, min(max(_number(controls.opacity, 0.85), 0.0), 1.0), ex.unit,
+                     bool(controls.radiological), ex.background_range, views.slice_title(data[p]))
         for p in ids.PLANES
     ]
-    colorbar = figures.colorbar_figure(zrange, f"mean heatmap ({ex.unit})")
+    colorbar = colorbar_figure(zrange, f"mean heatmap ({ex.unit})")
     if inside:
         note = (f"Mean heatmap of the {len(inside)} {selection['cohort']} subjects in the selection; "
                 f"|value| ≥ {threshold:g} {ex.unit} shown.")
@@ -270,106 +289,76 @@ def draw_slices(ex: Explorer, trigger: str | None, selection: dict, crosshair: d
 # --- wiring ---------------------------------------------------------------------------------------------------------
 
 
+def _crosshair_inputs(ex: Explorer, trigger: str | None, *values):
+    """:func:`move_crosshair` from the callback's inputs: one click per plane, then the rest (the peak button's
+    click count only triggers)."""
+    *clicks, roi_click, _peak, keys, crosshair, selection = values
+    return move_crosshair(ex, trigger, dict(zip(ids.PLANES, clicks, strict=True)), roi_click, keys, crosshair,
+                          selection)
+
+
+def _slice_inputs(ex: Explorer, trigger: str | None, selection, crosshair, *controls):
+    """:func:`draw_slices` from the callback's inputs, the display controls last."""
+    return draw_slices(ex, trigger, selection, crosshair, SliceControls(*controls))
+
+
+@dataclass(frozen=True)
+class _Wire:
+    """One callback: its handler, whether the handler takes the triggering id, and its outputs, inputs and states
+    in the order the handler takes them."""
+
+    handler: Callable
+    triggered: bool
+    dependencies: tuple
+
+
+_WIRES = (
+    _Wire(choose_selection, True, (
+        Output(ids.SELECTION, "data"), Input(ids.COHORT, "value"), Input(ids.SOM_GRAPH, "selectedData"),
+        State(ids.SELECTION, "data"))),
+    _Wire(draw_som, False, (
+        Output(ids.SOM_GRAPH, "figure"), Input(ids.SELECTION, "data"), Input(ids.SOM_LAYER, "value"))),
+    _Wire(update_regions, False, (
+        Output(ids.ROI_GRAPH, "figure"), Output(ids.ROI_GRAPH, "style"), Output(ids.REGIONS, "data"),
+        Output(ids.SUMMARY, "children"), Input(ids.SELECTION, "data"), Input(ids.CORRECTION, "value"),
+        Input(ids.ALPHA, "value"), Input(ids.ROI_COUNT, "value"), State(ids.CROSSHAIR, "data"))),
+    _Wire(highlight_roi, False, (
+        Output(ids.ROI_GRAPH, "figure", allow_duplicate=True), Input(ids.CROSSHAIR, "data"),
+        State(ids.REGIONS, "data"))),
+    _Wire(update_correlations, False, (
+        Output(ids.CORRELATION_GRAPH, "figure"), Output(ids.CORRELATION_GRAPH, "style"),
+        Output(ids.P_FLOOR, "children"), Input(ids.REGIONS, "data"), Input(ids.FDR, "value"),
+        Input(ids.PERMUTATIONS, "value"), Input(ids.CORRELATION_MODE, "value"))),
+    _Wire(open_scatter, True, (
+        Output(ids.SCATTER_MODAL, "is_open"), Output(ids.SCATTER_GRAPH, "figure"),
+        Input(ids.CORRELATION_GRAPH, "clickData"), Input(ids.SCATTER_VIEW, "value"), State(ids.SELECTION, "data"),
+        State(ids.REGIONS, "data"), State(ids.PERMUTATIONS, "value"), State(ids.SCATTER_MODAL, "is_open"))),
+    _Wire(_crosshair_inputs, True, (
+        Output(ids.CROSSHAIR, "data"), *(Input(ids.SLICE_GRAPHS[p], "clickData") for p in ids.PLANES),
+        Input(ids.ROI_GRAPH, "clickData"), Input(ids.PEAK, "n_clicks"), Input(ids.KEYS, "data"),
+        State(ids.CROSSHAIR, "data"), State(ids.SELECTION, "data"))),
+    _Wire(_slice_inputs, True, (
+        *(Output(ids.SLICE_GRAPHS[p], "figure") for p in ids.PLANES), Output(ids.SLICE_COLORBAR, "figure"),
+        Output(ids.SLICE_NOTE, "children"), Input(ids.SELECTION, "data"), Input(ids.CROSSHAIR, "data"),
+        Input(ids.THRESHOLD, "value"), Input(ids.OPACITY, "value"), Input(ids.RADIOLOGICAL, "value"),
+        Input(ids.RANGE_MODE, "value"), Input(ids.RANGE_MAX, "value"))),
+)
+"""Every callback of the explorer; none runs on page load (the layout carries the first state)."""
+
+
+def _bind(ex: Explorer, wire: _Wire) -> Callable:
+    """The handler as Dash calls it: the browser's values in, ``ex`` (and the triggering id) added."""
+    if wire.triggered:
+        def callback(*values):
+            return wire.handler(ex, ctx.triggered_id, *values)
+    else:
+        def callback(*values):
+            return wire.handler(ex, *values)
+    callback.__name__ = wire.handler.__name__
+    return callback
+
+
 def register(app, ex: Explorer) -> None:
-    """Attach every callback to ``app``; each closes over the read-only explorer ``ex``."""
-
-    @app.callback(
-        Output(ids.SELECTION, "data"),
-        Input(ids.COHORT, "value"),
-        Input(ids.SOM_GRAPH, "selectedData"),
-        State(ids.SELECTION, "data"),
-        prevent_initial_call=True,
-    )
-    def _selection(cohort, selected_data, current):
-        return choose_selection(ex, ctx.triggered_id, cohort, selected_data, current)
-
-    @app.callback(
-        Output(ids.SOM_GRAPH, "figure"),
-        Input(ids.SELECTION, "data"),
-        Input(ids.SOM_LAYER, "value"),
-        prevent_initial_call=True,
-    )
-    def _som(selection, layer):
-        return draw_som(ex, selection, layer)
-
-    @app.callback(
-        Output(ids.ROI_GRAPH, "figure"),
-        Output(ids.ROI_GRAPH, "style"),
-        Output(ids.REGIONS, "data"),
-        Output(ids.SUMMARY, "children"),
-        Input(ids.SELECTION, "data"),
-        Input(ids.CORRECTION, "value"),
-        Input(ids.ALPHA, "value"),
-        Input(ids.ROI_COUNT, "value"),
-        State(ids.CROSSHAIR, "data"),
-        prevent_initial_call=True,
-    )
-    def _regions(selection, correction, alpha, shown, crosshair):
-        return update_regions(ex, selection, correction, alpha, shown, crosshair)
-
-    @app.callback(
-        Output(ids.ROI_GRAPH, "figure", allow_duplicate=True),
-        Input(ids.CROSSHAIR, "data"),
-        State(ids.REGIONS, "data"),
-        prevent_initial_call=True,
-    )
-    def _highlight(crosshair, regions):
-        return highlight_roi(ex, crosshair, regions)
-
-    @app.callback(
-        Output(ids.CORRELATION_GRAPH, "figure"),
-        Output(ids.CORRELATION_GRAPH, "style"),
-        Output(ids.P_FLOOR, "children"),
-        Input(ids.REGIONS, "data"),
-        Input(ids.FDR, "value"),
-        Input(ids.PERMUTATIONS, "value"),
-        Input(ids.CORRELATION_MODE, "value"),
-        prevent_initial_call=True,
-    )
-    def _correlations(regions, q, n_permutations, mode):
-        return update_correlations(ex, regions, q, n_permutations, mode)
-
-    @app.callback(
-        Output(ids.SCATTER_MODAL, "is_open"),
-        Output(ids.SCATTER_GRAPH, "figure"),
-        Input(ids.CORRELATION_GRAPH, "clickData"),
-        Input(ids.SCATTER_VIEW, "value"),
-        State(ids.SELECTION, "data"),
-        State(ids.REGIONS, "data"),
-        State(ids.PERMUTATIONS, "value"),
-        State(ids.SCATTER_MODAL, "is_open"),
-        prevent_initial_call=True,
-    )
-    def _scatter(click, view, selection, regions, n_permutations, is_open):
-        return open_scatter(ex, ctx.triggered_id, click, view, selection, regions, n_permutations, is_open)
-
-    @app.callback(
-        Output(ids.CROSSHAIR, "data"),
-        *(Input(ids.SLICE_GRAPHS[p], "clickData") for p in ids.PLANES),
-        Input(ids.ROI_GRAPH, "clickData"),
-        Input(ids.PEAK, "n_clicks"),
-        Input(ids.KEYS, "data"),
-        State(ids.CROSSHAIR, "data"),
-        State(ids.SELECTION, "data"),
-        prevent_initial_call=True,
-    )
-    def _crosshair(axial, coronal, sagittal, roi_click, _peak, keys, crosshair, selection):
-        clicks = {"axial": axial, "coronal": coronal, "sagittal": sagittal}
-        return move_crosshair(ex, ctx.triggered_id, clicks, roi_click, keys, crosshair, selection)
-
-    @app.callback(
-        *(Output(ids.SLICE_GRAPHS[p], "figure") for p in ids.PLANES),
-        Output(ids.SLICE_COLORBAR, "figure"),
-        Output(ids.SLICE_NOTE, "children"),
-        Input(ids.SELECTION, "data"),
-        Input(ids.CROSSHAIR, "data"),
-        Input(ids.THRESHOLD, "value"),
-        Input(ids.OPACITY, "value"),
-        Input(ids.RADIOLOGICAL, "value"),
-        Input(ids.RANGE_MODE, "value"),
-        Input(ids.RANGE_MAX, "value"),
-        prevent_initial_call=True,
-    )
-    def _slices(selection, crosshair, threshold, opacity, radiological, range_mode, range_max):
-        return draw_slices(ex, ctx.triggered_id, selection, crosshair, threshold, opacity, radiological, range_mode,
-                           range_max)
+    """Attach every callback of :data:`_WIRES` to ``app``; each closes over the read-only explorer ``ex``."""
+    for wire in _WIRES:
+        app.callback(*wire.dependencies, prevent_initial_call=True)(_bind(ex, wire))

@@ -29,8 +29,11 @@ from analysis.exploration.roi_stats import atypical_rois, reference_percentile
 from analysis.exploration.slices import AXIS_NAMES, PLANES, SliceGeometry, peak_voxel, region_centre
 from analysis.exploration.som import unit_positions
 from analysis.runs.reader import PublishedRun
-from app import figures
-from app.figures import BoxGroup, PrototypeMarker, SliceData
+from app.figures import empty_figure
+from app.figures.behaviour import PairPoints, correlation_figure, pair_scatter_figure
+from app.figures.regions import BoxGroup, roi_box_figure
+from app.figures.slices import SliceData
+from app.figures.som import MapLayer, PrototypeMarker, som_figure
 from app.style import HIT_MAP_COLORS, REST_COLOR, U_MATRIX_COLORS, CohortStyle, cohort_styles
 
 MIN_COMPLETE = 10
@@ -198,8 +201,8 @@ def som_view(ex: Explorer, cohort: str, layer: str, units) -> go.Figure:
         values, label, colours = som.u_matrix, "U-matrix (relative distance)", U_MATRIX_COLORS
         what = "U-matrix"
     title = f"{som.n_rows} × {som.n_cols} {som.topology} SOM of the score norms: {what}"
-    return figures.som_figure(values, ex.positions, som.topology, label, colours, prototypes, ex.unit_text,
-                              [tuple(u) for u in units], title)
+    return som_figure(MapLayer(values, label, colours), ex.positions, som.topology, prototypes, ex.unit_text,
+                      [tuple(u) for u in units], title)
 
 
 # --- region step: ROI box plots and the selection summary -----------------------------------------------------------
@@ -226,15 +229,15 @@ def roi_view(ex: Explorer, cohort: str, units, step: RegionStep, shown: int, hig
     inside, rest = cohort_members(ex, cohort, units)
     title_base = "ROIs that set the selection apart"
     if not step.kept_rois:
-        return figures.empty_figure(title_base, f"No ROI's mean over {cohort} exceeds the reference 90th "
+        return empty_figure(title_base, f"No ROI's mean over {cohort} exceeds the reference 90th "
                                                 f"percentile:<br>nothing to test.")
     if not inside or not rest:
         where = "in the selection" if not inside else "outside the selection"
-        return figures.empty_figure(title_base, f"No member of {cohort} {where}:<br>select units holding some of "
+        return empty_figure(title_base, f"No member of {cohort} {where}:<br>select units holding some of "
                                                 f"its members, and leave some out.")
     if not step.significant_rois:
         best = step.tests.iloc[0]
-        return figures.empty_figure(
+        return empty_figure(
             title_base,
             f"None of the {len(step.kept_rois)} kept ROIs differs at {correction} p < {step.alpha:g}<br>"
             f"between {len(inside)} selected and {len(rest)} other members of {cohort};<br>"
@@ -253,7 +256,7 @@ def roi_view(ex: Explorer, cohort: str, units, step: RegionStep, shown: int, hig
     ]
     title = (f"{len(rois)} of {len(step.significant_rois)} ROIs at {correction} p < {step.alpha:g} "
              f"({len(step.kept_rois)} kept), most significant on top")
-    return figures.roi_box_figure(rois, groups, ex.reference_p90.to_dict(), stats, ex.unit, title, highlighted)
+    return roi_box_figure(rois, groups, ex.reference_p90.to_dict(), stats, ex.unit, title, highlighted)
 
 
 def _fill(hex_colour: str, alpha: float) -> str:
@@ -284,33 +287,32 @@ def correlation_view(ex: Explorer, cohort: str, rois, result: CorrelationResult 
                      significant_only: bool) -> go.Figure:
     title = "Behaviour correlations of the significant ROIs"
     if ex.run.behaviour is None:
-        return figures.empty_figure(title, "The study has no behaviour table (manifest: behaviour).")
+        return empty_figure(title, "The study has no behaviour table (manifest: behaviour).")
     if not rois:
-        return figures.empty_figure(title, "No significant ROI to correlate with behaviour.")
+        return empty_figure(title, "No significant ROI to correlate with behaviour.")
     if result is None:
-        return figures.empty_figure(title, f"Fewer than {MIN_COMPLETE} members of {cohort} have behaviour scores.")
+        return empty_figure(title, f"Fewer than {MIN_COMPLETE} members of {cohort} have behaviour scores.")
     table = result.table
     hits = int((table["testable"] & (table["p_bh"] < q)).sum())
     if significant_only and not hits:
-        return figures.empty_figure(
+        return empty_figure(
             title, f"No pair at BH p < {q:g} among {int(table['testable'].sum())} tested<br>"
                    f"(choose “full matrix” to see every ρ).")
     title = (f"Spearman ρ over {cohort}: {hits} of {int(table['testable'].sum())} pairs at BH p < {q:g} "
              f"({result.n_permutations:,} permutations)")
     hit_rois = set(table.loc[table["testable"] & (table["p_bh"] < q), "roi"])
     n_rows = len([r for r in rois if r in hit_rois]) if significant_only else len(rois)
-    return figures.correlation_figure(table, list(rois), list(ex.run.behaviour.columns), q, significant_only, title,
+    return correlation_figure(table, list(rois), list(ex.run.behaviour.columns), q, significant_only, title,
                                       correlation_height(n_rows))
 
 
 def scatter_view(ex: Explorer, cohort: str, units, roi: str, behaviour: str, view: str, stats: dict) -> go.Figure:
     members = [i for i in ex.run.cohort_ids(cohort) if i in ex.run.behaviour.index]
     chosen = set(selected_ids(ex, units))
-    return figures.pair_scatter_figure(
-        roi, behaviour, ex.run.roi_scores.loc[members, roi].to_numpy(),
-        ex.run.behaviour.loc[members, behaviour].to_numpy(), members, np.array([i in chosen for i in members]),
-        ex.styles[cohort], cohort, ex.unit, view, stats,
-    )
+    points = PairPoints(ex.run.roi_scores.loc[members, roi].to_numpy(),
+                        ex.run.behaviour.loc[members, behaviour].to_numpy(), members,
+                        np.array([i in chosen for i in members]))
+    return pair_scatter_figure(roi, behaviour, points, ex.styles[cohort], cohort, ex.unit, view, stats)
 
 
 # --- brain slices ---------------------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ from analysis.demo.synthetic_run import write_synthetic_study
 from analysis.runs.reader import open_run
 from analysis.study.manifest import load_manifest
 from app import callbacks, create_app, default_cohort, ids, views
+from app.callbacks import SliceControls
 from app.layout import DEFAULT_THRESHOLD
 from app.views import Explorer
 
@@ -83,14 +84,16 @@ def time_functions(ex: Explorer, cohort: str, repeats: int, seed: int = 0) -> tu
         marks.append(time.perf_counter())
         callbacks.update_correlations(ex, regions, "0.1", permutations, "full")
         marks.append(time.perf_counter())
-        callbacks.draw_slices(ex, ids.SELECTION, chosen, crosshair, DEFAULT_THRESHOLD, 0.85, False, "auto", 3)
+        callbacks.draw_slices(ex, ids.SELECTION, chosen, crosshair,
+                              SliceControls(DEFAULT_THRESHOLD, 0.85, False, "auto", 3))
         marks.append(time.perf_counter())
         g = ex.geometry
         click = {"axial": {"points": [{"x": float(g.coordinates(0)[k % g.shape[0]]),
                                        "y": float(g.coordinates(1)[k % g.shape[1]])}]}}
         moved = callbacks.move_crosshair(ex, ids.SLICE_GRAPHS["axial"], click, None, None, crosshair, chosen)
         marks.append(time.perf_counter())
-        callbacks.draw_slices(ex, ids.CROSSHAIR, chosen, moved, DEFAULT_THRESHOLD, 0.85, False, "auto", 3)
+        callbacks.draw_slices(ex, ids.CROSSHAIR, chosen, moved,
+                              SliceControls(DEFAULT_THRESHOLD, 0.85, False, "auto", 3))
         marks.append(time.perf_counter())
         if k == 0:
             continue  # warm-up: first reads of the memory map, thread pool start

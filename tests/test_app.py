@@ -17,7 +17,9 @@ from analysis.exploration.cohort_analysis import behaviour_table, region_step
 from analysis.exploration.slices import PLANES
 from analysis.exploration.som import unit_positions
 from analysis.runs.reader import open_run
-from app import callbacks, create_app, default_cohort, figures, ids, views
+from app import callbacks, create_app, default_cohort, ids, views
+from app.callbacks import SliceControls
+from app.figures.som import MapLayer, PrototypeMarker, som_figure
 from app.style import cohort_styles
 from app.views import Explorer
 
@@ -95,9 +97,8 @@ def test_a_hexagonal_map_is_drawn_as_minisom_places_its_units():
     values = np.arange(12, dtype=float).reshape(3, 4)
     positions = unit_positions(3, 4, "hexagonal")
     style = cohort_styles(["a"])["a"]
-    fig = figures.som_figure(values, positions, "hexagonal", "U", "Greys",
-                             [figures.PrototypeMarker("a", (1, 2), 5, 9, style)], np.full((3, 4), "t"), [(1, 2)],
-                             "title").to_dict()
+    fig = som_figure(MapLayer(values, "U", "Greys"), positions, "hexagonal",
+                     [PrototypeMarker("a", (1, 2), 5, 9, style)], np.full((3, 4), "t"), [(1, 2)], "title").to_dict()
     cells = [s for s in fig["layout"]["shapes"] if s.get("fillcolor")]
     assert len(cells) == 12
     units = next(t for t in fig["data"] if t.get("name") == "units")
@@ -110,7 +111,8 @@ def test_a_hexagonal_map_is_drawn_as_minisom_places_its_units():
 
 def test_the_three_slices_share_one_colour_range_and_show_the_selections_mean(ex, run, selection, cohort):
     voxel = [10, 12, 9]
-    out = callbacks.draw_slices(ex, None, selection, _crosshair(ex, voxel), 0.0, 0.8, False, "auto", None)
+    out = callbacks.draw_slices(ex, None, selection, _crosshair(ex, voxel),
+                                SliceControls(0.0, 0.8, False, "auto", None))
     slices, colorbar, note = out[:3], out[3], out[4]
     overlays = [fig.to_dict()["data"][1] for fig in slices]
     ranges = {(o["zmin"], o["zmax"]) for o in overlays}
@@ -124,7 +126,8 @@ def test_the_three_slices_share_one_colour_range_and_show_the_selections_mean(ex
     np.testing.assert_allclose(_array(overlays[0]["z"]), mean[:, :, voxel[2]].T, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(_array(overlays[2]["z"]), mean[voxel[0], :, :].T, rtol=1e-5, atol=1e-6)
     assert f"{len(inside)} {cohort}" in note
-    fixed = callbacks.draw_slices(ex, None, selection, _crosshair(ex, voxel), 1.5, 0.8, False, "fixed", 4)
+    fixed = callbacks.draw_slices(ex, None, selection, _crosshair(ex, voxel),
+                                  SliceControls(1.5, 0.8, False, "fixed", 4))
     overlay = fixed[0].to_dict()["data"][1]
     assert (overlay["zmin"], overlay["zmax"]) == (-4.0, 4.0)
     z = _array(overlay["z"])
@@ -133,7 +136,8 @@ def test_the_three_slices_share_one_colour_range_and_show_the_selections_mean(ex
 
 @pytest.mark.parametrize("radiological", [False, True], ids=["neurological", "radiological"])
 def test_orientation_letters_and_axes_in_both_conventions(ex, selection, radiological):
-    slices = callbacks.draw_slices(ex, None, selection, _crosshair(ex), 0.0, 0.8, radiological, "auto", None)[:3]
+    slices = callbacks.draw_slices(ex, None, selection, _crosshair(ex),
+                                   SliceControls(0.0, 0.8, radiological, "auto", None))[:3]
     for plane, fig in zip(ids.PLANES, slices, strict=True):
         layout = fig.to_dict()["layout"]
         letters = {(a["x"], a["y"]): a["text"] for a in layout["annotations"]}
@@ -286,7 +290,7 @@ def test_the_crosshair_follows_clicks_rois_the_peak_and_keys(ex, run, selection)
 
 def test_a_crosshair_move_patches_the_slices_instead_of_redrawing_them(ex, selection):
     crosshair = {"voxel": [5, 7, 7], "roi": None, "plane": "coronal", "moved": ["coronal"]}
-    out = callbacks.draw_slices(ex, ids.CROSSHAIR, selection, crosshair, 1.0, 0.8, False, "auto", None)
+    out = callbacks.draw_slices(ex, ids.CROSSHAIR, selection, crosshair, SliceControls(1.0, 0.8, False, "auto", None))
     assert all(isinstance(p, Patch) for p in out[:3]) and out[3] is no_update and out[4] is no_update
     coronal = out[1].to_plotly_json()["operations"]
     axial = out[0].to_plotly_json()["operations"]
@@ -303,7 +307,7 @@ def test_honest_empty_states(ex, run, cohort):
     assert f"No member of {cohort} in the selection" in text and store["significant"] == []
     fig, _, _ = callbacks.update_correlations(ex, store, "0.1", "1000", "full")
     assert "No significant ROI" in fig.to_dict()["layout"]["annotations"][0]["text"]
-    note = callbacks.draw_slices(ex, None, selection, _crosshair(ex), 1.0, 0.8, False, "auto", None)[4]
+    note = callbacks.draw_slices(ex, None, selection, _crosshair(ex), SliceControls(1.0, 0.8, False, "auto", None))[4]
     assert note.startswith(f"No {cohort} subject in the selection")
     assert isinstance(figure, go.Figure)
 
@@ -337,7 +341,8 @@ def test_values_the_layout_does_not_offer_are_ignored(ex, run, selection):
     assert callbacks.move_crosshair(ex, ids.PEAK, {}, None, None, outside, selection) is no_update
     assert callbacks.move_crosshair(ex, ids.KEYS, {}, None, {"step": 40, "plane": "axial"}, crosshair,
                                     selection) is no_update
-    assert callbacks.draw_slices(ex, None, selection, outside, 1, 0.8, False, "auto", 3) == (no_update,) * 5
+    assert callbacks.draw_slices(ex, None, selection, outside,
+                                 SliceControls(1, 0.8, False, "auto", 3)) == (no_update,) * 5
     assert callbacks.update_correlations(ex, {"cohort": selection["cohort"], "significant": ["not an ROI"]}, "0.1",
                                          "1000", "full") == (no_update,) * 3
     assert callbacks.open_scatter(ex, ids.CORRELATION_GRAPH, {"points": [{"x": 1, "y": 2, "z": 3}]}, "raw",

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy.stats import mannwhitneyu, spearmanr
 
-from analysis.exploration.cohort_analysis import analyse_cohort, planted_recovery
+from analysis.exploration.cohort_analysis import ChainSettings, analyse_cohort, planted_recovery
 
 
 def _study(seed=0):
@@ -31,7 +31,7 @@ def _study(seed=0):
 
 def test_chain_keeps_tests_and_correlates_the_planted_rois():
     scores, reference, cohort, prototype, behaviour = _study()
-    result = analyse_cohort("x", scores, reference, cohort, prototype, behaviour, n_permutations=2000)
+    result = analyse_cohort("x", scores, reference, cohort, prototype, behaviour, ChainSettings(n_permutations=2000))
     threshold = scores.loc[reference].quantile(0.9)
     expected_kept = [r for r in scores.columns if scores.loc[cohort, r].mean() > threshold[r]]
     assert result.kept_rois == expected_kept and {"A", "B", "C"} <= set(expected_kept)
@@ -60,7 +60,7 @@ def test_chain_keeps_tests_and_correlates_the_planted_rois():
 
 def test_a_wrong_sign_is_not_a_recovered_pair_and_no_prototype_means_no_tests():
     scores, reference, cohort, prototype, behaviour = _study(1)
-    result = analyse_cohort("x", scores, reference, cohort, prototype, behaviour, n_permutations=500)
+    result = analyse_cohort("x", scores, reference, cohort, prototype, behaviour, ChainSettings(n_permutations=500))
     recovery = planted_recovery(result, {"g": ["A"]}, [{"score": "s1", "region_group": "g", "regions": ["A"],
                                                         "direction": 1}])
     assert recovery["behaviour"]["found"] == []
@@ -91,7 +91,7 @@ def test_analyse_cohort_is_the_region_step_and_the_behaviour_step_of_its_prototy
     from analysis.exploration.cohort_analysis import behaviour_table, region_step
 
     scores, reference, cohort, prototype, behaviour = _study(2)
-    chain = analyse_cohort("x", scores, reference, cohort, prototype, behaviour, n_permutations=300)
+    chain = analyse_cohort("x", scores, reference, cohort, prototype, behaviour, ChainSettings(n_permutations=300))
     regions = region_step(scores, reference, cohort, prototype)
     pd.testing.assert_frame_equal(chain.roi_tests, regions.tests)
     correlations = behaviour_table(scores, behaviour, cohort, regions.significant_rois, n_permutations=300).result()

@@ -199,7 +199,7 @@ def test_log_transform_false_accepts_signed_data():
 def test_vectorised_batch_training_equals_minisoms_loop(topology):
     from minisom import MiniSom
 
-    from analysis.exploration.som import train_batch_offline
+    from analysis.exploration.som_training import train_batch_offline
 
     rng = np.random.default_rng(11)
     data = np.vstack([rng.normal(size=(40, 5)), rng.normal(3.0, 1.0, size=(20, 5))])

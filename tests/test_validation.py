@@ -1,4 +1,9 @@
-"""Tests of the manifest loader, the study validation and ``msma validate`` on the tiny ``small_study``."""
+"""Tests of the manifest loader, the study validation and ``msma validate`` on the tiny ``small_study``.
+
+Over 400 lines on purpose: most of it is one catalogue of error cases (each a few-line mutation of the study that
+returns the field and file its problem must name), run by the parametrised tests below with the same helpers;
+split, the catalogue and the tests that read it would sit in different files.
+"""
 
 from __future__ import annotations
 
@@ -63,6 +68,12 @@ def set_cell(study, sid: str, column: str, value: str) -> None:
     study.write_subjects(table)
 
 
+def set_behaviour_cell(study, row: int, column: str, value: str) -> None:
+    table = study.behaviour()
+    table.loc[row, column] = value
+    study.write_behaviour(table)
+
+
 def outside_copy(study) -> Path:
     """A valid subject-like volume outside the study folder."""
     target = study.root.parent / "outside.nii.gz"
@@ -123,17 +134,19 @@ def random_bytes_template(s):
     return "template.image", "template.nii.gz"
 
 
-def truncated_subject(s):
-    path = subject_image(s, "s01")
+def truncate(path: Path) -> None:
+    """Keep the first half of a file's bytes."""
     payload = path.read_bytes()
     path.write_bytes(payload[: len(payload) // 2])
+
+
+def truncated_subject(s):
+    truncate(subject_image(s, "s01"))
     return "s01", "s01.nii.gz"
 
 
 def truncated_atlas(s):
-    path = s.root / "atlas.nii.gz"
-    payload = path.read_bytes()
-    path.write_bytes(payload[: len(payload) // 2])
+    truncate(s.root / "atlas.nii.gz")
     return "atlas.image", "atlas.nii.gz"
 
 
@@ -150,21 +163,22 @@ def affine_differs(s):
     return "s01", "s01.nii.gz"
 
 
-def nan_voxels(s):
-    path = subject_image(s, "s03")
+def set_voxels(study, sid: str, voxels: dict) -> tuple[str, str]:
+    """Write ``voxels`` ((i, j, k) -> value) into a subject's image; the (field, file) needles of the problem."""
+    path = subject_image(study, sid)
     data = image_data(path)
-    data[3, 3, 3] = np.nan
-    write_nifti(path, data, template_affine(s))
-    return "s03", "s03.nii.gz"
+    for voxel, value in voxels.items():
+        data[voxel] = value
+    write_nifti(path, data, template_affine(study))
+    return sid, f"{sid}.nii.gz"
+
+
+def nan_voxels(s):
+    return set_voxels(s, "s03", {(3, 3, 3): np.nan})
 
 
 def inf_voxels(s):
-    path = subject_image(s, "s03")
-    data = image_data(path)
-    data[2, 4, 5] = np.inf
-    data[2, 4, 6] = -np.inf
-    write_nifti(path, data, template_affine(s))
-    return "s03", "s03.nii.gz"
+    return set_voxels(s, "s03", {(2, 4, 5): np.inf, (2, 4, 6): -np.inf})
 
 
 def duplicate_ids(s):
@@ -201,9 +215,7 @@ def behaviour_unknown_ids(s):
 
 
 def behaviour_not_numeric(s):
-    table = s.behaviour()
-    table.loc[0, "score_a"] = "n/a"
-    s.write_behaviour(table)
+    set_behaviour_cell(s, 0, "score_a", "n/a")
     return "column score_a", "behaviour.csv"
 
 
@@ -377,9 +389,7 @@ def test_cohort_names_are_stripped(small_study):
 
 
 def test_infinite_behaviour_score_is_rejected(small_study):
-    table = small_study.behaviour()
-    table.loc[0, "score_a"] = "inf"
-    small_study.write_behaviour(table)
+    set_behaviour_cell(small_study, 0, "score_a", "inf")
     assert_named(problems_of(small_study.manifest), "column score_a", "behaviour.csv")
 
 
@@ -498,9 +508,7 @@ def test_only_the_reference_cohort_trains(small_study):
 
 
 def test_behaviour_row_without_id_is_rejected(small_study):
-    table = small_study.behaviour()
-    table.loc[0, "subject_id"] = ""
-    small_study.write_behaviour(table)
+    set_behaviour_cell(small_study, 0, "subject_id", "")
     assert_named(problems_of(small_study.manifest), "row 2, column subject_id", "behaviour.csv")
 
 

@@ -131,6 +131,20 @@ def behaviour_table(
     )
 
 
+@dataclass(frozen=True)
+class ChainSettings:
+    """The refresh's settings of the chain."""
+
+    alpha: float = 0.05
+    """Bonferroni-corrected p below which a kept ROI is significant (step 3)."""
+    n_permutations: int = 10_000
+    """Permutations of the behaviour correlations (step 4)."""
+    min_complete: int = 10
+    """Fewest cohort members with behaviour scores, and complete cases per pair, for a correlation."""
+    random_state: int = 0
+    """Seed of the permutations."""
+
+
 def analyse_cohort(
     cohort: str,
     roi_scores: pd.DataFrame,
@@ -138,27 +152,26 @@ def analyse_cohort(
     cohort_ids: Sequence,
     prototype_ids: Sequence,
     behaviour: pd.DataFrame | None = None,
-    *,
-    alpha: float = 0.05,
-    n_permutations: int = 10_000,
-    min_complete: int = 10,
-    random_state: int = 0,
+    settings: ChainSettings = ChainSettings(),
 ) -> CohortAnalysis:
-    """Run the chain for one cohort and its maximal prototype (Bonferroni, as in the dissertation).
+    """Run the chain for one cohort and its maximal prototype (Bonferroni, as in the dissertation):
+    :func:`region_step` with the prototype's members as the selection, then :func:`behaviour_table` of its
+    significant ROIs.
 
     Parameters
     ----------
-    roi_scores : DataFrame (subjects x ROIs), indexed by subject id
-        Higher = more anomalous.
-    reference_ids, cohort_ids, prototype_ids : sequences of subject ids
-        The reference subjects that set each ROI's 90th percentile, the cohort's members, and the members in its
-        maximal prototype.
+    roi_scores, reference_ids, cohort_ids
+        As for :func:`region_step`.
+    prototype_ids : sequence of subject ids
+        The cohort's members in its maximal prototype.
     behaviour : DataFrame (subjects x scores), indexed by subject id, optional
+    settings : ChainSettings
+        Significance level, permutations, complete cases and seed.
     """
-    regions = region_step(roi_scores, reference_ids, cohort_ids, prototype_ids, alpha=alpha)
+    regions = region_step(roi_scores, reference_ids, cohort_ids, prototype_ids, alpha=settings.alpha)
     table = behaviour_table(
-        roi_scores, behaviour, cohort_ids, regions.significant_rois, n_permutations=n_permutations,
-        min_complete=min_complete, random_state=random_state,
+        roi_scores, behaviour, cohort_ids, regions.significant_rois, n_permutations=settings.n_permutations,
+        min_complete=settings.min_complete, random_state=settings.random_state,
     )
     correlations = None if table is None else table.result()
     return CohortAnalysis(cohort, regions.kept_rois, regions.tests, regions.significant_rois, correlations)
@@ -188,7 +201,7 @@ def analyse_cohorts(
     return {
         cohort: analyse_cohort(
             cohort, roi_scores, reference_ids, list(cohorts.index[cohorts == cohort]), prototype["members"],
-            behaviour, random_state=random_state,
+            behaviour, ChainSettings(random_state=random_state),
         )
         for cohort, prototype in prototypes.items()
         if cohort != reference_cohort
