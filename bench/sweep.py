@@ -17,7 +17,7 @@ import numpy as np
 from minisom import MiniSom
 
 from analysis.exploration.som import DEFAULT_ITERATIONS
-from analysis.exploration.sweep import grid_stability_sweep
+from analysis.exploration.sweep import SweepGrids, grid_stability_sweep
 
 
 def main() -> None:
@@ -37,8 +37,8 @@ def main() -> None:
     sizes = range(args.first, args.last + 1)
 
     start = time.perf_counter()
-    table = grid_stability_sweep(X, labels, "ds", reference=labels == "typical", rows=sizes, cols=sizes,
-                                 n_jobs=args.jobs, progress=False)
+    table = grid_stability_sweep(X, labels, "ds", reference=labels == "typical",
+                                 grids=SweepGrids(rows=sizes, cols=sizes), n_jobs=args.jobs, progress=False)
     sweep_s = time.perf_counter() - start
 
     Z = (np.log(X) - np.log(X).mean(0)) / np.log(X).std(0)

@@ -13,7 +13,7 @@ import torch
 
 from analysis.exploration.recovery import PlantedTruth
 from analysis.runs.store import RunStore
-from analysis.study.validation import Study
+from analysis.study.study import Study
 from models.profiles import Profile
 
 MIN_TRAIN_SUBJECTS = 5

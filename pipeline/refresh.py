@@ -29,7 +29,8 @@ from analysis.exploration.recovery import PlantedTruth
 from analysis.runs import layout
 from analysis.runs.store import RunStore, new_run_id, write_json
 from analysis.study.manifest import Manifest
-from analysis.study.validation import Study, validate_study
+from analysis.study.study import Study
+from analysis.study.validation import validate_study
 from models.profiles import Profile, get_profile
 from pipeline.context import RefreshContext, RefreshError, Split, StageTimer, resolve_device
 from pipeline.detection import detection_stages

@@ -17,8 +17,8 @@ from analysis.demo.behaviour import PLANTED_BEHAVIOUR, SCORE_COLUMNS, behaviour_
 from analysis.demo.config import CohortSizes, DemoConfig, demo_config_from_mapping
 from analysis.demo.plan import CLINICAL_COHORTS, LESION_COHORT, PLANTED_REGIONS, Phenotype, lesion_kind, plan_cohort
 from analysis.demo.simulator import DemoSimulator, achieved_volume_change
-from analysis.demo.writer import build_demo_cohort, cohort_is_current, render_demo_manifest, write_demo_study
 from analysis.demo.truth import GROUND_TRUTH_FILE, planted_truth
+from analysis.demo.writer import build_demo_cohort, cohort_is_current, render_demo_manifest, write_demo_study
 from analysis.study.errors import ManifestError
 from analysis.study.manifest import load_manifest
 from analysis.study.reference_space import ReferenceSpace, load_aal

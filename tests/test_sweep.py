@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from analysis.exploration.som import SelfOrganizingMap
-from analysis.exploration.sweep import grid_stability_sweep, jaccard, parse_range
+from analysis.exploration.sweep import SweepGrids, grid_stability_sweep, jaccard, parse_range
 
 
 def _cohorts(seed: int = 0):
@@ -21,8 +21,9 @@ def _cohorts(seed: int = 0):
 
 def test_each_grid_matches_a_direct_fit_and_overlaps_are_jaccard():
     X, labels, reference = _cohorts()
-    table = grid_stability_sweep(X, labels, "ds", reference=reference, rows=[3, 4, 5], cols=[3, 4], n_jobs=1,
-                                 n_iterations=50, progress=False)
+    table = grid_stability_sweep(X, labels, "ds", reference=reference,
+                                 grids=SweepGrids(rows=[3, 4, 5], cols=[3, 4], n_iterations=50), n_jobs=1,
+                                 progress=False)
     assert len(table) == 6
     for row in table.itertuples():
         som = SelfOrganizingMap(row.rows, row.cols, n_iterations=50).fit(X, reference)
@@ -41,7 +42,7 @@ def test_each_grid_matches_a_direct_fit_and_overlaps_are_jaccard():
 
 def test_parallel_workers_give_the_same_table():
     X, labels, reference = _cohorts(1)
-    kwargs = dict(reference=reference, rows=[3, 4], cols=[3, 4], n_iterations=30, progress=False)
+    kwargs = dict(reference=reference, grids=SweepGrids(rows=[3, 4], cols=[3, 4], n_iterations=30), progress=False)
     one = grid_stability_sweep(X, labels, "ds", n_jobs=1, **kwargs)
     two = grid_stability_sweep(X, labels, "ds", n_jobs=2, **kwargs)
     assert one.drop(columns="members").equals(two.drop(columns="members"))
@@ -55,5 +56,5 @@ def test_ranges_and_cohorts_are_checked():
             parse_range(bad, "--rows")
     X, labels, reference = _cohorts()
     with pytest.raises(ValueError, match="'autism' has no subjects"):
-        grid_stability_sweep(X, labels, "autism", rows=[3], cols=[3], progress=False)
+        grid_stability_sweep(X, labels, "autism", grids=SweepGrids(rows=[3], cols=[3]), progress=False)
     assert jaccard([1, 2, 3], [2, 3, 4]) == pytest.approx(0.5)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -111,8 +112,8 @@ def write_synthetic_study(
     }
     path = folder / "data_manifest.yaml"
     path.write_text(yaml.safe_dump(manifest, sort_keys=False))
-    _write_run(folder / "runs", subjects, behaviour, severity, grid, mask, labels, names, n_scales, planted_regions,
-               seed, rng)
+    _write_run(folder / "runs", _Cohort(subjects, behaviour, severity), _Space(grid, mask, labels, names), n_scales,
+               planted_regions, seed, rng)
     return path
 
 
@@ -173,8 +174,26 @@ def _behaviour(subjects: pd.DataFrame, severity: pd.Series, n_scores: int, rng) 
     return pd.DataFrame(np.round(values, 1), index=clinical, columns=columns[:n_scores])
 
 
-def _write_run(root, subjects, behaviour, severity, grid, mask, labels, names, n_scales, planted_regions, seed,
-               rng) -> Path:
+@dataclass(frozen=True)
+class _Cohort:
+    subjects: pd.DataFrame
+    behaviour: pd.DataFrame
+    severity: pd.Series
+    """Each subject's planted severity (0 outside the planted subgroup)."""
+
+
+@dataclass(frozen=True)
+class _Space:
+    grid: Grid
+    mask: np.ndarray
+    labels: np.ndarray
+    names: pd.DataFrame
+
+
+def _write_run(root: Path, cohort: _Cohort, space: _Space, n_scales: int, planted_regions: int, seed: int,
+               rng: np.random.Generator) -> Path:
+    subjects, behaviour, severity = cohort.subjects, cohort.behaviour, cohort.severity
+    grid, mask, labels, names = space.grid, space.mask, space.labels, space.names
     ids = subjects.index.tolist()
     cohorts = subjects["cohort"].to_numpy()
     base = np.linspace(3.0, 0.5, n_scales)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -58,20 +59,28 @@ def jaccard(a: Sequence, b: Sequence) -> float:
     return len(a & b) / len(a | b) if a | b else 1.0
 
 
+@dataclass(frozen=True)
+class SweepGrids:
+    """The grids of a sweep: every ``rows x cols`` combination, each map fitted with ``topology`` and
+    ``n_iterations`` batch iterations (None: :class:`SelfOrganizingMap`'s default)."""
+
+    rows: Sequence[int] = range(3, 16)
+    cols: Sequence[int] = range(3, 16)
+    topology: str = "rectangular"
+    n_iterations: int | None = None
+
+
 def grid_stability_sweep(
     X: np.ndarray,
     labels: Sequence[str],
     cohort: str,
     *,
     reference: np.ndarray | None = None,
-    rows: Sequence[int] = range(3, 16),
-    cols: Sequence[int] = range(3, 16),
-    topology: str = "rectangular",
-    n_iterations: int | None = None,
+    grids: SweepGrids = SweepGrids(),
     n_jobs: int | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Fit a map for every ``rows x cols`` grid and describe the maximal prototype of ``cohort``.
+    """Fit a map for every grid of ``grids`` and describe the maximal prototype of ``cohort``.
 
     Parameters
     ----------
@@ -79,6 +88,9 @@ def grid_stability_sweep(
         Score norms (positive); standardised by the ``reference`` rows as in :class:`SelfOrganizingMap`.
     labels : sequence of str, length n_subjects
         Cohort of each row.
+    reference : ndarray of bool (n_subjects,), optional
+        Rows whose statistics standardise the norms.
+    grids : SweepGrids
     n_jobs : int, optional
         Worker processes (default: all cores).
 
@@ -92,7 +104,8 @@ def grid_stability_sweep(
     labels = np.asarray(labels)
     if cohort not in set(labels.tolist()):
         raise ValueError(f"cohort {cohort!r} has no subjects; cohorts present: {sorted(set(labels.tolist()))}")
-    jobs = [(X, labels, cohort, reference, r, c, topology, n_iterations) for r in rows for c in cols]
+    jobs = [(X, labels, cohort, reference, r, c, grids.topology, grids.n_iterations)
+            for r in grids.rows for c in grids.cols]
     workers = max(1, min(n_jobs or os.cpu_count() or 1, len(jobs)))
     if workers == 1:
         results = [_fit_one(job) for job in tqdm(jobs, desc="SOM grid sweep", unit="grid", disable=not progress)]

@@ -15,7 +15,7 @@ import pandas as pd
 
 from analysis.lesions.metrics import _as_mask
 from analysis.lesions.protocol import LESION_PROTOCOL, LesionProtocol, evaluate_map
-from analysis.study.validation import Study
+from analysis.study.study import Study
 from analysis.study.volumes import load_volume
 
 #: The per-subject metrics of :func:`~analysis.lesions.protocol.evaluate_segmentation` that :func:`summarise`

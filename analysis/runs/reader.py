@@ -26,7 +26,8 @@ from analysis.exploration.roi_stats import percentile_reference, roi_columns
 from analysis.runs import layout
 from analysis.runs.store import RUN_ID, RunNotFound, RunStore
 from analysis.study.manifest import Manifest, load_manifest
-from analysis.study.validation import Study, validate_study
+from analysis.study.study import Study
+from analysis.study.validation import validate_study
 from analysis.study.volumes import VolumeError, load_volume
 
 __all__ = ["PublishedRun", "RunNotFound", "RunUnreadable", "SomMap", "open_run"]

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from tqdm.auto import tqdm
 
-from analysis.study.validation import Study
+from analysis.study.study import Study
 from analysis.study.volumes import load_volume
 
 NORMALISATIONS = ("brain_p99", "none")

@@ -1,8 +1,9 @@
 """Check that the files a manifest names exist, are readable and agree with each other.
 
 :func:`validate_study` walks the whole study once and reports every problem it finds (file, field or row,
-expected, found) instead of stopping at the first; when there are none it returns the loaded :class:`Study`. The
-images (template, brain mask, atlas, subject volumes) are checked here, the tables (subjects, behaviour, lesions) in
+expected, found) instead of stopping at the first; when there are none it returns the loaded
+:class:`~analysis.study.study.Study`. The images (template, brain mask, atlas, subject volumes) are checked here, the
+tables (subjects, behaviour, lesions) in
 :mod:`analysis.study.table_checks`.
 """
 
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,65 +20,10 @@ from tqdm.auto import tqdm
 from analysis.study.atlas import labels_present, read_label_table
 from analysis.study.errors import ManifestError
 from analysis.study.manifest import Manifest, check_inside
+from analysis.study.study import Study
 from analysis.study.table_checks import Collector, check_behaviour, check_lesions, check_subjects, preview
 from analysis.study.tables import TableError
 from analysis.study.volumes import Grid, VolumeError, check_grid, load_header, load_volume, read_data
-
-
-@dataclass(frozen=True)
-class Study:
-    """A validated study: its manifest, grid, atlas and tables, ready for the models and the analysis."""
-
-    manifest: Manifest
-    grid: Grid
-    brain_mask: np.ndarray
-    atlas_labels: np.ndarray
-    label_names: pd.DataFrame
-    subjects: pd.DataFrame
-    """One row per subject, indexed by subject id, with columns cohort, split, sex, age and one path per modality."""
-    behaviour: pd.DataFrame | None
-    """Score columns as floats (NaN = missing), indexed by subject id."""
-    lesions: pd.DataFrame | None = None
-    """Ground-truth lesion masks, indexed by subject id: columns ``mask`` (resolved path) and ``group``."""
-
-    def summary(self) -> str:
-        """A human-readable overview: subjects per cohort and split, grid, atlas, behaviour."""
-        m = self.manifest
-        counts = pd.crosstab(self.subjects["cohort"], self.subjects["split"], margins=True, margins_name="total")
-        named = set(self.label_names["index"])
-        present = set(labels_present(self.atlas_labels).tolist())
-        absent = f"; {len(named - present)} named labels absent" if named - present else ""
-        lines = [
-            f"study: {m.study_name} ({m.path})",
-            f"grid: {self.grid.describe()}; brain mask {int(self.brain_mask.sum())} voxels",
-            f"atlas: {m.atlas.name}, {len(present)} labels on the grid ({len(named)} named in "
-            f"{m.atlas.labels.name}{absent})",
-            f"reference cohort: {m.reference_cohort} ({int((self.subjects['cohort'] == m.reference_cohort).sum())} "
-            f"subjects, {self.n_reference_train} for training)",
-            f"modalities: {', '.join(m.subjects.images)}",
-            "subjects per cohort and split:",
-            *("  " + line for line in counts.to_string().splitlines()),
-        ]
-        if self.behaviour is not None:
-            missing = float(self.behaviour.isna().to_numpy().mean())
-            lines.append(
-                f"behaviour: {len(self.behaviour)} subjects x {self.behaviour.shape[1]} scores "
-                f"({missing:.1%} missing): {', '.join(self.behaviour.columns)}"
-            )
-        else:
-            lines.append("behaviour: none")
-        if self.lesions is not None:
-            groups = self.lesions["group"].value_counts().sort_index()
-            lines.append(
-                f"lesions: ground-truth masks of {len(self.lesions)} subjects ("
-                + ", ".join(f"{g}: {n}" for g, n in groups.items()) + ")"
-            )
-        return "\n".join(lines)
-
-    @property
-    def n_reference_train(self) -> int:
-        s = self.subjects
-        return int(((s["cohort"] == self.manifest.reference_cohort) & (s["split"] == "train")).sum())
 
 
 def validate_study(

@@ -1,0 +1,321 @@
+"""The implementations of the ``msma`` subcommands (the parser is :mod:`msma.cli`).
+
+Each command imports only what it needs, so ``msma validate`` stays quick and never loads torch. Each returns the
+exit status: 0 on success, 1 when the study or run has problems (each printed with file, field, expected and found),
+2 for a usage error.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+
+def _report_problems(exc) -> int:
+    print(str(exc), file=sys.stderr)
+    return 1
+
+
+def cmd_validate(args) -> int:
+    from analysis.demo.config import read_demo_config
+    from analysis.study.errors import ManifestError
+    from analysis.study.manifest import load_manifest
+    from analysis.study.validation import validate_study
+
+    start = time.perf_counter()
+    try:
+        # The study schema leaves the demo: block's settings to the generator; validate checks them too.
+        manifest = load_manifest(args.manifest, read_demo=read_demo_config)
+        study = validate_study(manifest, progress=not args.quiet, check_voxels=not args.headers_only)
+    except ManifestError as exc:
+        return _report_problems(exc)
+    print(study.summary())
+    print(f"valid: {len(study.subjects)} subjects checked in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from analysis.demo.config import demo_config_from_mapping, read_demo_config
+    from analysis.demo.writer import build_demo_cohort, cohort_is_current, write_demo_study
+    from analysis.study.errors import ManifestError, Problem
+    from analysis.study.manifest import load_manifest
+    from analysis.study.validation import validate_study
+
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    try:
+        manifest = load_manifest(args.manifest, read_demo=read_demo_config)
+        if manifest.demo is None:
+            raise ManifestError(
+                [Problem(str(args.manifest), "demo", "a demo: block describing the cohort to generate", "none")]
+            )
+        # Read again for the value: load_manifest has already reported any problem of the block.
+        config = demo_config_from_mapping(manifest.demo.settings, str(Path(args.manifest)))
+        if args.out is not None:
+            manifest_path = write_demo_study(config, args.out, progress=not args.quiet)
+            manifest = load_manifest(manifest_path)
+            print(f"built the demo study in {args.out}")
+        else:
+            folder = manifest.resolve(config.folder)
+            if cohort_is_current(config, folder) and not args.force:
+                print(f"reusing the demo cohort in {folder} (same settings; --force rebuilds it)")
+            else:
+                truth = build_demo_cohort(config, folder, progress=not args.quiet)
+                print(
+                    f"built the demo cohort in {folder}: {len(truth['subjects'])} subjects, "
+                    f"{truth['atlas']['labels_on_grid']} of {truth['atlas']['labels_named']} AAL labels on the "
+                    f"{'x'.join(map(str, truth['grid']['shape']))} grid"
+                )
+        timings["build"] = time.perf_counter() - start
+        study = validate_study(manifest, progress=not args.quiet)
+        timings["validate"] = time.perf_counter() - start - timings["build"]
+    except (ManifestError, FileExistsError) as exc:
+        return _report_problems(exc)
+    print(study.summary())
+    status = _refresh_and_report(manifest, args, study=study)
+    timings["refresh"] = time.perf_counter() - start - timings["build"] - timings["validate"]
+    print("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
+    if status != 0 or args.no_serve:
+        return status
+    return _serve(manifest, None, args)
+
+
+def cmd_serve(args) -> int:
+    from analysis.study.errors import ManifestError
+    from analysis.study.manifest import load_manifest
+
+    try:
+        manifest = load_manifest(args.manifest)
+    except ManifestError as exc:
+        return _report_problems(exc)
+    return _serve(manifest, args.run_id, args)
+
+
+def _serve(manifest, run_id, args) -> int:
+    """Open the run and serve its explorer (or, with no run yet, a page naming the command that makes one)."""
+    from analysis.runs.reader import RunNotFound, RunUnreadable, open_run
+    from analysis.study.errors import ManifestError
+    from app.server import LOOPBACK, serve, waiting_app
+
+    if args.debug and args.host not in LOOPBACK:
+        print(f"--debug with --host {args.host}: the debug server runs code sent to it; serve it on 127.0.0.1",
+              file=sys.stderr)
+        return 2
+    try:
+        run = open_run(manifest, run_id)
+    except RunNotFound as exc:
+        if run_id is not None:
+            print(exc, file=sys.stderr)
+            return 1
+        command = f"msma refresh {manifest.path}"
+        print(f"{exc}; serving a page that says to run: {command}", file=sys.stderr)
+        app = waiting_app(manifest.study_name, f"The study has no published run yet ({exc}).", command)
+        what = f"{manifest.study_name} (no run yet)"
+    except (ManifestError, RunUnreadable) as exc:
+        return _report_problems(exc)
+    else:
+        if args.cohort is not None and args.cohort not in run.cohorts:
+            print(f"--cohort: expected one of {run.cohorts} (cohorts of run {run.run_id}), got {args.cohort!r}",
+                  file=sys.stderr)
+            return 2
+        from app import create_app
+
+        app, what = create_app(run, cohort=args.cohort), f"{run.study_name}, run {run.run_id},"
+    try:
+        serve(app, args.host, args.port, debug=args.debug, what=what)
+    except OSError as exc:  # the port is taken, or the host is not an address of this machine
+        print(f"msma serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _refresh_and_report(manifest, args, study=None) -> int:
+    from analysis.demo.truth import planted_truth
+    from analysis.runs.report import format_report
+    from analysis.runs.store import StoreBusy
+    from analysis.study.errors import ManifestError
+    from pipeline.refresh import RefreshError, refresh
+
+    if args.keep_runs < 1:
+        print("--keep-runs: expected a count >= 1", file=sys.stderr)
+        return 2
+    try:
+        result = refresh(
+            manifest,
+            profile=args.profile,
+            device=args.device,
+            progress=not args.quiet,
+            keep_runs=args.keep_runs,
+            study=study,
+            truth=planted_truth(manifest),
+        )
+    except (ManifestError, RefreshError, StoreBusy) as exc:
+        return _report_problems(exc)
+    print(format_report(result.run_dir))
+    return 0
+
+
+def cmd_refresh(args) -> int:
+    from analysis.study.errors import ManifestError
+    from analysis.study.manifest import load_manifest
+
+    try:
+        manifest = load_manifest(args.manifest)
+    except ManifestError as exc:
+        return _report_problems(exc)
+    return _refresh_and_report(manifest, args)
+
+
+def cmd_report(args) -> int:
+    import json
+
+    from analysis.runs.report import format_report, report_data
+    from analysis.runs.store import RunNotFound, RunStore
+    from analysis.study.errors import ManifestError
+    from analysis.study.manifest import load_manifest
+
+    try:
+        manifest = load_manifest(args.manifest)
+        run_dir = RunStore(manifest.output_dir).latest()
+    except (ManifestError, RunNotFound) as exc:
+        return _report_problems(exc)
+    try:
+        text = json.dumps(report_data(run_dir), indent=2) if args.json else format_report(run_dir)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"{run_dir / 'run.json'}: not a readable msma run record ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return 1
+    print(text)
+    return 0
+
+
+def cmd_evaluate_lesions(args) -> int:
+    import json
+
+    import numpy as np
+
+    from analysis.lesions import LesionProtocol, evaluate_study_lesions
+    from analysis.runs import layout
+    from analysis.runs.report import format_lesion_table
+    from analysis.runs.store import RunNotFound, RunStore, read_run
+    from analysis.study.errors import ManifestError, Problem
+    from analysis.study.manifest import load_manifest
+    from analysis.study.validation import validate_study
+    from analysis.study.volumes import atomic_write_bytes
+
+    if args.jobs < 1:
+        print("--jobs: expected a count >= 1", file=sys.stderr)
+        return 2
+    try:
+        protocol = LesionProtocol(n_thresholds=args.thresholds, min_size=args.min_size, dilation_radius=args.dilation)
+    except ValueError as exc:
+        flag = {"n_thresholds": "--thresholds", "min_size": "--min-size", "dilation_radius": "--dilation"}
+        name = str(exc).split(" ")[0]
+        print(f"{flag.get(name, name)}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        manifest = load_manifest(args.manifest)
+        if manifest.lesions is None:
+            raise ManifestError(
+                [Problem(str(args.manifest), "lesions", "a lesions: block naming the ground-truth masks", "none")]
+            )
+        study = validate_study(manifest, progress=not args.quiet, check_voxels=False)
+        run_dir = RunStore(manifest.output_dir).latest()
+        record = (read_run(run_dir).get("spatial") or {}).get("lesions")
+        wanted = list(study.lesions.index)
+        if record is None or not set(wanted) <= set(record["subjects"]):
+            missing = wanted if record is None else [i for i in wanted if i not in set(record["subjects"])]
+            raise ManifestError(
+                [
+                    Problem(
+                        str(run_dir / layout.RECORD.name),
+                        "spatial.lesions.subjects",
+                        "lesion maps of every subject in the lesions table (run msma refresh after editing it)",
+                        f"none for {len(missing)} subjects, e.g. {missing[:3]}",
+                    )
+                ]
+            )
+        methods = list(record["maps"]["order"])
+        maps_file = run_dir / layout.LESION_MAPS.name
+        stack = np.load(maps_file, mmap_mode="r")
+        expected = (len(record["subjects"]), len(methods), int(study.brain_mask.sum()))
+        if stack.shape != expected:
+            raise ManifestError(
+                [Problem(str(maps_file), "shape", f"{expected} (subjects, methods, brain voxels of the current mask)",
+                         f"{stack.shape}: the study changed since the refresh; run msma refresh")]
+            )
+    except (ManifestError, RunNotFound) as exc:
+        return _report_problems(exc)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"{run_dir}: unreadable run record or lesion maps ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return 1
+    rows = [record["subjects"].index(i) for i in wanted]
+    maps = {m: np.asarray(stack[rows, k]) for k, m in enumerate(methods)}
+    try:
+        evaluation = evaluate_study_lesions(study, maps, protocol, n_jobs=args.jobs, progress=not args.quiet)
+        if args.out:
+            atomic_write_bytes(args.out, evaluation.per_subject.to_csv(index=False).encode())
+    except (OSError, ValueError) as exc:
+        print(f"evaluate-lesions: {exc}", file=sys.stderr)
+        return 1
+    summary, failed = evaluation.summary, evaluation.failed
+    if args.json:
+        records = summary.astype(object).where(summary.notna(), None).to_dict(orient="records")
+        payload = {"run_id": run_dir.name, "protocol": protocol.as_dict(), "summary": records,
+                   "failed": failed.to_dict(orient="records")}
+        print(json.dumps(payload, indent=2, default=float))
+    else:
+        print(f"run {run_dir.name}: {len(wanted)} subjects with lesion masks; protocol {protocol.as_dict()}")
+        print(format_lesion_table(summary.to_dict(orient="records")))
+        for _, row in failed.iterrows():
+            print(f"not evaluated: {row['subject_id']} with {row['method']}: {row['note']}")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    import pandas as pd
+
+    from analysis.exploration.sweep import SweepGrids, grid_stability_sweep, parse_range
+    from analysis.runs import layout
+    from analysis.runs.store import RunNotFound, RunStore, write_table
+    from analysis.study.errors import ManifestError
+    from analysis.study.manifest import load_manifest
+
+    try:
+        rows, cols = parse_range(args.rows, "--rows"), parse_range(args.cols, "--cols")
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    try:
+        manifest = load_manifest(args.manifest)
+        run_dir = RunStore(manifest.output_dir).latest()
+    except (ManifestError, RunNotFound) as exc:
+        return _report_problems(exc)
+    norms = pd.read_parquet(run_dir / layout.SCORE_NORMS.name)
+    columns = [c for c in norms.columns if c.startswith("norm_")]
+    cohorts = sorted(set(norms["cohort"]))
+    if args.cohort not in cohorts:
+        expected = f"expected one of {cohorts} (cohorts of run {run_dir.name})"
+        print(f"--cohort: {expected}, got {args.cohort!r}", file=sys.stderr)
+        return 1
+    table = grid_stability_sweep(
+        norms[columns].to_numpy(),
+        norms["cohort"].to_numpy(),
+        args.cohort,
+        reference=(norms["cohort"] == manifest.reference_cohort).to_numpy(),
+        grids=SweepGrids(rows=rows, cols=cols, topology=args.topology),
+        n_jobs=args.jobs,
+        progress=not args.quiet,
+    )
+    ids = norms["subject_id"].to_numpy()
+    table["members"] = [[str(ids[i]) for i in m] for m in table["members"]]
+    out = run_dir / layout.sweep_file(args.cohort)
+    write_table(out, table)
+    stable = table[table["jaccard_neighbours"] >= 0.8]
+    print(
+        f"{len(table)} grids, rows {rows[0]}-{rows[-1]} x cols {cols[0]}-{cols[-1]}: maximal prototype of "
+        f"{args.cohort} holds {table['size'].min()}-{table['size'].max()} of {table['cohort_size'].iloc[0]} subjects; "
+        f"{len(stable)} grids overlap their neighbours by Jaccard >= 0.8"
+    )
+    print(f"table: {out}")
+    return 0
