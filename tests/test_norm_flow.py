@@ -109,12 +109,12 @@ def test_fit_returns_self_and_is_quick(fitted):
     assert detector.n_features_in_ == 20
     assert isinstance(detector.flow_, CouplingFlow) and not detector.flow_.training
     assert 1 <= detector.n_epochs_ <= 300 and 0 <= detector.best_epoch_ <= detector.n_epochs_
-    assert len(detector.history_) == detector.n_epochs_
+    assert len(detector.history_["step"]) == detector.n_epochs_
 
 
 def test_early_stopping_keeps_the_best_epoch(fitted):
     detector, _ = fitted
-    history = [h["validation_nll"] for h in detector.history_]
+    history = detector.history_["val_loss"]
     if detector.best_epoch_ > 0:
         assert history[detector.best_epoch_ - 1] == min(history)
     assert detector.n_epochs_ == 300 or detector.n_epochs_ - detector.best_epoch_ == detector.patience
@@ -124,9 +124,9 @@ def test_without_validation_rows_the_last_epoch_is_kept():
     X = lognormal(120, 3, seed=4)
     detector = FlowDetector(max_epochs=8, patience=100, validation_fraction=0.0).fit(X)
     assert detector.best_epoch_ == detector.n_epochs_ == 8
-    assert all(math.isnan(h["validation_nll"]) for h in detector.history_)
+    assert all(math.isnan(value) for value in detector.history_["val_loss"])
     # With no validation rows the last epoch is kept: its training NLL is close to the final NLL of the rows.
-    assert abs(detector.score_samples(X).mean() - detector.history_[-1]["train_nll"]) < 0.2
+    assert abs(detector.score_samples(X).mean() - detector.history_["train_loss"][-1]) < 0.2
 
 
 def test_separates_shifted_outliers(fitted):

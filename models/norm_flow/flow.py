@@ -19,6 +19,7 @@ from torch import nn
 
 from analysis.checks import check_int
 from analysis.detection.detectors import check_score_norms, fit_log_standardisation, log_standardise
+from models.training import EarlyStopping, TrainingHistory
 
 __all__ = ["CouplingFlow", "FlowDetector"]
 
@@ -117,8 +118,10 @@ class FlowDetector(BaseEstimator):
         Standardisation of ``log X`` learnt on all training rows.
     flow_ : CouplingFlow
         The fitted flow (float32, CPU, eval mode).
-    history_ : list of dict
-        Per epoch: ``epoch``, ``train_nll`` and ``validation_nll`` (mean per row; NaN without validation rows).
+    history_ : dict of lists
+        :meth:`models.training.TrainingHistory.as_dict` with one entry per epoch run: ``step`` the epoch (1, 2,
+        ...), ``train_loss`` and ``val_loss`` the mean NLL per row in nats (``val_loss`` NaN without validation
+        rows).
     best_epoch_, n_epochs_ : int
         Epoch whose parameters were kept (0: the initial identity flow, if no epoch improved on it) and epochs run.
     n_features_in_ : int
@@ -182,10 +185,10 @@ class FlowDetector(BaseEstimator):
             torch.manual_seed(seed)
             flow = CouplingFlow(X.shape[1], self.n_blocks, self.hidden)
             optimiser = torch.optim.Adam(flow.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-            self.history_ = []
-            best, best_state, since_best, self.best_epoch_ = self._validation_nll(flow, z_val), None, 0, 0
-            if n_val:  # the identity flow of epoch 0 is the fallback should training diverge at once
-                best_state = {key: value.clone() for key, value in flow.state_dict().items()}
+            history = TrainingHistory()
+            stopper = EarlyStopping(self.patience, lambda: {k: v.clone() for k, v in flow.state_dict().items()})
+            # The identity flow of epoch 0 is the fallback should training diverge at once.
+            stopper.start(0, self._validation_nll(flow, z_val))
             for epoch in range(1, self.max_epochs + 1):
                 flow.train()
                 total = 0.0
@@ -196,18 +199,15 @@ class FlowDetector(BaseEstimator):
                     optimiser.step()
                     total += loss.item() * len(batch)
                 val_nll = self._validation_nll(flow, z_val)
-                self.history_.append({"epoch": epoch, "train_nll": total / len(z_train), "validation_nll": val_nll})
-                if n_val == 0:
-                    self.best_epoch_ = epoch
-                elif val_nll < best:
-                    best, since_best, self.best_epoch_ = val_nll, 0, epoch
-                    best_state = {key: value.clone() for key, value in flow.state_dict().items()}
-                else:
-                    since_best += 1
-                    if since_best >= self.patience:
+                history.record(epoch, total / len(z_train), val_nll)
+                if n_val:  # without validation rows there is nothing to stop on: the last epoch is kept
+                    stopper.update(epoch, val_nll)
+                    if stopper.should_stop:
                         break
-        if best_state is not None:
-            flow.load_state_dict(best_state)
+        if n_val:
+            flow.load_state_dict(stopper.best_state)
+        self.best_epoch_ = stopper.best_step if n_val else epoch
+        self.history_ = history.as_dict()
         self.flow_ = flow.eval()
         self.n_epochs_ = epoch
         self.n_features_in_ = X.shape[1]
