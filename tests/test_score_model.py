@@ -286,6 +286,21 @@ def _training_data() -> ScoreTrainingData:
     )
 
 
+@pytest.mark.parametrize(
+    ("settings", "needle"),
+    [
+        ({"patience": 0}, "patience must be an integer >= 1; received 0"),
+        ({"batch_size": 2.5}, "batch_size must be an integer"),
+        ({"learning_rate": -1e-3}, "learning_rate must be a positive finite number"),
+        ({"ema_decay": 1.0}, r"ema_decay must be in \[0, 1\)"),
+        ({"max_minutes": 0}, "max_minutes must be a positive finite number"),
+    ],
+)
+def test_train_config_refuses_settings_training_cannot_use(settings, needle):
+    with pytest.raises(ValueError, match=needle):
+        TrainConfig(**settings)
+
+
 def test_training_lowers_the_validation_loss():
     data = _training_data()
     torch.manual_seed(0)
