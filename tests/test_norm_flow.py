@@ -8,12 +8,13 @@ import time
 import numpy as np
 import pytest
 import torch
+from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from threadpoolctl import threadpool_limits
 
 from analysis.detection.detectors import GaussianMixtureDetector
 from analysis.detection.metrics import auroc
-from models.norm_flow.flow import CouplingFlow, FlowDetector
+from models.norm_flow.flow import AdamSettings, CouplingFlow, FlowDetector
 
 
 @pytest.fixture(autouse=True)
@@ -171,6 +172,15 @@ def test_init_stores_parameters_only():
     detector = FlowDetector(n_blocks=2, hidden=8)
     assert detector.get_params()["n_blocks"] == 2 and detector.get_params()["random_state"] == 0
     assert not [name for name in vars(detector) if name.endswith("_")]
+
+
+def test_optimiser_settings_are_one_parameter_that_clone_keeps_and_that_checks_itself():
+    detector = FlowDetector(optimiser=AdamSettings(lr=1e-2, weight_decay=0.0))
+    assert clone(detector).get_params()["optimiser"] == AdamSettings(lr=1e-2, weight_decay=0.0)
+    with pytest.raises(ValueError, match="lr must be a positive finite number; received 0"):
+        AdamSettings(lr=0)
+    with pytest.raises(ValueError, match="weight_decay must be >= 0"):
+        AdamSettings(weight_decay=-1.0)
 
 
 @pytest.mark.parametrize(
