@@ -148,6 +148,17 @@ class _TrainingState:
         self.running: float | None = None
         """Exponential moving average of the training loss (what the history reports as ``train_loss``)."""
 
+    def optimise(self, loss: torch.Tensor, config: TrainConfig) -> None:
+        """One optimiser step on ``loss`` (gradient clipped), then the EMA and the running training loss."""
+        self.optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+        self.optimiser.step()
+        self.step += 1
+        _ema_update(self.ema, self.model, min(config.ema_decay, (1 + self.step) / (10 + self.step)))
+        value = loss.detach().item()
+        self.running = value if self.running is None else 0.98 * self.running + 0.02 * value
+
     def payload(self, extra: dict) -> dict:
         return {
             "kind": "training_state",
@@ -258,14 +269,7 @@ def train_score_model(
         batch = to_device(data.train[index])
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
             loss = loss_fn(model, batch, run.generator)
-        run.optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        run.optimiser.step()
-        run.step += 1
-        _ema_update(run.ema, model, min(config.ema_decay, (1 + run.step) / (10 + run.step)))
-        value = loss.detach().item()
-        run.running = value if run.running is None else 0.98 * run.running + 0.02 * value
+        run.optimise(loss, config)
         bar.update(1)
         if on_step is not None:
             on_step(run.step)

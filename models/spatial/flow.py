@@ -166,6 +166,19 @@ def _validation_sample(
     return voxels, values
 
 
+def _training_batch(
+    norms: np.ndarray, train_rows: np.ndarray, n_subjects: int, n_voxels: int, rng: np.random.Generator
+) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+    """``n_subjects`` training subjects drawn without replacement (their rows), ``n_voxels`` brain-voxel indices
+    of each drawn uniformly (n_subjects, n_voxels), and their patch norms (n_subjects, n_voxels, L) float32."""
+    subjects = rng.choice(train_rows, n_subjects, replace=False)
+    voxels = rng.integers(0, norms.shape[1], (n_subjects, n_voxels))
+    batch = torch.as_tensor(
+        np.stack([np.asarray(norms[s])[v] for s, v in zip(subjects, voxels, strict=True)]), dtype=torch.float32
+    )
+    return subjects, torch.as_tensor(voxels), batch
+
+
 def _learning_rate_factor(config: SpatialFlowConfig):
     """Multiplier of the learning rate after a number of steps: a half cosine to 0 at ``max_steps``, or 1."""
     if config.cosine_decay:
@@ -202,7 +215,7 @@ def train_spatial_flow(
     """
     train_rows, val_rows = np.asarray(train_rows, dtype=int), np.asarray(val_rows, dtype=int)
     _check_subjects(images, norms, mask, train_rows, val_rows)
-    n_voxels, n_scales = norms.shape[1:]
+    n_scales = norms.shape[2]
     start_time = time.perf_counter()
     rng = np.random.default_rng(config.seed)
     center, scale = fit_standardisation(
@@ -236,13 +249,8 @@ def train_spatial_flow(
         model.train()
         with tqdm(total=config.max_steps, desc="spatial flow", unit="step", disable=not progress) as bar:
             for step in range(1, config.max_steps + 1):
-                subjects = rng.choice(train_rows, per_step, replace=False)
-                voxels = rng.integers(0, n_voxels, (per_step, config.voxels_per_subject))
-                batch = torch.as_tensor(
-                    np.stack([np.asarray(norms[s])[v] for s, v in zip(subjects, voxels, strict=True)]),
-                    dtype=torch.float32,
-                )
-                loss = model.nll(batch, torch.as_tensor(voxels), model.context(images_t[subjects])).mean()
+                subjects, voxels, batch = _training_batch(norms, train_rows, per_step, config.voxels_per_subject, rng)
+                loss = model.nll(batch, voxels, model.context(images_t[subjects])).mean()
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
