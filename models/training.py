@@ -42,9 +42,6 @@ class TrainingHistory:
         self.train_loss.append(float(train_loss))
         self.val_loss.append(float(val_loss))
 
-    def __len__(self) -> int:
-        return len(self.step)
-
     def as_dict(self) -> dict[str, list[float]]:
         """``{"step": [...], "train_loss": [...], "val_loss": [...]}``: what a run's ``run.json`` and a checkpoint
         store."""
