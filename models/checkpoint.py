@@ -94,7 +94,8 @@ def save_spatial_model(path: str | os.PathLike, model, *, metadata: dict) -> Non
 
 def load_spatial_model(path: str | os.PathLike):
     """Rebuild a Spatial-MSMA flow from its checkpoint: (model in eval mode, the checkpoint's other fields)."""
-    from models.spatial.flow import SpatialFlowConfig, SpatialMSMA
+    from models.spatial.flow import SpatialFlowConfig
+    from models.spatial.torch_model import SpatialMSMA
 
     payload = load_checkpoint(path)
     if payload.get("kind") != "spatial_flow":

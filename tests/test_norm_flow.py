@@ -8,12 +8,13 @@ import time
 import numpy as np
 import pytest
 import torch
+from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from threadpoolctl import threadpool_limits
 
 from analysis.detection.detectors import GaussianMixtureDetector
 from analysis.detection.metrics import auroc
-from models.norm_flow.flow import CouplingFlow, FlowDetector
+from models.norm_flow.flow import AdamSettings, CouplingFlow, FlowDetector
 
 
 @pytest.fixture(autouse=True)
@@ -109,12 +110,12 @@ def test_fit_returns_self_and_is_quick(fitted):
     assert detector.n_features_in_ == 20
     assert isinstance(detector.flow_, CouplingFlow) and not detector.flow_.training
     assert 1 <= detector.n_epochs_ <= 300 and 0 <= detector.best_epoch_ <= detector.n_epochs_
-    assert len(detector.history_) == detector.n_epochs_
+    assert len(detector.history_["step"]) == detector.n_epochs_
 
 
 def test_early_stopping_keeps_the_best_epoch(fitted):
     detector, _ = fitted
-    history = [h["validation_nll"] for h in detector.history_]
+    history = detector.history_["val_loss"]
     if detector.best_epoch_ > 0:
         assert history[detector.best_epoch_ - 1] == min(history)
     assert detector.n_epochs_ == 300 or detector.n_epochs_ - detector.best_epoch_ == detector.patience
@@ -124,9 +125,9 @@ def test_without_validation_rows_the_last_epoch_is_kept():
     X = lognormal(120, 3, seed=4)
     detector = FlowDetector(max_epochs=8, patience=100, validation_fraction=0.0).fit(X)
     assert detector.best_epoch_ == detector.n_epochs_ == 8
-    assert all(math.isnan(h["validation_nll"]) for h in detector.history_)
+    assert all(math.isnan(value) for value in detector.history_["val_loss"])
     # With no validation rows the last epoch is kept: its training NLL is close to the final NLL of the rows.
-    assert abs(detector.score_samples(X).mean() - detector.history_[-1]["train_nll"]) < 0.2
+    assert abs(detector.score_samples(X).mean() - detector.history_["train_loss"][-1]) < 0.2
 
 
 def test_separates_shifted_outliers(fitted):
@@ -171,6 +172,15 @@ def test_init_stores_parameters_only():
     detector = FlowDetector(n_blocks=2, hidden=8)
     assert detector.get_params()["n_blocks"] == 2 and detector.get_params()["random_state"] == 0
     assert not [name for name in vars(detector) if name.endswith("_")]
+
+
+def test_optimiser_settings_are_one_parameter_that_clone_keeps_and_that_checks_itself():
+    detector = FlowDetector(optimiser=AdamSettings(lr=1e-2, weight_decay=0.0))
+    assert clone(detector).get_params()["optimiser"] == AdamSettings(lr=1e-2, weight_decay=0.0)
+    with pytest.raises(ValueError, match="lr must be a positive finite number; received 0"):
+        AdamSettings(lr=0)
+    with pytest.raises(ValueError, match="weight_decay must be >= 0"):
+        AdamSettings(weight_decay=-1.0)
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from models.score_model.losses import dsm_loss, get_dsm_loss_fn
 from models.score_model.network import GPU_2MM, ScoreNet, ScoreNetConfig, count_parameters
 from models.score_model.norms import score_norms, score_norms_naive
 from models.score_model.sde import VESchedule, sigma_range_from_data
-from models.score_model.train import TrainConfig, train_score_model
+from models.score_model.train import ScoreTrainingData, TrainConfig, TrainingCheckpoint, train_score_model
 
 GRID = (7, 8, 9)
 SMALL_NET = ScoreNetConfig(channels=(4, 8, 8), groups=2, embedding_dim=8)
@@ -280,23 +280,40 @@ def test_checkpoint_that_needs_arbitrary_code_is_refused(tmp_path):
 # --- training -----------------------------------------------------------------------------------------------------
 
 
-def _training_data():
-    return torch.from_numpy(random_images(12, seed=7)[:, None]), torch.from_numpy(random_images(4, seed=8)[:, None])
+def _training_data() -> ScoreTrainingData:
+    return ScoreTrainingData(
+        torch.from_numpy(random_images(12, seed=7)[:, None]), torch.from_numpy(random_images(4, seed=8)[:, None])
+    )
+
+
+@pytest.mark.parametrize(
+    ("settings", "needle"),
+    [
+        ({"patience": 0}, "patience must be an integer >= 1; received 0"),
+        ({"batch_size": 2.5}, "batch_size must be an integer"),
+        ({"learning_rate": -1e-3}, "learning_rate must be a positive finite number"),
+        ({"ema_decay": 1.0}, r"ema_decay must be in \[0, 1\)"),
+        ({"max_minutes": 0}, "max_minutes must be a positive finite number"),
+    ],
+)
+def test_train_config_refuses_settings_training_cannot_use(settings, needle):
+    with pytest.raises(ValueError, match=needle):
+        TrainConfig(**settings)
 
 
 def test_training_lowers_the_validation_loss():
-    train, val = _training_data()
+    data = _training_data()
     torch.manual_seed(0)
     net = ScoreNet(ScoreNetConfig(channels=(4, 8), groups=2, embedding_dim=8, parameterisation="net_over_sigma"), GRID)
     config = TrainConfig(max_steps=60, batch_size=4, validate_every=20, patience=10, learning_rate=3e-3)
-    result = train_score_model(net, VESchedule(0.05, 5.0), train, val, config, progress=False)
+    result = train_score_model(net, VESchedule(0.05, 5.0), data, config, progress=False)
     assert result.steps == 60 and result.stopped == "max_steps"
     assert result.history["val_loss"][-1] < result.history["val_loss"][0]
     assert result.best_val_loss == min(result.history["val_loss"])
 
 
 def test_interrupted_training_resumes_to_the_same_weights(tmp_path):
-    train, val = _training_data()
+    data = _training_data()
     config = TrainConfig(max_steps=20, batch_size=3, validate_every=5, patience=10, checkpoint_every=5)
     schedule = VESchedule(0.05, 5.0)
 
@@ -304,7 +321,7 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path):
         torch.manual_seed(0)
         return ScoreNet(SMALL_NET, GRID)
 
-    straight = train_score_model(fresh(), schedule, train, val, config, progress=False)
+    straight = train_score_model(fresh(), schedule, data, config, progress=False)
 
     def crash(step):
         if step == 12:
@@ -312,31 +329,32 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path):
 
     path = tmp_path / "state.pt"
     with pytest.raises(KeyboardInterrupt):
-        train_score_model(fresh(), schedule, train, val, config, checkpoint_path=path, on_step=crash, progress=False)
+        train_score_model(fresh(), schedule, data, config, checkpoint=TrainingCheckpoint(path), on_step=crash,
+                          progress=False)
     assert load_checkpoint(path)["step"] == 10
-    resumed = train_score_model(fresh(), schedule, train, val, config, checkpoint_path=path, progress=False)
+    resumed = train_score_model(fresh(), schedule, data, config, checkpoint=TrainingCheckpoint(path), progress=False)
     assert resumed.resumed_from_step == 10 and resumed.steps == 20
     for key, value in straight.model.state_dict().items():
         torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=0)
 
 
 def test_a_checkpoint_of_other_settings_is_not_resumed(tmp_path):
-    train, val = _training_data()
+    data = _training_data()
     config = TrainConfig(max_steps=10, batch_size=3, validate_every=5, checkpoint_every=5)
     path = tmp_path / "state.pt"
-    train_score_model(ScoreNet(SMALL_NET, GRID), VESchedule(0.05, 5.0), train, val, config, checkpoint_path=path,
-                      checkpoint_extra={"key": "a"}, progress=False)
-    again = train_score_model(ScoreNet(SMALL_NET, GRID), VESchedule(0.05, 5.0), train, val, config,
-                              checkpoint_path=path, checkpoint_extra={"key": "b"}, progress=False)
+    train_score_model(ScoreNet(SMALL_NET, GRID), VESchedule(0.05, 5.0), data, config,
+                      checkpoint=TrainingCheckpoint(path, {"key": "a"}), progress=False)
+    again = train_score_model(ScoreNet(SMALL_NET, GRID), VESchedule(0.05, 5.0), data, config,
+                              checkpoint=TrainingCheckpoint(path, {"key": "b"}), progress=False)
     assert again.resumed_from_step == 0
 
 
 def test_an_unreadable_training_state_is_ignored_with_a_warning(tmp_path):
-    train, val = _training_data()
+    data = _training_data()
     path = tmp_path / "state.pt"
     path.write_bytes(b"not a checkpoint")
     config = TrainConfig(max_steps=5, batch_size=3, validate_every=5, checkpoint_every=5)
     with pytest.warns(UserWarning, match="training starts from the beginning"):
-        result = train_score_model(ScoreNet(SMALL_NET, GRID), VESchedule(0.05, 5.0), train, val, config,
-                                   checkpoint_path=path, progress=False)
+        result = train_score_model(ScoreNet(SMALL_NET, GRID), VESchedule(0.05, 5.0), data, config,
+                                   checkpoint=TrainingCheckpoint(path), progress=False)
     assert result.resumed_from_step == 0 and result.steps == 5

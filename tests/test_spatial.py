@@ -15,16 +15,10 @@ from analysis.study.errors import ManifestError
 from analysis.study.manifest import load_manifest
 from analysis.study.validation import validate_study
 from models.checkpoint import CheckpointError, load_spatial_model, save_score_model, save_spatial_model
-from models.spatial.flow import (
-    ConditionalFlow,
-    SpatialFlowConfig,
-    SpatialMSMA,
-    fit_standardisation,
-    positional_encoding,
-    train_spatial_flow,
-)
+from models.spatial.flow import SpatialFlowConfig, fit_standardisation, train_spatial_flow
 from models.spatial.heatmap import compute_heatmaps, heatmap_file_names, patches_to_voxels
 from models.spatial.patch_norms import patch_norms, patch_norms_naive
+from models.spatial.torch_model import ConditionalFlow, SpatialMSMA, positional_encoding
 from tests.conftest import make_small_study, write_nifti
 
 SHAPE = (6, 7, 5)
@@ -157,7 +151,7 @@ def test_training_lowers_the_validation_nll_and_leaves_the_global_rng_alone():
     state = torch.get_rng_state()
     result = train_spatial_flow(TINY, images, norms, mask, range(9), [9, 10])
     assert torch.equal(torch.get_rng_state(), state)
-    assert result.best_val_nll < result.history[0]["val_nll"]
+    assert result.best_val_nll < result.history["val_loss"][0]
     again = train_spatial_flow(TINY, images, norms, mask, range(9), [9, 10])
     assert again.best_val_nll == result.best_val_nll  # seeded: the same fit twice
 
@@ -230,6 +224,20 @@ def test_trained_flow_standardises_per_voxel_unless_asked_for_global_moments():
     assert torch.equal(plain.center, plain.center[:1].expand_as(plain.center))
     with pytest.raises(ValueError, match="standardisation"):
         train_spatial_flow(dataclasses.replace(TINY, standardisation="local"), images, norms, mask, range(9), [9])
+
+
+@pytest.mark.parametrize(
+    ("settings", "needle"),
+    [
+        ({"eval_every": 0}, "eval_every must be an integer >= 1; received 0"),
+        ({"context_channels": (4, 0)}, r"context_channels\[1\] must be an integer >= 1; received 0"),
+        ({"standardisation_prior": -1.0}, "standardisation_prior must be >= 0"),
+        ({"lr": 0.0}, "lr must be a positive finite number"),
+    ],
+)
+def test_flow_config_refuses_settings_training_cannot_use(settings, needle):
+    with pytest.raises(ValueError, match=needle):
+        dataclasses.replace(TINY, **settings)
 
 
 def test_calibrated_heatmaps_are_the_nll_in_standard_deviations_of_the_training_subjects():

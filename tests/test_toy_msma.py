@@ -16,7 +16,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from models.score_model.sde import VESchedule
-from models.score_model.train import TrainConfig, train_score_model
+from models.score_model.train import ScoreTrainingData, TrainConfig, train_score_model
 
 WEIGHTS = np.array([0.95, 0.05])
 MEANS = np.array([10.0, 50.0])
@@ -61,7 +61,7 @@ def toy_model():
     schedule = VESchedule(0.5, 30.0)
     config = TrainConfig(max_steps=2500, batch_size=256, learning_rate=3e-3, validate_every=250, patience=50,
                          ema_decay=0.99, checkpoint_every=10**9)
-    result = train_score_model(model, schedule, data[:5000], data[5000:], config, progress=False)
+    result = train_score_model(model, schedule, ScoreTrainingData(data[:5000], data[5000:]), config, progress=False)
     return result.model
 
 

@@ -9,6 +9,7 @@ their negative log-likelihood, higher = more anomalous, like the detectors of :m
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -17,10 +18,11 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from analysis.checks import check_int
+from analysis.checks import check_int, check_positive_float
 from analysis.detection.detectors import check_score_norms, fit_log_standardisation, log_standardise
+from models.training import EarlyStopping, TrainingHistory
 
-__all__ = ["CouplingFlow", "FlowDetector"]
+__all__ = ["AdamSettings", "CouplingFlow", "FlowDetector"]
 
 _MAX_LOG_SCALE = 2.0
 """Log-scales are ``tanh(raw) * 2``: each coupling scales a coordinate by a factor in [e^-2, e^2]."""
@@ -90,6 +92,21 @@ class CouplingFlow(nn.Module):
         return -0.5 * (z**2).sum(dim=-1) - 0.5 * z.shape[-1] * math.log(2 * math.pi) + log_det
 
 
+@dataclass(frozen=True)
+class AdamSettings:
+    """Adam's settings for fitting a :class:`FlowDetector`."""
+
+    lr: float = 1e-3
+    """Learning rate."""
+    weight_decay: float = 1e-5
+    """L2 penalty on the flow's parameters (>= 0)."""
+
+    def __post_init__(self) -> None:
+        check_positive_float(self.lr, "lr")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0; received {self.weight_decay!r}")
+
+
 class FlowDetector(BaseEstimator):
     """Negative log-likelihood under a RealNVP flow fitted to log-standardised score norms.
 
@@ -103,12 +120,12 @@ class FlowDetector(BaseEstimator):
     n_blocks, hidden : int, default 4, 64
         Couplings and hidden width of :class:`CouplingFlow`.
     max_epochs : int, default 300
-    lr, weight_decay : float, default 1e-3, 1e-5
-        Adam's learning rate and L2 penalty.
     batch_size : int, default 64
     validation_fraction : float, default 0.2
         In [0, 1); 0 trains on every row for ``max_epochs`` and keeps the last epoch.
     patience : int, default 20
+    optimiser : AdamSettings, default ``AdamSettings()``
+        Adam's learning rate and L2 penalty.
     random_state : int, RandomState instance or None, default 0
 
     Attributes
@@ -117,8 +134,10 @@ class FlowDetector(BaseEstimator):
         Standardisation of ``log X`` learnt on all training rows.
     flow_ : CouplingFlow
         The fitted flow (float32, CPU, eval mode).
-    history_ : list of dict
-        Per epoch: ``epoch``, ``train_nll`` and ``validation_nll`` (mean per row; NaN without validation rows).
+    history_ : dict of lists
+        :meth:`models.training.TrainingHistory.as_dict` with one entry per epoch run: ``step`` the epoch (1, 2,
+        ...), ``train_loss`` and ``val_loss`` the mean NLL per row in nats (``val_loss`` NaN without validation
+        rows).
     best_epoch_, n_epochs_ : int
         Epoch whose parameters were kept (0: the initial identity flow, if no epoch improved on it) and epochs run.
     n_features_in_ : int
@@ -130,21 +149,19 @@ class FlowDetector(BaseEstimator):
         n_blocks: int = 4,
         hidden: int = 64,
         max_epochs: int = 300,
-        lr: float = 1e-3,
-        weight_decay: float = 1e-5,
         batch_size: int = 64,
         validation_fraction: float = 0.2,
         patience: int = 20,
+        optimiser: AdamSettings = AdamSettings(),
         random_state=0,
     ):
         self.n_blocks = n_blocks
         self.hidden = hidden
         self.max_epochs = max_epochs
-        self.lr = lr
-        self.weight_decay = weight_decay
         self.batch_size = batch_size
         self.validation_fraction = validation_fraction
         self.patience = patience
+        self.optimiser = optimiser
         self.random_state = random_state
 
     def fit(self, X, y=None) -> FlowDetector:
@@ -181,33 +198,30 @@ class FlowDetector(BaseEstimator):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             flow = CouplingFlow(X.shape[1], self.n_blocks, self.hidden)
-            optimiser = torch.optim.Adam(flow.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-            self.history_ = []
-            best, best_state, since_best, self.best_epoch_ = self._validation_nll(flow, z_val), None, 0, 0
-            if n_val:  # the identity flow of epoch 0 is the fallback should training diverge at once
-                best_state = {key: value.clone() for key, value in flow.state_dict().items()}
+            adam = torch.optim.Adam(flow.parameters(), lr=self.optimiser.lr, weight_decay=self.optimiser.weight_decay)
+            history = TrainingHistory()
+            stopper = EarlyStopping(self.patience, lambda: {k: v.clone() for k, v in flow.state_dict().items()})
+            # The identity flow of epoch 0 is the fallback should training diverge at once.
+            stopper.start(0, self._validation_nll(flow, z_val))
             for epoch in range(1, self.max_epochs + 1):
                 flow.train()
                 total = 0.0
                 for batch in torch.randperm(len(z_train)).split(self.batch_size):
                     loss = -flow.log_prob(z_train[batch]).mean()
-                    optimiser.zero_grad()
+                    adam.zero_grad()
                     loss.backward()
-                    optimiser.step()
+                    adam.step()
                     total += loss.item() * len(batch)
                 val_nll = self._validation_nll(flow, z_val)
-                self.history_.append({"epoch": epoch, "train_nll": total / len(z_train), "validation_nll": val_nll})
-                if n_val == 0:
-                    self.best_epoch_ = epoch
-                elif val_nll < best:
-                    best, since_best, self.best_epoch_ = val_nll, 0, epoch
-                    best_state = {key: value.clone() for key, value in flow.state_dict().items()}
-                else:
-                    since_best += 1
-                    if since_best >= self.patience:
+                history.record(epoch, total / len(z_train), val_nll)
+                if n_val:  # without validation rows there is nothing to stop on: the last epoch is kept
+                    stopper.update(epoch, val_nll)
+                    if stopper.should_stop:
                         break
-        if best_state is not None:
-            flow.load_state_dict(best_state)
+        if n_val:
+            flow.load_state_dict(stopper.best_state)
+        self.best_epoch_ = stopper.best_step if n_val else epoch
+        self.history_ = history.as_dict()
         self.flow_ = flow.eval()
         self.n_epochs_ = epoch
         self.n_features_in_ = X.shape[1]

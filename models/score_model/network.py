@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from analysis.checks import check_int
+
 PARAMETERISATIONS = ("gaussian_residual", "net_over_sigma")
 
 
@@ -46,15 +48,18 @@ class ScoreNetConfig:
     """How the network output becomes a score; see the module docstring."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
-        if not self.channels or any(c < 1 for c in self.channels):
+        if not self.channels:
             raise ValueError(f"channels: expected a non-empty list of positive integers, got {self.channels}")
+        channels = tuple(check_int(c, f"channels[{i}]") for i, c in enumerate(self.channels))
+        object.__setattr__(self, "channels", channels)
+        check_int(self.groups, "groups")
         if any(c % self.groups for c in self.channels):
             raise ValueError(f"channels {self.channels} must all be divisible by groups={self.groups}")
         if self.parameterisation not in PARAMETERISATIONS:
             raise ValueError(f"parameterisation: expected one of {PARAMETERISATIONS}, got {self.parameterisation!r}")
-        if self.blocks_per_level < 1 or self.embedding_dim < 2 or self.embedding_dim % 2:
-            raise ValueError("blocks_per_level must be >= 1 and embedding_dim an even number >= 2")
+        check_int(self.blocks_per_level, "blocks_per_level")
+        if check_int(self.embedding_dim, "embedding_dim", minimum=2) % 2:
+            raise ValueError(f"embedding_dim must be even (sine and cosine halves); received {self.embedding_dim}")
 
     def as_dict(self) -> dict:
         out = asdict(self)

@@ -1,7 +1,8 @@
 """Training loop of a score model: Adam, EMA of weights, validation loss, early stopping, resumable checkpoints.
 
 The loop is generic over the model (anything called as ``model(x, sigma)``) and the data (a tensor of samples,
-shape (N, ...)): the brain-volume U-Net and the 1-D toy MLP of the tests use the same machinery.
+shape (N, ...)): the brain-volume U-Net and the 1-D toy MLP of the tests use the same machinery. Early stopping and
+the history are those of every trainer of :mod:`models` (:mod:`models.training`).
 
 A checkpoint is written every ``checkpoint_every`` steps (atomically, see :mod:`models.checkpoint`) and carries
 the model, its EMA, the optimiser, the random-number state and the history, so a killed run resumes from its last
@@ -16,16 +17,18 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from analysis.checks import check_int, check_positive_float
 from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from models.score_model.losses import dsm_loss, get_dsm_loss_fn
 from models.score_model.sde import VESchedule
+from models.training import EarlyStopping, TrainingHistory, evaluation_due
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,7 @@ class TrainConfig:
     batch_size: int = 4
     learning_rate: float = 1e-3
     ema_decay: float = 0.999
-    """Decay of the exponential moving average of the weights (warmed up over the first steps)."""
+    """Decay of the exponential moving average of the weights, in [0, 1) (warmed up over the first steps)."""
     validate_every: int = 250
     """Steps between validation losses (computed with the EMA weights, fixed sigmas and noise)."""
     patience: int = 6
@@ -46,10 +49,43 @@ class TrainConfig:
     max_minutes: float | None = None
     """Wall-clock cap; the best weights so far are kept when it is reached (``None``: no cap)."""
     grad_clip: float = 1.0
+    """Largest norm of the gradient of all parameters together (larger ones are scaled down to it)."""
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "batch_size", "validate_every", "patience", "checkpoint_every"):
+            check_int(getattr(self, name), name)
+        check_int(self.seed, "seed", minimum=0)
+        check_positive_float(self.learning_rate, "learning_rate")
+        check_positive_float(self.grad_clip, "grad_clip")
+        if self.max_minutes is not None:
+            check_positive_float(self.max_minutes, "max_minutes")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1); received {self.ema_decay!r}")
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class ScoreTrainingData:
+    """The clean samples a score model is trained and validated on, and the loss weight of each element."""
+
+    train: torch.Tensor
+    """Training samples (N, ...) on the CPU (batches are moved to the training device)."""
+    val: torch.Tensor
+    """Validation samples (M, ...), same trailing shape."""
+    weight: torch.Tensor | None = None
+    """Loss weights broadcastable to one sample, e.g. the brain mask (1, D, H, W); ``None``: all elements count."""
+
+
+@dataclass(frozen=True)
+class TrainingCheckpoint:
+    """Where the resumable training state lives, and what identifies the run it belongs to."""
+
+    path: str | Path
+    extra: dict = field(default_factory=dict)
+    """Identity of the configuration and the data; a saved state is resumed only if its ``extra`` is equal."""
 
 
 @dataclass
@@ -60,6 +96,7 @@ class TrainResult:
     steps: int
     best_val_loss: float
     history: dict[str, list[float]]
+    """:meth:`models.training.TrainingHistory.as_dict`, ``step`` in optimiser steps, losses the DSM loss."""
     stopped: str
     """Why training stopped: ``max_steps``, ``early_stopping`` or ``time_limit``."""
     seconds: float
@@ -96,29 +133,81 @@ def validation_loss(
     return total / count
 
 
-def _resumable_state(checkpoint_path: str | Path | None, extra: dict) -> dict | None:
-    """The training state saved at ``checkpoint_path`` for the same settings, or None (an unreadable one is
+class _TrainingState:
+    """Everything a run of :func:`train_score_model` changes as it goes, and its round trip through a checkpoint."""
+
+    def __init__(self, model: nn.Module, config: TrainConfig):
+        self.model = model
+        self.optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.stopper = EarlyStopping(config.patience, lambda: {k: v.clone() for k, v in self.ema.items()})
+        self.history = TrainingHistory()
+        self.step = 0
+        self.stopped = ""
+        self.running: float | None = None
+        """Exponential moving average of the training loss (what the history reports as ``train_loss``)."""
+
+    def optimise(self, loss: torch.Tensor, config: TrainConfig) -> None:
+        """One optimiser step on ``loss`` (gradient clipped), then the EMA and the running training loss."""
+        self.optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+        self.optimiser.step()
+        self.step += 1
+        _ema_update(self.ema, self.model, min(config.ema_decay, (1 + self.step) / (10 + self.step)))
+        value = loss.detach().item()
+        self.running = value if self.running is None else 0.98 * self.running + 0.02 * value
+
+    def payload(self, extra: dict) -> dict:
+        return {
+            "kind": "training_state",
+            "extra": extra,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimiser.state_dict(),
+            "ema": self.ema,
+            "best": self.stopper.best_state,
+            "history": self.history.as_dict(),
+            "step": self.step,
+            "best_val": self.stopper.best_loss,
+            "bad_validations": self.stopper.bad_evaluations,
+            "generator": self.generator.get_state(),
+            "stopped": self.stopped,
+            "running": self.running,
+        }
+
+    def restore(self, state: dict, device: str) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimiser.load_state_dict(state["optimizer"])
+        self.ema = {k: v.to(device) for k, v in state["ema"].items()}
+        self.stopper.best_state = state["best"]
+        self.stopper.best_loss, self.stopper.bad_evaluations = state["best_val"], state["bad_validations"]
+        self.history = TrainingHistory.from_dict(state["history"])
+        self.step = state["step"]
+        self.generator.set_state(state["generator"])
+        self.stopped, self.running = state["stopped"], state["running"]
+
+
+def _resumable_state(checkpoint: TrainingCheckpoint | None) -> dict | None:
+    """The training state saved at the checkpoint's path for the same ``extra``, or None (an unreadable one is
     reported and ignored: training starts over)."""
-    if checkpoint_path is None or not Path(checkpoint_path).exists():
+    if checkpoint is None or not Path(checkpoint.path).exists():
         return None
     try:
-        state = load_checkpoint(checkpoint_path)
+        state = load_checkpoint(checkpoint.path)
     except CheckpointError as exc:
         warnings.warn(f"{exc}; training starts from the beginning", stacklevel=3)
         return None
-    return state if state.get("kind") == "training_state" and state.get("extra") == extra else None
+    return state if state.get("kind") == "training_state" and state.get("extra") == checkpoint.extra else None
 
 
 def train_score_model(
     model: nn.Module,
     schedule: VESchedule,
-    train: torch.Tensor,
-    val: torch.Tensor,
+    data: ScoreTrainingData,
     config: TrainConfig,
     *,
-    weight: torch.Tensor | None = None,
-    checkpoint_path: str | Path | None = None,
-    checkpoint_extra: dict | None = None,
+    checkpoint: TrainingCheckpoint | None = None,
     device: str = "cpu",
     progress: bool = True,
     on_step: Callable[[int], None] | None = None,
@@ -130,136 +219,89 @@ def train_score_model(
     model : module called as ``model(x, sigma)``
     schedule : VESchedule
         Training sigmas are drawn log-uniformly from its range.
-    train, val : tensors (N, ...)
-        Clean training and validation samples (on the CPU; batches are moved to ``device``).
+    data : ScoreTrainingData
+        Clean training and validation samples and the loss weights.
     config : TrainConfig
-    weight : tensor broadcastable to one sample, optional
-        Loss weights per element (the brain mask).
-    checkpoint_path : path, optional
-        Where the resumable checkpoint lives; an existing one is resumed (its ``extra`` must equal
-        ``checkpoint_extra``, which should identify the configuration and the data).
+    checkpoint : TrainingCheckpoint, optional
+        Where the resumable state is saved; an existing one with the same ``extra`` is resumed.
     device : "cpu" or "cuda"
         On CUDA the forward pass runs under bfloat16 autocast.
+    on_step : callable (step) -> None, optional
+        Called after every optimiser step.
     """
     start_time = time.perf_counter()
-    volumetric = train.dim() == 5
-    memory_format = torch.channels_last_3d if volumetric else torch.contiguous_format
+    memory_format = torch.channels_last_3d if data.train.dim() == 5 else torch.contiguous_format
     model.to(device=device, memory_format=memory_format)
-    if weight is not None:
-        weight = weight.to(device)
-    optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    generator = torch.Generator().manual_seed(config.seed)
-    ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    best_state = copy.deepcopy(ema)
-    history: dict[str, list[float]] = {"step": [], "train_loss": [], "val_loss": []}
-    step, best_val, bad_validations = 0, math.inf, 0
-    extra = checkpoint_extra or {}
-    stopped = ""
-
-    running = None
-    state = _resumable_state(checkpoint_path, extra)
+    weight = None if data.weight is None else data.weight.to(device)
+    run = _TrainingState(model, config)
+    state = _resumable_state(checkpoint)
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimiser.load_state_dict(state["optimizer"])
-        ema = {k: v.to(device) for k, v in state["ema"].items()}
-        best_state = state["best"]
-        history = state["history"]
-        step, best_val, bad_validations = state["step"], state["best_val"], state["bad_validations"]
-        generator.set_state(state["generator"])
-        stopped, running = state["stopped"], state["running"]
-    resumed_from = step
+        run.restore(state, device)
+    resumed_from = run.step
 
     def save() -> None:
-        if checkpoint_path is not None:
-            save_checkpoint(
-                checkpoint_path,
-                {
-                    "kind": "training_state",
-                    "extra": extra,
-                    "model": model.state_dict(),
-                    "optimizer": optimiser.state_dict(),
-                    "ema": ema,
-                    "best": best_state,
-                    "history": history,
-                    "step": step,
-                    "best_val": best_val,
-                    "bad_validations": bad_validations,
-                    "generator": generator.get_state(),
-                    "stopped": stopped,
-                    "running": running,
-                },
-            )
+        if checkpoint is not None:
+            save_checkpoint(checkpoint.path, run.payload(checkpoint.extra))
 
     def to_device(x: torch.Tensor) -> torch.Tensor:
         return x.to(device).contiguous(memory_format=memory_format)
 
-    val_device = to_device(val)
+    val_device = to_device(data.val)
     eval_model = copy.deepcopy(model)
-    if step == 0:
+
+    def validate() -> float:
+        eval_model.load_state_dict(run.ema)
+        return validation_loss(eval_model, schedule, val_device, weight, config.seed, config.batch_size)
+
+    if run.step == 0:
         # The untrained model's validation loss: what training improves on (for the Gaussian-residual score
         # network, the loss of the analytic Gaussian alone).
         initial = validation_loss(eval_model, schedule, val_device, weight, config.seed, config.batch_size)
-        history.update(step=[0.0], train_loss=[math.nan], val_loss=[initial])
-        best_val, best_state = initial, {k: v.clone() for k, v in ema.items()}
+        run.history.record(0, math.nan, initial)
+        run.stopper.start(0, initial)
     cuda = device.startswith("cuda")
     loss_fn = get_dsm_loss_fn(schedule, weight)
-    bar = tqdm(total=config.max_steps, initial=step, desc="training score model", unit="step", disable=not progress)
+    bar = tqdm(total=config.max_steps, initial=run.step, desc="training score model", unit="step",
+               disable=not progress)
     model.train()
-    while not stopped and step < config.max_steps:
-        index = torch.randint(len(train), (config.batch_size,), generator=generator)
-        batch = to_device(train[index])
+    while not run.stopped and run.step < config.max_steps:
+        index = torch.randint(len(data.train), (config.batch_size,), generator=run.generator)
+        batch = to_device(data.train[index])
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-            loss = loss_fn(model, batch, generator)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimiser.step()
-        step += 1
-        _ema_update(ema, model, min(config.ema_decay, (1 + step) / (10 + step)))
-        value = loss.detach().item()
-        running = value if running is None else 0.98 * running + 0.02 * value
+            loss = loss_fn(model, batch, run.generator)
+        run.optimise(loss, config)
         bar.update(1)
         if on_step is not None:
-            on_step(step)
-        if step % config.validate_every == 0 or step == config.max_steps:
-            eval_model.load_state_dict(ema)
-            val_loss = validation_loss(eval_model, schedule, val_device, weight, config.seed, config.batch_size)
-            history["step"].append(float(step))
-            history["train_loss"].append(float(running))
-            history["val_loss"].append(val_loss)
-            bar.set_postfix(train=f"{running:.4f}", val=f"{val_loss:.4f}")
-            if val_loss < best_val:
-                best_val, bad_validations = val_loss, 0
-                best_state = {k: v.clone() for k, v in ema.items()}
-            else:
-                bad_validations += 1
-            if bad_validations >= config.patience:
-                stopped = "early_stopping"
+            on_step(run.step)
+        if evaluation_due(run.step, config.validate_every, config.max_steps):
+            val_loss = validate()
+            run.history.record(run.step, run.running, val_loss)
+            bar.set_postfix(train=f"{run.running:.4f}", val=f"{val_loss:.4f}")
+            run.stopper.update(run.step, val_loss)
+            if run.stopper.should_stop:
+                run.stopped = "early_stopping"
                 break
-        if step % config.checkpoint_every == 0:
+        if run.step % config.checkpoint_every == 0:
             save()
         if config.max_minutes is not None and time.perf_counter() - start_time > 60 * config.max_minutes:
-            stopped = "time_limit"
+            run.stopped = "time_limit"
             break
     bar.close()
-    stopped = stopped or "max_steps"
-    if not history["step"] or history["step"][-1] != step:
-        eval_model.load_state_dict(ema)
-        val_loss = validation_loss(eval_model, schedule, val_device, weight, config.seed, config.batch_size)
-        history["step"].append(float(step))
-        history["train_loss"].append(float(running) if running is not None else math.nan)
-        history["val_loss"].append(val_loss)
-        if val_loss < best_val:
-            best_val, best_state = val_loss, {k: v.clone() for k, v in ema.items()}
+    run.stopped = run.stopped or "max_steps"
+    if not run.history.step or run.history.step[-1] != run.step:
+        # Stopped by the clock between validations: validate the weights it ended with too.
+        val_loss = validate()
+        run.history.record(run.step, run.running if run.running is not None else math.nan, val_loss)
+        run.stopper.update(run.step, val_loss)
     save()
-    model.load_state_dict(best_state)
+    model.load_state_dict(run.stopper.best_state)
     model.eval()
     return TrainResult(
         model=model,
-        steps=step,
-        best_val_loss=float(best_val),
-        history=history,
-        stopped=stopped,
+        steps=run.step,
+        best_val_loss=float(run.stopper.best_loss),
+        history=run.history.as_dict(),
+        stopped=run.stopped,
         seconds=time.perf_counter() - start_time,
         resumed_from_step=resumed_from,
     )

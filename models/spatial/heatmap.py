@@ -19,7 +19,7 @@ from scipy.ndimage import grey_erosion
 from tqdm.auto import tqdm
 
 from analysis.study.volumes import Grid, save_volume
-from models.spatial.flow import SpatialMSMA
+from models.spatial.torch_model import SpatialMSMA
 
 BASELINES = {
     "z_score": "voxel-wise |z| of the intensity against the reference training subjects",
@@ -95,7 +95,7 @@ def compute_heatmaps(
     progress: bool = False,
 ) -> np.ndarray:
     """Voxel heatmaps (len(rows), n_brain_voxels) float32 of the given subjects, one subject at a time: the score of
-    every patch under ``model`` (:meth:`~models.spatial.flow.SpatialMSMA.heatmaps`: the NLL, calibrated per voxel
+    every patch under ``model`` (:meth:`~models.spatial.torch_model.SpatialMSMA.heatmaps`: the NLL, calibrated per voxel
     when the model is), mapped to voxels by :func:`patches_to_voxels` with ``mapping``."""
     rows = list(rows)
     if out is None:

@@ -1,0 +1,102 @@
+"""What every trainer of :mod:`models` shares: when to evaluate, early stopping on the validation loss with the best
+state kept, and one history format.
+
+The score model (:func:`models.score_model.train.train_score_model`) and the Spatial-MSMA flow
+(:func:`models.spatial.flow.train_spatial_flow`) count optimiser steps and evaluate every few of them
+(:func:`evaluation_due`); the norm-space flow (:class:`models.norm_flow.flow.FlowDetector`) counts epochs and
+evaluates after each. All three stop after ``patience`` evaluations without a lower validation loss
+(:class:`EarlyStopping`) and record their evaluations in a :class:`TrainingHistory`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+def evaluation_due(step: int, every: int, last: int) -> bool:
+    """Whether a step-based trainer evaluates after optimiser step ``step``: every ``every`` steps and at ``last``."""
+    return step % every == 0 or step == last
+
+
+@dataclass
+class TrainingHistory:
+    """The evaluations of one training run, in the order they were made (three lists of equal length).
+
+    The unit of ``step`` is the trainer's: optimiser steps for the score model and the Spatial-MSMA flow, epochs
+    for the norm-space flow; it is stored as float so that every list holds one number type. ``train_loss`` is the
+    mean training loss since the previous evaluation (NaN for the evaluation of the untrained model) and
+    ``val_loss`` the validation loss (NaN without validation data), both in the trainer's unit: the weighted
+    denoising score-matching loss for the score model, the negative log-likelihood in nats per voxel (Spatial-MSMA)
+    or per row (norm-space flow) for the flows.
+    """
+
+    step: list[float] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+
+    def record(self, step: float, train_loss: float, val_loss: float) -> None:
+        """Append one evaluation."""
+        self.step.append(float(step))
+        self.train_loss.append(float(train_loss))
+        self.val_loss.append(float(val_loss))
+
+    def as_dict(self) -> dict[str, list[float]]:
+        """``{"step": [...], "train_loss": [...], "val_loss": [...]}``: what a run's ``run.json`` and a checkpoint
+        store."""
+        return {"step": list(self.step), "train_loss": list(self.train_loss), "val_loss": list(self.val_loss)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, list[float]]) -> TrainingHistory:
+        """The history :meth:`as_dict` wrote."""
+        return cls(list(values["step"]), list(values["train_loss"]), list(values["val_loss"]))
+
+
+class EarlyStopping:
+    """The best validation loss so far, its step and a snapshot of the state there; stop after ``patience``
+    evaluations in a row without a strictly lower loss (a NaN loss never improves).
+
+    Parameters
+    ----------
+    patience : int
+        Evaluations without improvement after which :attr:`should_stop` is true.
+    snapshot : callable () -> dict
+        Returns a copy of the state to keep (the weights, or their moving average); called at every improvement.
+
+    Attributes
+    ----------
+    best_loss : float
+        Lowest validation loss so far (``inf`` before :meth:`start`).
+    best_step : int
+        Step (or epoch) of ``best_loss``.
+    best_state : dict or None
+        The snapshot taken at ``best_step``.
+    bad_evaluations : int
+        Evaluations since the last improvement.
+    """
+
+    def __init__(self, patience: int, snapshot: Callable[[], dict]):
+        self.patience = patience
+        self.snapshot = snapshot
+        self.best_loss = math.inf
+        self.best_step = 0
+        self.best_state: dict | None = None
+        self.bad_evaluations = 0
+
+    def start(self, step: int, loss: float) -> None:
+        """Take the untrained model's validation loss as the best so far, whatever it is: what training must beat."""
+        self.best_loss, self.best_step, self.bad_evaluations = loss, step, 0
+        self.best_state = self.snapshot()
+
+    def update(self, step: int, loss: float) -> bool:
+        """Record the validation loss after ``step``; True (and a new snapshot) when it is lower than the best."""
+        if loss < self.best_loss:
+            self.start(step, loss)
+            return True
+        self.bad_evaluations += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.bad_evaluations >= self.patience
