@@ -1,6 +1,6 @@
 """Draw docs/demo_cohort.png from a built demo cohort: what the simulated subjects look like.
 
-Usage: .venv/bin/python docs/demo_cohort_figure.py [data_manifest.yaml]   (after `make demo`)
+Usage: .venv/bin/python experiments/demo_cohort_figure.py [data_manifest.yaml]   (after `make demo`)
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ def main(manifest_path: str = "data_manifest.yaml", out: str = "docs/demo_cohort
     fig.tight_layout()
     fig.savefig(out, dpi=90)
     print(f"saved {out}")
+    print(json.dumps({"figure": str(out), "grid": list(study.grid.shape), "subgroup": len(subgroup)}))
 
 
 def _image(root: Path, subjects, subject_id: str) -> np.ndarray:

@@ -1,6 +1,6 @@
 """How hard the demo cohort is at its default effect sizes, measured with two model-free baselines.
 
-Usage: .venv/bin/python docs/demo_difficulty.py [data_manifest.yaml]   (after `make demo`)
+Usage: .venv/bin/python experiments/demo_difficulty.py [data_manifest.yaml]   (after `make demo`)
 
 1. Subject level: the analytic score of a per-voxel Gaussian fitted to the reference training volumes, perturbed
    by VE noise, s(x, sigma) = -(x - mu) / (var + sigma^2); for 20 scales geometric between 0.05 and the 99th
@@ -60,10 +60,12 @@ def main(manifest_path: str = "data_manifest.yaml") -> None:
     }
     groups.pop("down_syndrome")
     print("subject level: Gaussian-score norms + GMM, AUROC against held-out reference test subjects")
+    figures = {"subject_auroc": {}, "lesion_voxel_auroc": {}}
     for name, ids in groups.items():
         scores = anomaly(ids)
         labels = np.r_[np.zeros(len(test)), np.ones(len(scores))]
-        print(f"  {name:<32} n={len(ids):<3} AUROC {roc_auc_score(labels, np.r_[test, scores]):.3f}")
+        figures["subject_auroc"][name] = float(roc_auc_score(labels, np.r_[test, scores]))
+        print(f"  {name:<32} n={len(ids):<3} AUROC {figures['subject_auroc'][name]:.3f}")
 
     sd = np.sqrt(var) + 1e-3
     print("voxel level: |z-score| against the reference training volumes, AUROC for lesion voxels")
@@ -71,7 +73,9 @@ def main(manifest_path: str = "data_manifest.yaml") -> None:
         entries = [e for e in truth["lesions"] if e["kind"] == kind]
         lesion = np.concatenate([nib.load(manifest.resolve(e["mask"])).get_fdata()[mask] > 0 for e in entries])
         z = np.concatenate([np.abs(volume(e["subject_id"])[mask] - mean) / sd for e in entries])
-        print(f"  {kind} lesions ({len(entries)} subjects)  AUROC {roc_auc_score(lesion, z):.3f}")
+        figures["lesion_voxel_auroc"][kind] = float(roc_auc_score(lesion, z))
+        print(f"  {kind} lesions ({len(entries)} subjects)  AUROC {figures['lesion_voxel_auroc'][kind]:.3f}")
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Draw docs/heatmaps.png from the latest run: Spatial-MSMA heatmaps of lesion subjects beside the baseline maps.
 
-Usage: .venv/bin/python docs/heatmap_figure.py [data_manifest.yaml]   (after `make demo`)
+Usage: .venv/bin/python experiments/heatmap_figure.py [data_manifest.yaml]   (after `make demo`)
 
 Rows: two subjects with faint (x1.2) and two with bright (x1.5) lesions, each on the axial slice holding most of
 their lesion voxels. Columns: the image, then each method's map (stored in the run's ``lesion_maps.npy``), drawn

@@ -1,6 +1,6 @@
 """How many planted regions a subgroup-vs-rest ROI test finds in the demo, given the best grouping and better maps.
 
-Usage: .venv/bin/python docs/recovery_ceiling.py [data_manifest.yaml]   (after `make demo`; about 15 s)
+Usage: .venv/bin/python experiments/recovery_ceiling.py [data_manifest.yaml]   (after `make demo`; about 15 s)
 
 The chain of dissertation ch. 6.3 tests the planted cohort's prototype against the rest of the cohort, ROI by ROI
 (Mann-Whitney U, Bonferroni p < 0.05). This script replaces the prototype by the planted subgroup itself (the

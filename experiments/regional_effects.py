@@ -1,11 +1,13 @@
 """Measure how much of a requested regional volume change the demo generator delivers.
 
-Usage: .venv/bin/python docs/regional_effects.py
+Usage: .venv/bin/python experiments/regional_effects.py
 Prints, per AAL region and requested change, the achieved change of the region's volume (Monte-Carlo over
 200,000 random points around the region, normal variation off), as quoted in the README.
 """
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 
@@ -31,9 +33,12 @@ def main() -> None:
     simulator = DemoSimulator(space, DemoConfig())
     rng = np.random.default_rng(0)
     print(f"{'region':<20}{'requested':>10}{'achieved':>10}")
+    rows = []
     for name, change in CASES:
         achieved = achieved_volume_change(simulator, name, change, rng)
+        rows.append({"region": name, "requested": change, "achieved": float(achieved)})
         print(f"{name:<20}{change:>+10.0%}{achieved:>+10.1%}")
+    print(json.dumps({"volume_changes": rows}))
 
 
 if __name__ == "__main__":

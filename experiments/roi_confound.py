@@ -1,6 +1,6 @@
 """How much of the planted cohort's prototype-vs-rest ROI differences the subjects' brain size explains.
 
-Usage: .venv/bin/python docs/roi_confound.py [data_manifest.yaml]   (after `make demo`; a few seconds)
+Usage: .venv/bin/python experiments/roi_confound.py [data_manifest.yaml]   (after `make demo`; a few seconds)
 
 The demo plants a regional phenotype in a subgroup of the Down-syndrome-like cohort; the subgroup also has smaller
 brains than the rest of the cohort (ground_truth.json, ``brain_volume_ml``), and the whole cohort's brains are

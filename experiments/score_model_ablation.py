@@ -1,6 +1,6 @@
 """What each part of the score model buys on the demo: the README's ablation table.
 
-Usage: .venv/bin/python docs/score_model_ablation.py [data_manifest.yaml] [VARIANT ...]   (after `make demo`)
+Usage: .venv/bin/python experiments/score_model_ablation.py [data_manifest.yaml] [VARIANT ...]   (after `make demo`)
 
 Runs a full refresh per variant of the default profile into ``.ablation_runs/<variant>/`` (never touching the
 study's own ``runs/``) and prints, per variant, the AUROC of each cohort against the held-out reference test

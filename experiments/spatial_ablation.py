@@ -1,8 +1,8 @@
 """Train a variant of the Spatial-MSMA flow on the latest run's score passes and compare it on held-out likelihood
 and on the lesion protocol.
 
-Usage: .venv/bin/python docs/spatial_ablation.py [MANIFEST.yaml] [KEY=VALUE ...]   (after `make demo`; a few minutes
-per variant; the manifest defaults to data_manifest.yaml)
+Usage: .venv/bin/python experiments/spatial_ablation.py [MANIFEST.yaml] [KEY=VALUE ...]   (after `make demo`; a few
+minutes per variant; the manifest defaults to data_manifest.yaml)
 
 KEY=VALUE overrides fields of ``models.spatial.flow.SpatialFlowConfig`` (e.g. ``n_frequencies=7``,
 ``n_components=1``, ``cosine_decay=0``, ``standardisation=global``); without any, the default flow is retrained.

@@ -1,7 +1,7 @@
 """Where the lesion maps of the latest run go wrong: false-positive components, how many touch the edge of the
 brain mask, and degenerate segmentations.
 
-Usage: .venv/bin/python docs/spatial_diagnostics.py [data_manifest.yaml]   (after `make demo`)
+Usage: .venv/bin/python experiments/spatial_diagnostics.py [data_manifest.yaml]   (after `make demo`)
 
 For every method of the run's ``lesion_maps.npy``, the segmentation that the evaluation protocol selects for each
 lesion subject is split into components (26-connectivity); a component that touches no lesion is a false

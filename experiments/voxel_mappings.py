@@ -1,6 +1,6 @@
 """How the choice of voxel mapping trades faint-lesion sensitivity against bright-lesion sharpness.
 
-Usage: .venv/bin/python docs/voxel_mappings.py [data_manifest.yaml]   (after `make demo`; about 30 s)
+Usage: .venv/bin/python experiments/voxel_mappings.py [data_manifest.yaml]   (after `make demo`; about 30 s)
 
 Spatial-MSMA scores patches; a voxel belongs to the k^3 patches centred on it and on its neighbours. The run's
 heatmaps keep the score of the patch centred on each voxel ("centre"); ``models.spatial.heatmap`` also offers the

@@ -22,7 +22,7 @@ from models.score_model.gaussian_prior import LowRankGaussian
 from models.score_model.network import ScoreNet
 from models.score_model.norms import score_norms
 from models.score_model.sde import VESchedule, sigma_range_from_data
-from models.score_model.train import train_score_model
+from models.score_model.train import ScoreTrainingData, TrainingCheckpoint, train_score_model
 from pipeline import keys
 from pipeline.context import RefreshContext, RefreshError
 
@@ -110,15 +110,17 @@ def _train_or_reuse(ctx: RefreshContext, schedule, gaussian, images: tuple[np.nd
     mean_grid[mask], var_grid[mask], factors[:, mask] = gaussian.mean_, gaussian.diagonal_, gaussian.components_.T
     model.set_gaussian(torch.from_numpy(mean_grid), torch.from_numpy(var_grid), torch.from_numpy(factors))
     config = dataclasses.replace(ctx.profile.train, seed=ctx.seed)
+    data = ScoreTrainingData(
+        torch.from_numpy(train_images[:, None]),
+        torch.from_numpy(val_images[:, None]),
+        weight=torch.from_numpy(mask.astype(np.float32)),
+    )
     result = train_score_model(
         model,
         schedule,
-        torch.from_numpy(train_images[:, None]),
-        torch.from_numpy(val_images[:, None]),
+        data,
         config,
-        weight=torch.from_numpy(mask.astype(np.float32)),
-        checkpoint_path=checkpoint.with_suffix(".training.pt"),
-        checkpoint_extra={"model_key": key},
+        checkpoint=TrainingCheckpoint(checkpoint.with_suffix(".training.pt"), {"model_key": key}),
         device=ctx.device,
         progress=ctx.progress,
     )

@@ -60,7 +60,7 @@ def patches_to_voxels(patch_values: np.ndarray, mask: np.ndarray, patch_size: in
     The minimum gives an anomaly larger than the patch back its own extent, but it erases one smaller than the
     patch: a 1-voxel lesion sits in the corner of most patches covering it, where it barely moves their norms. On
     the demo's 6 mm grid a 3^3 patch is 18 mm wide, wider than most of its lesions (semi-axes 5-12 mm), and the
-    minimum lost most faint lesions (``docs/spatial_ablation.py``), so heatmaps keep each patch's score at its
+    minimum lost most faint lesions (``experiments/spatial_ablation.py``), so heatmaps keep each patch's score at its
     centre (:data:`HEATMAP_MAPPING`). ``patch_size`` 1 returns the input unchanged either way.
 
     Parameters
