@@ -7,7 +7,7 @@ README.md, the sections of ``run.json`` in docs/architecture.md. Each lives betw
     ...
     <!-- end generated: commands -->
 
-``python -m msma.docs`` rewrites them in place (atomically); ``tests/test_readme.py`` fails when a page differs from
+``python -m msma.docs`` rewrites them in place (atomically); ``tests/msma/test_docs.py`` fails when a page differs from
 what this module generates, so a changed option or run file shows up in review.
 """
 

@@ -19,7 +19,7 @@ def train_batch_offline(som: MiniSom, data: np.ndarray, n_iterations: int) -> Mi
     Same decays, Gaussian neighbourhood and update ``w = (1 - lr) w + lr * sum_i h(bmu_i) x_i / sum_i h(bmu_i)`` as
     minisom 2.3.6, which loops over the subjects in Python (about 10 microseconds per subject and iteration); here
     each iteration is a few matrix products, so sweeps over many grid sizes and thousands of subjects stay fast.
-    ``tests/test_som.py`` checks the weights against minisom's own loop.
+    ``tests/analysis/exploration/test_som.py`` checks the weights against minisom's own loop.
     """
     if som.neighborhood != som._gaussian:
         raise ValueError("the vectorised batch training supports the Gaussian neighbourhood only")

@@ -2,7 +2,7 @@
 
 The refresh (``pipeline/``) writes runs with these names and the explorer's reader (:mod:`analysis.runs.reader`)
 opens them with the same names, so the two cannot drift apart. The README's table of outputs is generated from
-:data:`RUN_FILES` and :data:`RUN_SECTIONS` (``tests/test_readme.py`` fails when it is stale); docs/architecture.md
+:data:`RUN_FILES` and :data:`RUN_SECTIONS` (``tests/msma/test_docs.py`` fails when it is stale); docs/architecture.md
 describes the format in prose.
 
 A run folder ``<output_dir>/<run_id>/`` holds the files of :data:`RUN_FILES`; beside the runs, the store keeps

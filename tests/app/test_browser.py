@@ -20,7 +20,7 @@ from analysis.runs.reader import open_run
 from app import create_app, default_cohort
 from app.views import Explorer, roi_centre
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 REQUIRED = os.environ.get("MSMA_REQUIRE_BROWSER") == "1"

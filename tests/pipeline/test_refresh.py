@@ -21,7 +21,7 @@ from msma.cli import main
 from pipeline.refresh import refresh
 from tests.conftest import make_small_study
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

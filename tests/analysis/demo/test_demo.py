@@ -25,7 +25,7 @@ from analysis.study.reference_space import ReferenceSpace, load_aal
 from analysis.study.validation import validate_study
 from msma.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 
 SMALL = DemoConfig(
     seed=3,

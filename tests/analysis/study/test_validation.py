@@ -529,7 +529,7 @@ def test_affine_tolerance_is_absolute(small_study):
 
 def test_readme_example_manifest_is_a_valid_manifest(tmp_path):
     """The schema example in the README parses (its files are not there: only the structure is checked)."""
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
     section = readme.split("## Your own data", 1)[1]
     example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
     (tmp_path / "data_manifest.yaml").write_text(example)
