@@ -1,13 +1,13 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   build the demo cohort from the real MNI152 template and AAL atlas, validate it, train the score
-#               model, score every subject and publish a run (and, as the app lands, serve it)
+#               model, score every subject, publish a run and serve the explorer
 #   make test   run the test suite
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint clean-demo
+.PHONY: demo test lint docs clean-demo
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11"; exit 1; }
@@ -24,6 +24,9 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+docs: $(STAMP)
+	$(BIN)/python -m msma.docs
 
 clean-demo:
 	rm -rf demo_data runs

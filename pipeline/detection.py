@@ -15,8 +15,6 @@ from analysis.exploration.recovery import with_planted_groups
 from models.norm_flow.flow import FlowDetector
 from pipeline.context import RefreshContext
 
-DETECTORS = ("gmm", "knn", "flow")
-
 
 @dataclass
 class Detection:

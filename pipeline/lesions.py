@@ -1,7 +1,8 @@
 """The lesion stage: every method's maps of the subjects with lesion masks, through the same protocol (ch. 5.4).
 
-The methods are Spatial-MSMA's two voxel mappings and the simple baselines of :mod:`models.spatial.heatmap`, among
-them an unconditional flow trained like Spatial-MSMA's but without position or image context.
+The methods (:data:`analysis.methods.LESION_METHODS`) are Spatial-MSMA's two voxel mappings and the simple baselines
+of :mod:`models.spatial.heatmap`, among them an unconditional flow trained like Spatial-MSMA's but without position
+or image context.
 """
 
 from __future__ import annotations
@@ -12,19 +13,12 @@ import os
 import numpy as np
 
 from analysis.lesions import LESION_PROTOCOL, evaluate_study_lesions
+from analysis.methods import LESION_METHODS, descriptions
 from analysis.runs import layout
 from analysis.runs.store import write_table
-from models.spatial.heatmap import BASELINES, baseline_maps, compute_heatmaps
+from models.spatial.heatmap import baseline_maps, compute_heatmaps
 from pipeline.context import RefreshContext
 from pipeline.spatial import SpatialOutputs, flow_or_reuse
-
-SPATIAL_VARIANTS = {
-    "spatial_msma": "Spatial-MSMA: conditional flow NLL of the patch norms (calibrated per voxel), each patch's value "
-    "at its centre voxel (the heatmaps)",
-    "spatial_msma_min": "Spatial-MSMA's patch scores, each voxel the minimum over the patches covering it",
-}
-LESION_METHODS = (*SPATIAL_VARIANTS, *BASELINES)
-"""Methods of the lesion evaluation, in the order of axis 1 of ``lesion_maps.npy``."""
 
 
 def lesion_stage(ctx: RefreshContext, spatial: SpatialOutputs) -> dict:
@@ -42,16 +36,15 @@ def lesion_stage(ctx: RefreshContext, spatial: SpatialOutputs) -> dict:
         **baseline_maps(rows, inputs.images, study.brain_mask, split.rows(split.train), inputs.voxel_scores,
                         inputs.patch_norms, unconditional, inputs.config.patch_size),
     }
-    np.save(ctx.staging / layout.LESION_MAPS.name, np.stack([maps[m] for m in LESION_METHODS], axis=1))
+    np.save(ctx.staging / layout.LESION_MAPS.name, np.stack([maps[m.key] for m in LESION_METHODS], axis=1))
     evaluation = evaluate_study_lesions(study, maps, LESION_PROTOCOL, n_jobs=min(2, os.cpu_count() or 1),
                                         progress=ctx.progress)
     write_table(ctx.staging / layout.LESION_EVALUATION.name, evaluation.per_subject)
-    descriptions = {**SPATIAL_VARIANTS, **BASELINES}
     return {
-        "methods": {m: descriptions[m] for m in LESION_METHODS},
+        "methods": descriptions(LESION_METHODS),
         "maps": {
             "file": layout.LESION_MAPS.name,
-            "order": list(LESION_METHODS),
+            "order": [m.key for m in LESION_METHODS],
             "shape": "(subjects in 'subjects' order, methods in 'order', brain voxels)",
         },
         "subjects": list(lesions.index),

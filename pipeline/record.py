@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from analysis.methods import NORM_SETS, descriptions
 from analysis.runs import layout
 from analysis.runs.store import write_table
 from models.score_model.network import count_parameters
@@ -16,7 +17,7 @@ from pipeline import keys
 from pipeline.context import RefreshContext
 from pipeline.detection import Detection
 from pipeline.exploration import Exploration
-from pipeline.score_model import NORM_SETS, ScoreModel, link_or_copy, norm_columns
+from pipeline.score_model import ScoreModel, link_or_copy, norm_columns
 
 
 def write_tables(ctx: RefreshContext, norm_sets: dict[str, np.ndarray], detection: Detection,
@@ -97,7 +98,7 @@ def run_record(ctx: RefreshContext, run_id: str, score: ScoreModel, detection: D
             "rank": int(score.gaussian.rank_),
             "val_log_likelihood": {str(k): v for k, v in score.gaussian.val_log_likelihood_.items()},
         },
-        "norm_sets": NORM_SETS,
+        "norm_sets": descriptions(NORM_SETS),
         "detectors": detection.info,
         "tables": {
             "score_norms": layout.SCORE_NORMS.name,

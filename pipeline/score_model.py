@@ -26,12 +26,6 @@ from models.score_model.train import ScoreTrainingData, TrainingCheckpoint, trai
 from pipeline import keys
 from pipeline.context import RefreshContext, RefreshError
 
-NORM_SETS = {
-    "msma": "trained score network (low-rank Gaussian score + learned residual)",
-    "lowrank": "low-rank Gaussian score, no network",
-    "gaussian": "per-voxel Gaussian score, no network (baseline)",
-}
-
 
 @dataclass
 class ScoreModel:

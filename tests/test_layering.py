@@ -1,4 +1,4 @@
-"""The layering rules of DESIGN.md and docs/architecture.md, for third-party libraries and for the project's own
+"""The layering rules of docs/architecture.md, for third-party libraries and for the project's own
 packages: ``msma`` -> ``app``, ``pipeline`` -> ``models`` -> ``analysis``; ``app`` never reaches torch, ``models`` or
 ``pipeline``; ``pipeline`` never reaches ``msma`` or ``app``; ``analysis`` never reaches torch, dash or any package
 above it. Checked twice: by importing every module of a package in a fresh interpreter and looking at sys.modules,

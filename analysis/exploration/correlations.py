@@ -3,7 +3,7 @@
 For every (ROI, behaviour) pair: Spearman's rho on the subjects where both are present (each pair keeps its own
 complete cases; pairs with fewer than ``min_complete`` are reported as untestable, never dropped), a two-sided
 permutation p-value from permuting the pairing of the two, Benjamini-Hochberg FDR over all testable pairs, and a
-max-statistic (maxT) family-wise p-value from the same permutations (dissertation ch. 6.3; DESIGN.md section 4).
+max-statistic (maxT) family-wise p-value from the same permutations (dissertation ch. 6.3).
 
 Speed: the permutations are random keys, one per subject, sorted once and shared by all pairs (so maxT sees the
 dependence between pairs); the key order restricted to a pair's complete cases is its permutation. Pairs with the

@@ -9,21 +9,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from analysis.methods import DETECTORS, LESION_METHODS, NORM_SETS, names
 from analysis.runs.store import read_run
 
 METRICS = ("fpr_at_95_tpr", "detection_error", "auroc", "aupr_in", "aupr_out")
 HEADERS = ("FPR (95% TPR) ↓", "Det. error ↓", "AUROC ↑", "AUPR in ↑", "AUPR out ↑")
-DETECTOR_NAMES = {"gmm": "GMM", "knn": "KNN", "flow": "Flow"}
-NORM_NAMES = {"msma": "MSMA", "lowrank": "Low-rank Gaussian", "gaussian": "Per-voxel Gaussian"}
-LESION_METHOD_NAMES = {
-    "spatial_msma": "Spatial-MSMA",
-    "spatial_msma_min": "Spatial-MSMA (min over patches)",
-    "z_score": "Voxel z-score",
-    "voxel_magnitude": "Voxel score magnitude",
-    "patch_magnitude": "Patch-norm magnitude",
-    "patch_magnitude_min": "Patch-norm magnitude (min over patches)",
-    "unconditional_flow": "Unconditional flow",
-}
+DETECTOR_NAMES = names(DETECTORS)
+NORM_NAMES = names(NORM_SETS)
+LESION_METHOD_NAMES = names(LESION_METHODS)
 LEGACY_LESION_METHOD_NAMES = {
     "spatial_msma": "Spatial-MSMA (NLL in nats, min over patches)",
     "z_score": "Voxel z-score",

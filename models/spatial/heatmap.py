@@ -21,18 +21,6 @@ from tqdm.auto import tqdm
 from analysis.study.volumes import Grid, save_volume
 from models.spatial.torch_model import SpatialMSMA
 
-BASELINES = {
-    "z_score": "voxel-wise |z| of the intensity against the reference training subjects",
-    "voxel_magnitude": "per-voxel score magnitude sum_i |sigma_i s(x, sigma_i)|, summed over scales, no flow",
-    "patch_magnitude": "k^3 patch norms summed over scales, no flow, each patch's value at its centre voxel (the "
-    "voxel mapping of Spatial-MSMA)",
-    "patch_magnitude_min": "k^3 patch norms summed over scales, no flow, each voxel the minimum over the patches "
-    "covering it",
-    "unconditional_flow": "the same flow on the patch norms without positional encoding, per-voxel standardisation, "
-    "image context or per-voxel calibration (the NLL in nats)",
-}
-"""The maps that Spatial-MSMA is evaluated against on lesions, all run through the same protocol."""
-
 VOXEL_MAPPINGS = ("centre", "min")
 """How patch scores become voxel scores (:func:`patches_to_voxels`)."""
 HEATMAP_MAPPING = "centre"
@@ -137,7 +125,8 @@ def baseline_maps(
     unconditional: SpatialMSMA,
     patch_size: int,
 ) -> dict[str, np.ndarray]:
-    """The :data:`BASELINES` maps (len(rows), n_brain_voxels) float32 of the given subjects."""
+    """The maps of the lesion baselines (:data:`analysis.methods.LESION_BASELINES`), (len(rows), n_brain_voxels)
+    float32, of the given subjects."""
     rows, train_rows = list(rows), list(train_rows)
     brain_train = np.stack([np.asarray(images[r])[mask] for r in train_rows]).astype(np.float64)
     mean, sd = brain_train.mean(axis=0), brain_train.std(axis=0)
