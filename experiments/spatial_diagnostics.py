@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from analysis.lesions.protocol import best_threshold, surface
+from analysis.lesions import best_threshold, surface
 from analysis.runs.store import RunStore
 from analysis.study.manifest import load_manifest
 from analysis.study.validation import validate_study

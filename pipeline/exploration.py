@@ -11,7 +11,7 @@ from threadpoolctl import threadpool_limits
 
 from analysis.exploration.cohort_analysis import HYPOTHESIS_Q, analyse_cohorts, hypothesis_tables, planted_recovery
 from analysis.exploration.recovery import prototype_recovery
-from analysis.exploration.som import fit_cohort_map
+from analysis.exploration.som import SelfOrganizingMap, fit_cohort_map
 from pipeline.context import RefreshContext
 from pipeline.spatial import SpatialOutputs
 
@@ -22,8 +22,7 @@ class Exploration:
     """``run.json`` section ``som``."""
     som_table: pd.DataFrame
     """Per subject: its best-matching unit."""
-    som: object
-    """The fitted :class:`analysis.exploration.som.SelfOrganizingMap`."""
+    som: SelfOrganizingMap
     hypotheses: dict
     """``run.json`` section ``hypotheses``."""
     roi_tests: pd.DataFrame

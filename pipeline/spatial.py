@@ -19,6 +19,7 @@ from models.score_model.network import count_parameters
 from models.spatial.flow import SpatialFlowConfig, train_spatial_flow
 from models.spatial.heatmap import HEATMAP_MAPPING, compute_heatmaps, write_heatmaps
 from models.spatial.patch_norms import patch_norms
+from models.spatial.torch_model import SpatialMSMA
 from pipeline import keys
 from pipeline.context import RefreshContext
 from pipeline.score_model import ScoreModel, link_or_copy
@@ -51,8 +52,8 @@ class SpatialOutputs:
     reference_ids: list[str]
     """The reference subjects of the ROI percentiles."""
     inputs: SpatialInputs
-    flow: object
-    """The trained conditional flow (:class:`models.spatial.flow.SpatialMSMA`)."""
+    flow: SpatialMSMA
+    """The trained conditional flow."""
     heatmaps: np.ndarray
     """(subjects, brain voxels) heatmap values inside the brain mask."""
 
