@@ -6,7 +6,7 @@ Spatial-MSMA scores patches; a voxel belongs to the k^3 patches centred on it an
 heatmaps keep the score of the patch centred on each voxel ("centre"); ``models.spatial.heatmap`` also offers the
 minimum over the covering patches ("min"). This script re-maps the run's stored centre map (the
 ``spatial_msma`` column of ``lesion_maps.npy``) with mappings in between and runs every one of them through the
-lesion protocol of the run (``analysis.lesions.protocol.evaluate_methods``):
+lesion protocol of the run (``analysis.lesions.evaluate_study_lesions``):
 
 - ``order q``: the ceil(q n)-th smallest score of the n covering patches centred in the brain (q = 0 is "min").
   For a one-voxel anomaly, 9 of a face neighbour's 27 covering patches do not contain the anomaly, so q <= 1/3

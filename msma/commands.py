@@ -203,16 +203,13 @@ def cmd_evaluate_lesions(args) -> int:
     from analysis.study.validation import validate_study
     from analysis.study.volumes import atomic_write_bytes
 
-    if args.jobs < 1:
-        print("--jobs: expected a count >= 1", file=sys.stderr)
-        return 2
-    try:
-        protocol = LesionProtocol(n_thresholds=args.thresholds, min_size=args.min_size, dilation_radius=args.dilation)
-    except ValueError as exc:
-        flag = {"n_thresholds": "--thresholds", "min_size": "--min-size", "dilation_radius": "--dilation"}
-        name = str(exc).split(" ")[0]
-        print(f"{flag.get(name, name)}: {exc}", file=sys.stderr)
-        return 2
+    for flag, value, minimum in (("--thresholds", args.thresholds, 1), ("--jobs", args.jobs, 1),
+                                 ("--min-size", args.min_size, 0), ("--dilation", args.dilation, 0)):
+        if value < minimum:
+            print(f"{flag}: expected a count >= {minimum}", file=sys.stderr)
+            return 2
+    protocol = LesionProtocol(n_thresholds=args.thresholds, min_size=args.min_size, dilation_radius=args.dilation)
+    run_dir = None
     try:
         manifest = load_manifest(args.manifest)
         if manifest.lesions is None:
@@ -247,10 +244,12 @@ def cmd_evaluate_lesions(args) -> int:
     except (ManifestError, RunNotFound) as exc:
         return _report_problems(exc)
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        print(f"{run_dir}: unreadable run record or lesion maps ({type(exc).__name__}: {exc})", file=sys.stderr)
+        where = run_dir if run_dir is not None else args.manifest
+        print(f"{where}: unreadable study, run record or lesion maps ({type(exc).__name__}: {exc})", file=sys.stderr)
         return 1
     rows = [record["subjects"].index(i) for i in wanted]
     maps = {m: np.asarray(stack[rows, k]) for k, m in enumerate(methods)}
+    del stack  # the copies above are all the evaluation needs; close the memory map
     try:
         evaluation = evaluate_study_lesions(study, maps, protocol, n_jobs=args.jobs, progress=not args.quiet)
         if args.out:

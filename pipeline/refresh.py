@@ -67,16 +67,16 @@ def refresh(
     One refresh at a time per ``output_dir``: a second one fails at once with
     :class:`~analysis.runs.store.StoreBusy`.
     """
+    profile = get_profile(profile) if isinstance(profile, str) else profile
+    device = resolve_device(device)  # before validation: a missing GPU fails at once
     store = RunStore(manifest.output_dir)
     with store.lock():
         timer = StageTimer(progress, on_stage)
         with timer.stage("validate"):
             if study is None or study.manifest is not manifest:
                 study = validate_study(manifest, progress=progress)
-        ctx = RefreshContext(
-            study=study, split=Split.of(study), profile=get_profile(profile) if isinstance(profile, str) else profile,
-            device=resolve_device(device), progress=progress, store=store, timer=timer, truth=truth,
-        )
+        ctx = RefreshContext(study=study, split=Split.of(study), profile=profile, device=device, progress=progress,
+                             store=store, timer=timer, truth=truth)
         result = _stages(ctx)
         store.prune(keep_runs)
         return result

@@ -58,7 +58,8 @@ class SpatialOutputs:
     """(subjects, brain voxels) heatmap values inside the brain mask."""
 
     def release(self, staging: Path) -> None:
-        """Close the scratch memory maps and delete the patch norms before the run is published."""
+        """Drop the references to the scratch memory maps (so they close) and delete the patch norms before the run is
+        published."""
         self.inputs = self.heatmaps = self.flow = None
         (staging / PATCH_NORMS_FILE).unlink()
 

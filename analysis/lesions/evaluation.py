@@ -25,6 +25,7 @@ METRICS = ("hd99", "msd", "tpr", "ppv")
 #: present.
 SUPPLEMENTARY = ("auroc", "tpr_at_zero_fp", "predicted_fraction")
 
+
 def summarise(per_subject: pd.DataFrame, by: str | Sequence[str]) -> pd.DataFrame:
     """Mean and standard error of the lesion metrics per group.
 
@@ -126,7 +127,7 @@ def evaluate_methods(
     from tqdm.auto import tqdm
 
     brain_mask = _as_mask(brain_mask, "brain_mask")
-    subject_ids, labels = [str(i) for i in groups.index], list(groups)
+    subject_ids, labels = list(groups.index), list(groups)
     n = len(subject_ids)
     if len(ground_truth) != n:
         raise ValueError(f"groups ({n} subjects) and ground_truth ({len(ground_truth)} masks) differ")

@@ -16,7 +16,7 @@ Conventions shared by every function here and in :mod:`analysis.lesions.protocol
 - The surface of a mask is the set of its voxels with at least one face neighbour outside the mask; voxels on the
   border of the array count as surface voxels (outside the array is background).
 
-Only numpy, scipy and pandas are used.
+Only numpy and scipy are used.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ exposes a failure of the protocol: when a map cannot single out the lesions, the
 symmetric surface distance may be one large component spreading from the lesions over much of the brain, which
 counts as a true positive for every lesion it touches (TPR and PPV 1) at moderate directed distances.
 
-Only numpy, scipy and pandas are used.
+Only numpy and scipy are used.
 """
 
 
@@ -110,7 +110,8 @@ def _postprocess(segmentation: np.ndarray, min_size: int, dilation_radius: int) 
     return result
 
 
-def postprocess(segmentation, min_size: int = LESION_PROTOCOL.min_size, dilation_radius: int = 1) -> np.ndarray:
+def postprocess(segmentation, min_size: int = LESION_PROTOCOL.min_size,
+                dilation_radius: int = LESION_PROTOCOL.dilation_radius) -> np.ndarray:
     """Remove small connected components, then dilate.
 
     Parameters
