@@ -4,12 +4,13 @@ This module checks the manifest's own structure (known keys, types, paths that s
 folder). Whether the files it names exist and agree with each other is checked by
 :mod:`analysis.study.validation`. Paths resolve relative to the manifest's folder.
 
-A little over 400 lines, kept whole: it is the schema of one file, and its sections share one reader and one pass.
+About 450 lines, kept whole: it is the schema of one file, and its sections share one reader and one pass.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import types
 from collections.abc import Callable, Mapping
@@ -137,6 +138,9 @@ class Manifest:
     options: Options = field(default_factory=Options)
     demo: DemoBlock | None = None
     """The generated demo cohort's ``demo:`` block; ``None`` for a study of real data."""
+    missing_values: tuple[str | int | float, ...] = ()
+    """The study's own missing-value markers, besides empty cells and the usual ones
+    (:data:`analysis.study.tables.DEFAULT_MISSING_MARKERS`)."""
 
     def resolve(self, value: str | os.PathLike) -> Path:
         """Resolve a path written in the manifest or one of its tables against the manifest's folder."""
@@ -156,6 +160,7 @@ _TOP_LEVEL = {
     "output_dir": True,
     "options": False,
     "demo": False,
+    "missing_values": False,
 }
 _STUDY_KEYS = {"name", "description"}
 
@@ -228,6 +233,7 @@ def load_manifest(path: str | os.PathLike, *, read_demo: SettingsReader | None =
     model = settings_from_mapping(ModelSettings, reader.mapping(doc.get("model"), "model"), reader, "model")
     options = settings_from_mapping(Options, reader.mapping(doc.get("options"), "options"), reader, "options")
     demo = _read_demo(reader, doc.get("demo"), read_demo)
+    missing_values = _read_missing_values(reader, doc.get("missing_values", []))
     if model.n_scales < 1:
         reader.problem("model.n_scales", "a positive number of noise scales", str(model.n_scales))
     if model.min_train_subjects < 1:
@@ -275,6 +281,7 @@ def load_manifest(path: str | os.PathLike, *, read_demo: SettingsReader | None =
         model=model,
         options=options,
         demo=demo,
+        missing_values=missing_values,
     )
     _check_containment(manifest, reader, template, atlas, subjects, behaviour, output_dir)
     if lesions:
@@ -314,6 +321,27 @@ def _read_subjects(reader: FieldReader, value) -> dict:
             reader.string(column, f"subjects.images.{modality}")
         out["images"] = {str(k): str(v) for k, v in images.items()}
     return out
+
+
+def _read_missing_values(reader: FieldReader, value) -> tuple[str | int | float, ...]:
+    """``missing_values``: the study's own markers of a missing value (numbers or non-empty strings)."""
+
+    def is_marker(v) -> bool:
+        if isinstance(v, str):
+            return bool(v.strip())
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+    if value is None:  # the key written without a value
+        return ()
+    if not isinstance(value, list) or not all(is_marker(v) for v in value):
+        reader.problem(
+            "missing_values",
+            "a list of the cell values that mean missing in this study's tables, numbers or non-empty strings "
+            "(e.g. [-1, -999, unknown])",
+            describe(value),
+        )
+        return ()
+    return tuple(value)
 
 
 def _read_behaviour(reader: FieldReader, value) -> dict | None:

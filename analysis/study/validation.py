@@ -122,7 +122,7 @@ def _check_subject_volumes(manifest, subjects, grid, out, *, progress, check_vox
             value = subjects[modality].iloc[row]
             where = f"row {row + 2} ({subject_id}), column {column}"
             if pd.isna(value):
-                out.add(file, where, f"a path to the subject's {modality} image", "an empty cell")
+                out.add(file, where, f"a path to the subject's {modality} image", "a missing value")
             elif check_inside(manifest, str(value), where, out.problems, file=str(file)):
                 jobs.append((manifest.resolve(str(value)), f"{modality} image of subject {subject_id} ({where})"))
 
