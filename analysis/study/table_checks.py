@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.study.errors import Problem
+from analysis.study.errors import Problem, StudyWarning
 from analysis.study.manifest import SPLITS, Manifest, check_inside
 from analysis.study.tables import MissingValues, TableError, read_table
 from analysis.study.volumes import VolumeError, load_volume
@@ -25,9 +25,14 @@ class Collector:
     """Every problem found so far, in the order found."""
 
     problems: list[Problem] = field(default_factory=list)
+    warnings: list[StudyWarning] = field(default_factory=list)
+    """What the study may have but its user should know; they do not stop validation."""
 
     def add(self, file: Path | str, field_name: str, expected: str, found: str) -> None:
         self.problems.append(Problem(str(file), field_name, expected, found))
+
+    def warn(self, file: Path | str, field_name: str, message: str) -> None:
+        self.warnings.append(StudyWarning(str(file), field_name, message))
 
 
 def missing_values(manifest: Manifest) -> MissingValues:
@@ -42,10 +47,17 @@ def preview(values, limit: int = 8) -> str:
     return head + (f", ... ({len(values) - limit} more)" if len(values) > limit else "")
 
 
-def check_subjects(manifest: Manifest, out: Collector) -> pd.DataFrame | None:
+def read_subjects(manifest: Manifest, out: Collector) -> pd.DataFrame | None:
+    """The subjects table as written, with missing values (ids and cohort names kept, for :func:`check_subjects`
+    to refuse a marker there), or None when it cannot be read."""
     spec = manifest.subjects
-    # Ids and cohort names are read as written, so that a marker there is refused rather than lost.
-    table = _section_table(manifest, spec, "subjects", out, keep=(spec.id_column, spec.cohort_column))
+    return _section_table(manifest, spec, "subjects", out, keep=(spec.id_column, spec.cohort_column))
+
+
+def check_subjects(manifest: Manifest, table: pd.DataFrame | None, out: Collector) -> pd.DataFrame | None:
+    """Check the subjects table (:func:`read_subjects`) and return its subjects, indexed by id: cohort, split, sex
+    (F, M or missing), age (float) and one image path per modality; None when a column it needs is absent."""
+    spec = manifest.subjects
     if table is None:
         return None
     file = spec.table
@@ -90,7 +102,7 @@ def check_subjects(manifest: Manifest, out: Collector) -> pd.DataFrame | None:
             f"one of {list(SPLITS)}",
             f"'{table[spec.split_column][row]}'",
         )
-    sex = table[spec.sex_column].str.upper().replace({"FEMALE": "F", "MALE": "M"})
+    sex = normalise_sex(table[spec.sex_column])
     for row in table.index[sex.notna() & ~sex.isin(["F", "M"])]:
         out.add(
             file,
@@ -145,6 +157,12 @@ def check_subjects(manifest: Manifest, out: Collector) -> pd.DataFrame | None:
     )
     subjects.index = pd.Index(ids, name="subject_id")
     return subjects
+
+
+def normalise_sex(values: pd.Series) -> pd.Series:
+    """Sex as the study reads it: ``F`` or ``M`` (``female``, ``male`` and lower case accepted), missing kept; other
+    values are returned upper-cased for :func:`check_subjects` to refuse."""
+    return values.str.upper().replace({"FEMALE": "F", "MALE": "M"})
 
 
 def refuse_markers(values: pd.Series, missing: MissingValues, file, expected: str, out: Collector, ids=None) -> None:

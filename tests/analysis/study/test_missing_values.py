@@ -28,6 +28,7 @@ def test_usual_markers_are_missing(small_study, marker):
     study = study_of(small_study)
     assert np.isnan(study.behaviour.loc["s06", "score_a"])
     assert np.isnan(study.subjects.loc["s03", "age"]) and pd.isna(study.subjects.loc["s04", "sex"])
+    assert np.isnan(study.covariate_table.loc["s03", "age"]) and study.covariate_table.loc["s04", "sex"] is None
 
 
 def test_study_markers_match_numerically(small_study):
@@ -55,7 +56,7 @@ def test_marker_in_a_parquet_float_column(small_study):
     table.to_parquet(small_study.root / "subjects.parquet")
     edit(small_study, lambda d: d.update(missing_values=[-999]) or d["subjects"].update(table="subjects.parquet"))
     study = study_of(small_study)
-    assert np.isnan(study.subjects.loc["s02", "age"]) and study.subjects.loc["s03", "age"] == 9.0
+    assert np.isnan(study.covariate_table.loc["s02", "age"]) and study.covariate_table.loc["s03", "age"] == 9.0
 
 
 @pytest.mark.parametrize(
