@@ -31,6 +31,8 @@ def cmd_validate(args) -> int:
     except ManifestError as exc:
         return _report_problems(exc)
     print(study.summary())
+    for warning in study.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"valid: {len(study.subjects)} subjects checked in {time.perf_counter() - start:.1f} s")
     return 0
 

@@ -1,6 +1,7 @@
 """Domain exceptions whose messages a scientist can act on.
 
-Every problem names the file, the field (or table row) it concerns, what was expected and what was found.
+Every problem names the file, the field (or table row) it concerns, what was expected and what was found; a
+warning names the file and field and says what the study's user should know.
 """
 
 from __future__ import annotations
@@ -18,8 +19,24 @@ class Problem:
     found: str
 
     def __str__(self) -> str:
-        where = f"{self.file}: {self.field}" if self.field else self.file
-        return f"{where}: expected {self.expected}; found {self.found}"
+        return f"{_where(self.file, self.field)}: expected {self.expected}; found {self.found}"
+
+
+@dataclass(frozen=True)
+class StudyWarning:
+    """Something the study may have but its user should know (missing covariate values): it does not stop
+    validation; ``msma validate`` prints it."""
+
+    file: str
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{_where(self.file, self.field)}: {self.message}"
+
+
+def _where(file: str, field: str) -> str:
+    return f"{file}: {field}" if field else file
 
 
 class ManifestError(ValueError):

@@ -4,12 +4,13 @@ This module checks the manifest's own structure (known keys, types, paths that s
 folder). Whether the files it names exist and agree with each other is checked by
 :mod:`analysis.study.validation`. Paths resolve relative to the manifest's folder.
 
-A little over 400 lines, kept whole: it is the schema of one file, and its sections share one reader and one pass.
+About 490 lines, kept whole: it is the schema of one file, and its sections share one reader and one pass.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import types
 from collections.abc import Callable, Mapping
@@ -24,6 +25,7 @@ from analysis.study.settings import FieldReader, describe, safe_load_unique, set
 
 MANIFEST_VERSION = 1
 SPLITS = ("train", "val", "test", "none")
+COVARIATE_KINDS = ("numeric", "categorical")
 DEFAULT_DEMO_FOLDER = "demo_data"
 """Where a generated demo cohort lives when the ``demo:`` block names no folder (relative to the manifest)."""
 SettingsReader = Callable[[Mapping, FieldReader], object]
@@ -59,6 +61,10 @@ class SubjectsSpec:
     split_column: str = "split"
     sex_column: str = "sex"
     age_column: str = "age"
+    covariates: Mapping[str, str | None] | None = None
+    """Columns the normative model adjusts ROI scores for: column -> ``numeric``, ``categorical``, or None where
+    the kind is read from the data (the list form). None when the manifest has no ``subjects.covariates``: then the
+    age and sex columns, where they hold a value (:func:`analysis.study.covariates.check_covariates`)."""
 
 
 @dataclass(frozen=True)
@@ -137,6 +143,9 @@ class Manifest:
     options: Options = field(default_factory=Options)
     demo: DemoBlock | None = None
     """The generated demo cohort's ``demo:`` block; ``None`` for a study of real data."""
+    missing_values: tuple[str | int | float, ...] = ()
+    """The study's own missing-value markers, besides empty cells and the usual ones
+    (:data:`analysis.study.tables.DEFAULT_MISSING_MARKERS`)."""
 
     def resolve(self, value: str | os.PathLike) -> Path:
         """Resolve a path written in the manifest or one of its tables against the manifest's folder."""
@@ -156,6 +165,7 @@ _TOP_LEVEL = {
     "output_dir": True,
     "options": False,
     "demo": False,
+    "missing_values": False,
 }
 _STUDY_KEYS = {"name", "description"}
 
@@ -228,6 +238,7 @@ def load_manifest(path: str | os.PathLike, *, read_demo: SettingsReader | None =
     model = settings_from_mapping(ModelSettings, reader.mapping(doc.get("model"), "model"), reader, "model")
     options = settings_from_mapping(Options, reader.mapping(doc.get("options"), "options"), reader, "options")
     demo = _read_demo(reader, doc.get("demo"), read_demo)
+    missing_values = _read_missing_values(reader, doc.get("missing_values", []))
     if model.n_scales < 1:
         reader.problem("model.n_scales", "a positive number of noise scales", str(model.n_scales))
     if model.min_train_subjects < 1:
@@ -252,6 +263,10 @@ def load_manifest(path: str | os.PathLike, *, read_demo: SettingsReader | None =
             table=p(subjects["table"]),
             images=types.MappingProxyType(dict(subjects["images"])),
             **{k: subjects[k] for k in _SUBJECT_COLUMNS if k in subjects},
+            covariates=(
+                types.MappingProxyType(dict(subjects["covariates"])) if subjects.get("covariates") is not None
+                else None
+            ),
         ),
         reference_cohort=reference,
         output_dir=p(output_dir),
@@ -275,6 +290,7 @@ def load_manifest(path: str | os.PathLike, *, read_demo: SettingsReader | None =
         model=model,
         options=options,
         demo=demo,
+        missing_values=missing_values,
     )
     _check_containment(manifest, reader, template, atlas, subjects, behaviour, output_dir)
     if lesions:
@@ -303,7 +319,7 @@ def _read_atlas(reader: FieldReader, value) -> dict:
 
 def _read_subjects(reader: FieldReader, value) -> dict:
     section = reader.mapping(value, "subjects") or {}
-    allowed = {"table": True, "images": True, **{k: False for k in _SUBJECT_COLUMNS}}
+    allowed = {"table": True, "images": True, "covariates": False, **{k: False for k in _SUBJECT_COLUMNS}}
     reader.check_keys(section, allowed, "subjects")
     out = {k: reader.string(section[k], f"subjects.{k}") for k in ("table", *_SUBJECT_COLUMNS) if k in section}
     images = reader.mapping(section.get("images"), "subjects.images")
@@ -313,7 +329,67 @@ def _read_subjects(reader: FieldReader, value) -> dict:
         for modality, column in images.items():
             reader.string(column, f"subjects.images.{modality}")
         out["images"] = {str(k): str(v) for k, v in images.items()}
+    if "covariates" in section:
+        # A covariate is a property of the subject; the columns that say who a subject is and where its images
+        # are cannot be one.
+        reserved = {out.get(k, getattr(SubjectsSpec, k)): f"subjects.{k}" for k in ("id_column", "cohort_column",
+                                                                                      "split_column")}
+        reserved.update({c: f"subjects.images.{m}" for m, c in out.get("images", {}).items()})
+        out["covariates"] = _read_covariates(reader, section["covariates"], reserved)
     return out
+
+
+def _read_covariates(reader: FieldReader, value, reserved: Mapping[str, str]) -> dict[str, str | None] | None:
+    """``subjects.covariates``: a list of columns (kinds read from the data) or a mapping column -> kind."""
+    where = "subjects.covariates"
+    if isinstance(value, list):
+        names = [v for v in value if isinstance(v, str) and v.strip()]
+        if len(names) != len(value):
+            reader.problem(where, "a list of column names of the subjects table", describe(value))
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            reader.problem(where, "each covariate listed once", f"repeated {dupes}")
+        covariates = dict.fromkeys(names)
+    elif isinstance(value, Mapping):
+        covariates = {}
+        for name, kind in value.items():
+            if kind not in COVARIATE_KINDS:
+                reader.problem(f"{where}.{name}", "numeric or categorical", describe(kind))
+            covariates[str(name)] = kind
+    else:
+        reader.problem(
+            where,
+            "a list of column names, or a mapping of column names to numeric or categorical (e.g. "
+            "{age: numeric, site: categorical}); [] for none",
+            describe(value),
+        )
+        return None
+    for name in covariates:
+        if name in reserved:
+            reader.problem(where, "columns that describe the subject (not its id, cohort, split or image path)",
+                           f"'{name}', the {reserved[name]} column")
+    return covariates
+
+
+def _read_missing_values(reader: FieldReader, value) -> tuple[str | int | float, ...]:
+    """``missing_values``: the study's own markers of a missing value (numbers or non-empty strings)."""
+
+    def is_marker(v) -> bool:
+        if isinstance(v, str):
+            return bool(v.strip())
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+    if value is None:  # the key written without a value
+        return ()
+    if not isinstance(value, list) or not all(is_marker(v) for v in value):
+        reader.problem(
+            "missing_values",
+            "a list of the cell values that mean missing in this study's tables, numbers or non-empty strings "
+            "(e.g. [-1, -999, unknown])",
+            describe(value),
+        )
+        return ()
+    return tuple(value)
 
 
 def _read_behaviour(reader: FieldReader, value) -> dict | None:

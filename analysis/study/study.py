@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from analysis.study.atlas import labels_present
+from analysis.study.covariates import Covariate
+from analysis.study.errors import StudyWarning
 from analysis.study.manifest import Manifest
+from analysis.study.table_checks import preview
 from analysis.study.volumes import Grid
 
 
@@ -28,9 +31,20 @@ class Study:
     """Score columns as floats (NaN = missing), indexed by subject id."""
     lesions: pd.DataFrame | None = None
     """Ground-truth lesion masks, indexed by subject id: columns ``mask`` (resolved path) and ``group``."""
+    covariates: tuple[Covariate, ...] = ()
+    """What the normative model adjusts ROI scores for (the manifest's ``subjects.covariates``), in its order."""
+    covariate_table: pd.DataFrame = field(default=None)
+    """One column per covariate, indexed like :attr:`subjects`: numeric ones float (NaN = missing), categorical
+    ones ``str`` objects (None = missing). Given None (the default), an empty frame with the subjects' index."""
+    warnings: tuple[StudyWarning, ...] = ()
+    """What validation found worth saying that does not stop the study (missing covariate values)."""
+
+    def __post_init__(self):
+        if self.covariate_table is None:
+            object.__setattr__(self, "covariate_table", pd.DataFrame(index=self.subjects.index))
 
     def summary(self) -> str:
-        """A human-readable overview: subjects per cohort and split, grid, atlas, behaviour."""
+        """A human-readable overview: subjects per cohort and split, grid, atlas, behaviour, covariates."""
         m = self.manifest
         counts = pd.crosstab(self.subjects["cohort"], self.subjects["split"], margins=True, margins_name="total")
         named = set(self.label_names["index"])
@@ -55,6 +69,10 @@ class Study:
             )
         else:
             lines.append("behaviour: none")
+        lines.append(
+            "covariates: "
+            + (", ".join(self._describe_covariate(c) for c in self.covariates) if self.covariates else "none")
+        )
         if self.lesions is not None:
             groups = self.lesions["group"].value_counts().sort_index()
             lines.append(
@@ -62,6 +80,14 @@ class Study:
                 + ", ".join(f"{g}: {n}" for g, n in groups.items()) + ")"
             )
         return "\n".join(lines)
+
+    def _describe_covariate(self, covariate: Covariate) -> str:
+        values = self.covariate_table[covariate.name]
+        missing = int(values.isna().sum())
+        what = covariate.kind
+        if covariate.kind == "categorical":
+            what += ": " + preview(sorted(values.dropna().unique()))
+        return f"{covariate.name} ({what}{f'; {missing} missing' if missing else ''})"
 
     @property
     def n_reference_train(self) -> int:

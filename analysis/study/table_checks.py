@@ -2,7 +2,8 @@
 lesion masks they name), for :func:`analysis.study.validation.validate_study`.
 
 Each check adds every problem it finds to a :class:`Collector` (file, field or row, expected, found) and returns
-what it could read, or None when the table is unusable.
+what it could read, or None when the table is unusable. Every table is read with the study's missing-value markers
+(:func:`missing_values`); ids and cohort names are read as written, and a marker there is refused.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.study.errors import Problem
+from analysis.study.errors import Problem, StudyWarning
 from analysis.study.manifest import SPLITS, Manifest, check_inside
-from analysis.study.tables import TableError, read_table
+from analysis.study.tables import MissingValues, TableError, read_table
 from analysis.study.volumes import VolumeError, load_volume
 
 
@@ -24,9 +25,19 @@ class Collector:
     """Every problem found so far, in the order found."""
 
     problems: list[Problem] = field(default_factory=list)
+    warnings: list[StudyWarning] = field(default_factory=list)
+    """What the study may have but its user should know; they do not stop validation."""
 
     def add(self, file: Path | str, field_name: str, expected: str, found: str) -> None:
         self.problems.append(Problem(str(file), field_name, expected, found))
+
+    def warn(self, file: Path | str, field_name: str, message: str) -> None:
+        self.warnings.append(StudyWarning(str(file), field_name, message))
+
+
+def missing_values(manifest: Manifest) -> MissingValues:
+    """What the study's tables mean by a missing value: empty cells, the usual markers and the manifest's own."""
+    return MissingValues.of(manifest.missing_values)
 
 
 def preview(values, limit: int = 8) -> str:
@@ -36,9 +47,17 @@ def preview(values, limit: int = 8) -> str:
     return head + (f", ... ({len(values) - limit} more)" if len(values) > limit else "")
 
 
-def check_subjects(manifest: Manifest, out: Collector) -> pd.DataFrame | None:
+def read_subjects(manifest: Manifest, out: Collector) -> pd.DataFrame | None:
+    """The subjects table as written, with missing values (ids and cohort names kept, for :func:`check_subjects`
+    to refuse a marker there), or None when it cannot be read."""
     spec = manifest.subjects
-    table = _section_table(spec, "subjects", out)
+    return _section_table(manifest, spec, "subjects", out, keep=(spec.id_column, spec.cohort_column))
+
+
+def check_subjects(manifest: Manifest, table: pd.DataFrame | None, out: Collector) -> pd.DataFrame | None:
+    """Check the subjects table (:func:`read_subjects`) and return its subjects, indexed by id: cohort, split, sex
+    (F, M or missing), age (float) and one image path per modality; None when a column it needs is absent."""
+    spec = manifest.subjects
     if table is None:
         return None
     file = spec.table
@@ -58,9 +77,11 @@ def check_subjects(manifest: Manifest, out: Collector) -> pd.DataFrame | None:
     if missing:
         return None
 
+    markers = missing_values(manifest)
     ids = table[spec.id_column]
     for row in table.index[ids.isna()]:
         out.add(file, f"row {row + 2}, column {spec.id_column}", "a subject id", "an empty cell")
+    refuse_markers(ids, markers, file, "a subject id", out)
     duplicated = ids[ids.duplicated(keep=False) & ids.notna()]
     for subject_id, rows in duplicated.groupby(duplicated).groups.items():
         out.add(
@@ -72,6 +93,7 @@ def check_subjects(manifest: Manifest, out: Collector) -> pd.DataFrame | None:
     cohort = table[spec.cohort_column]
     for row in table.index[cohort.isna()]:
         out.add(file, f"row {row + 2} ({ids[row]}), column {spec.cohort_column}", "a cohort name", "an empty cell")
+    refuse_markers(cohort, markers, file, "a cohort name", out, ids=ids)
     split = table[spec.split_column].fillna("none").str.strip().str.lower()
     for row in table.index[~split.isin(SPLITS)]:
         out.add(
@@ -80,20 +102,20 @@ def check_subjects(manifest: Manifest, out: Collector) -> pd.DataFrame | None:
             f"one of {list(SPLITS)}",
             f"'{table[spec.split_column][row]}'",
         )
-    sex = table[spec.sex_column].str.upper().replace({"FEMALE": "F", "MALE": "M"})
+    sex = normalise_sex(table[spec.sex_column])
     for row in table.index[sex.notna() & ~sex.isin(["F", "M"])]:
         out.add(
             file,
             f"row {row + 2} ({ids[row]}), column {spec.sex_column}",
-            "F, M (or female, male) or an empty cell",
+            f"F, M (or female, male) or a missing value ({markers.describe()})",
             f"'{table[spec.sex_column][row]}'",
         )
     age = pd.to_numeric(table[spec.age_column], errors="coerce")
-    for row in table.index[age.isna() & table[spec.age_column].notna()]:
+    for row in table.index[(age.isna() & table[spec.age_column].notna()) | np.isinf(age)]:
         out.add(
             file,
             f"row {row + 2} ({ids[row]}), column {spec.age_column}",
-            "a number (age in years) or an empty cell",
+            f"a number (age in years) or a missing value ({markers.describe()})",
             f"'{table[spec.age_column][row]}'",
         )
 
@@ -136,9 +158,28 @@ def check_subjects(manifest: Manifest, out: Collector) -> pd.DataFrame | None:
     subjects.index = pd.Index(ids, name="subject_id")
     return subjects
 
+
+def normalise_sex(values: pd.Series) -> pd.Series:
+    """Sex as the study reads it: ``F`` or ``M`` (``female``, ``male`` and lower case accepted), missing kept; other
+    values are returned upper-cased for :func:`check_subjects` to refuse."""
+    return values.str.upper().replace({"FEMALE": "F", "MALE": "M"})
+
+
+def refuse_markers(values: pd.Series, missing: MissingValues, file, expected: str, out: Collector, ids=None) -> None:
+    """A problem for each cell of ``values`` (an id or cohort column, read as written) holding a missing-value
+    marker: an id or a cohort cannot be missing, and reading it as written could take one subject for another."""
+    for row in values.index[missing.matches(values)]:
+        subject = f" ({ids[row]})" if ids is not None else ""
+        out.add(
+            file,
+            f"row {row + 2}{subject}, column {values.name}",
+            expected,
+            f"'{values[row]}', which this study's tables read as a missing value ({missing.describe()})",
+        )
+
 def check_behaviour(manifest: Manifest, subjects: pd.DataFrame | None, out: Collector) -> pd.DataFrame | None:
     spec = manifest.behaviour
-    table = _section_table(spec, "behaviour", out)
+    table = _section_table(manifest, spec, "behaviour", out, keep=(spec.id_column,) if spec else ())
     if table is None:
         return None
     file = spec.table
@@ -153,6 +194,7 @@ def check_behaviour(manifest: Manifest, subjects: pd.DataFrame | None, out: Coll
     ids = table[spec.id_column]
     for row in table.index[ids.isna()]:
         out.add(file, f"row {row + 2}, column {spec.id_column}", "a subject id", "an empty cell")
+    refuse_markers(ids, missing_values(manifest), file, "a subject id", out)
     dupes = sorted(ids[ids.duplicated()].dropna().unique().tolist())
     if dupes:
         out.add(
@@ -177,7 +219,7 @@ def check_behaviour(manifest: Manifest, subjects: pd.DataFrame | None, out: Coll
             out.add(
                 file,
                 f"column {column}",
-                "numbers (empty cells for missing values)",
+                f"numbers (missing values as {missing_values(manifest).describe()})",
                 f"'{table[column][row]}' on row {row + 2}"
                 + (f" and {len(bad) - 1} more non-numeric cells" if len(bad) > 1 else ""),
             )
@@ -187,13 +229,14 @@ def check_behaviour(manifest: Manifest, subjects: pd.DataFrame | None, out: Coll
     return frame
 
 
-def _section_table(spec, section: str, out: Collector) -> pd.DataFrame | None:
-    """The table of a manifest section (``spec.table``), or None when the section is absent or its table cannot be
-    read (a problem at ``<section>.table``)."""
+def _section_table(manifest: Manifest, spec, section: str, out: Collector, keep=()) -> pd.DataFrame | None:
+    """The table of a manifest section (``spec.table``) with the study's missing values (but the ``keep`` columns
+    as written), or None when the section is absent or its table cannot be read (a problem at
+    ``<section>.table``)."""
     if spec is None:
         return None
     try:
-        return read_table(spec.table)
+        return read_table(spec.table, missing_values(manifest), keep=keep)
     except TableError as exc:
         out.add(spec.table, f"{section}.table", exc.expected, exc.found)
         return None
@@ -216,7 +259,7 @@ def check_lesions(manifest: Manifest, subjects, grid, brain_mask, out: Collector
     """The lesion table: known, unique subject ids; binary masks on the template grid with lesion voxels in the
     brain mask."""
     spec = manifest.lesions
-    table = _section_table(spec, "lesions", out)
+    table = _section_table(manifest, spec, "lesions", out, keep=(spec.id_column,) if spec else ())
     if table is None:
         return None
     file = spec.table
@@ -235,6 +278,7 @@ def check_lesions(manifest: Manifest, subjects, grid, brain_mask, out: Collector
     dupes = sorted(ids[ids.duplicated()].dropna().astype(str).unique().tolist())
     if dupes:
         out.add(file, f"column {spec.id_column}", "each subject id at most once", f"repeated ids {preview(dupes)}")
+    refuse_markers(ids, missing_values(manifest), file, "a subject id", out)
     _check_known_ids(manifest, subjects, ids, file, spec.id_column, out)
     paths, groups = [], []
     for row in table.index:
@@ -245,7 +289,7 @@ def check_lesions(manifest: Manifest, subjects, grid, brain_mask, out: Collector
         if pd.isna(subject_id):
             out.add(file, f"row {row + 2}, column {spec.id_column}", "a subject id", "an empty cell")
         if pd.isna(value):
-            out.add(file, where, "a path to the subject's lesion mask", "an empty cell")
+            out.add(file, where, "a path to the subject's lesion mask", "a missing value")
             paths.append(None)
             continue
         path = manifest.resolve(str(value))

@@ -3,8 +3,9 @@
 :func:`validate_study` walks the whole study once and reports every problem it finds (file, field or row,
 expected, found) instead of stopping at the first; when there are none it returns the loaded
 :class:`~analysis.study.study.Study`. The images (template, brain mask, atlas, subject volumes) are checked here, the
-tables (subjects, behaviour, lesions) in
-:mod:`analysis.study.table_checks`.
+tables (subjects, behaviour, lesions) in :mod:`analysis.study.table_checks`, the covariates in
+:mod:`analysis.study.covariates`. What is worth saying but stops nothing (missing covariate values) comes back as
+``Study.warnings``.
 """
 
 from __future__ import annotations
@@ -18,10 +19,18 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from analysis.study.atlas import labels_present, read_label_table
+from analysis.study.covariates import check_covariates
 from analysis.study.errors import ManifestError
 from analysis.study.manifest import Manifest, check_inside
 from analysis.study.study import Study
-from analysis.study.table_checks import Collector, check_behaviour, check_lesions, check_subjects, preview
+from analysis.study.table_checks import (
+    Collector,
+    check_behaviour,
+    check_lesions,
+    check_subjects,
+    preview,
+    read_subjects,
+)
 from analysis.study.tables import TableError
 from analysis.study.volumes import Grid, VolumeError, check_grid, load_header, load_volume, read_data
 
@@ -49,14 +58,19 @@ def validate_study(
     out = Collector()
     grid, mask = _check_template(manifest, out)
     atlas, names = _check_atlas(manifest, grid, out)
-    subjects = check_subjects(manifest, out)
+    table = read_subjects(manifest, out)
+    subjects = check_subjects(manifest, table, out)
+    covariates, covariate_table = check_covariates(manifest, table, subjects, out)
     if subjects is not None and grid is not None and subject_volumes:
         _check_subject_volumes(manifest, subjects, grid, out, progress=progress, check_voxels=check_voxels)
     behaviour = check_behaviour(manifest, subjects, out)
     lesions = check_lesions(manifest, subjects, grid if subject_volumes else None, mask, out)
     if out.problems:
         raise ManifestError(out.problems)
-    return Study(manifest, grid, mask, atlas, names, subjects, behaviour, lesions)
+    return Study(
+        manifest, grid, mask, atlas, names, subjects, behaviour, lesions,
+        covariates=covariates, covariate_table=covariate_table, warnings=tuple(out.warnings),
+    )
 
 
 def _check_template(manifest: Manifest, out: Collector) -> tuple[Grid | None, np.ndarray | None]:
@@ -122,7 +136,7 @@ def _check_subject_volumes(manifest, subjects, grid, out, *, progress, check_vox
             value = subjects[modality].iloc[row]
             where = f"row {row + 2} ({subject_id}), column {column}"
             if pd.isna(value):
-                out.add(file, where, f"a path to the subject's {modality} image", "an empty cell")
+                out.add(file, where, f"a path to the subject's {modality} image", "a missing value")
             elif check_inside(manifest, str(value), where, out.problems, file=str(file)):
                 jobs.append((manifest.resolve(str(value)), f"{modality} image of subject {subject_id} ({where})"))
 

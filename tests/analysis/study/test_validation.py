@@ -215,7 +215,7 @@ def behaviour_unknown_ids(s):
 
 
 def behaviour_not_numeric(s):
-    set_behaviour_cell(s, 0, "score_a", "n/a")
+    set_behaviour_cell(s, 0, "score_a", "high")  # 'n/a' would be a missing value
     return "column score_a", "behaviour.csv"
 
 
