@@ -19,7 +19,7 @@ from analysis.study.errors import ManifestError
 from analysis.study.manifest import DEFAULT_DEMO_FOLDER
 from analysis.study.settings import FieldReader, settings_from_mapping
 
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 """Bumped whenever the generator's output changes for the same settings (invalidates built cohorts)."""
 
 
@@ -53,6 +53,11 @@ class Variation:
     """Male brain volume relative to female (fraction)."""
     brain_volume_change_per_year: float = 0.01
     """Growth of total brain volume per year of age around 10 years (fraction)."""
+    registration_residual: float = 0.0
+    """Share of each subject's global scale (in log scale) that affine registration to the template leaves in the
+    image: 0 removes head size exactly, 1 keeps the native-space brain."""
+    icv_measurement_sd: float = 0.02
+    """Relative error of the recorded head size (``icv_ml`` of subjects.csv) against the true brain volume."""
     bias_field_sd: float = 0.05
     """Standard deviation of the log bias field."""
     bias_field_smoothness_mm: float = 50.0
@@ -100,10 +105,26 @@ class Effects:
     """Gaussian width that softens a region's edges before it is deformed."""
 
 
+PRESETS: dict[str, dict[str, object]] = {
+    "default": {},
+    "hard": {
+        "subgroup_region_volume_change": -0.20,
+        "subgroup_region_intensity_change": -0.06,
+    },
+}
+"""Named sets of planted effects (``demo.preset``), as changes to the :class:`Effects` defaults. ``default``: the
+subgroup's regional phenotype set by the recovery-ceiling rule (experiments/recovery_ceiling.py: the best
+image-derived map with the true subgroup finds at least 12 of the 14 planted regions at Bonferroni p < 0.05 with
+no false discovery); ``hard``: the weaker phenotype of earlier releases, which no map recovers after a Bonferroni
+correction over about 100 ROIs. Keys of ``demo.effects`` override the preset's."""
+
+
 @dataclass(frozen=True)
 class DemoConfig:
     """Everything that determines the demo cohort; the ``demo:`` block of the manifest."""
 
+    preset: str = "default"
+    """Which :data:`PRESETS` entry sets the planted effects before ``effects:`` overrides them."""
     folder: str = DEFAULT_DEMO_FOLDER
     """Where the cohort is written, relative to the manifest's folder (checked by the manifest, which resolves it)."""
     seed: int = 0
@@ -142,6 +163,13 @@ def read_demo_config(mapping: Mapping | None, reader: FieldReader) -> DemoConfig
     config = settings_from_mapping(DemoConfig, mapping, reader, "demo")
     if reader.problems:
         return config
+    if config.preset not in PRESETS:
+        reader.problem("demo.preset", f"one of {sorted(PRESETS)}", repr(config.preset))
+        return config
+    written = (mapping or {}).get("effects") or {}
+    chosen = dataclasses.replace(Effects(), **PRESETS[config.preset])
+    config = dataclasses.replace(config, effects=dataclasses.replace(
+        chosen, **{name: getattr(config.effects, name) for name in written}))
     s, e = config.sizes, config.effects
     for name, value in dataclasses.asdict(s).items():
         if value < 0:
@@ -164,6 +192,9 @@ def read_demo_config(mapping: Mapping | None, reader: FieldReader) -> DemoConfig
         value = getattr(e, name)
         if not 0.0 <= value < 1.0 or (name == "behaviour_loading" and value > 1.0):
             reader.problem(f"demo.effects.{name}", "a fraction in [0, 1)", f"{value:g}")
+    residual = config.variation.registration_residual
+    if not 0.0 <= residual <= 1.0:
+        reader.problem("demo.variation.registration_residual", "a fraction in [0, 1]", f"{residual:g}")
     if not e.lesion_intensities or any(v <= 0 for v in e.lesion_intensities):
         reader.problem(
             "demo.effects.lesion_intensities", "one or more positive factors", str(list(e.lesion_intensities))

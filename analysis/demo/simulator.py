@@ -1,9 +1,11 @@
 """The demo's subject simulator: the real MNI152 template seen through one subject's anatomy and acquisition.
 
-Every subject is the template seen through a smooth random deformation of a few mm, scaled globally (brain
-volume varying with age and sex), with regional phenotypes (AAL regions shrunk or grown about their centroid and
-changed in intensity), a smooth multiplicative bias field, a global intensity scale and noise; lesion subjects get
-ellipsoidal white-matter lesions with their ground-truth mask.
+Every subject is the template seen through a smooth random deformation of a few mm, in affine template space as
+a registered study holds it: the subject's brain volume (varying with age, sex and cohort) is divided out of the
+image, as affine registration would, and kept as a number (``icv_ml``). On top come regional phenotypes (AAL
+regions shrunk or grown about their centroid and changed in intensity), a smooth multiplicative bias field, a
+global intensity scale and noise; lesion subjects get ellipsoidal white-matter lesions with their ground-truth
+mask.
 """
 
 from __future__ import annotations
@@ -22,11 +24,14 @@ from analysis.study.reference_space import ReferenceSpace, SourceVolume
 
 @dataclass
 class SimulatedSubject:
-    """One generated subject. ``warped_labels`` is the AAL atlas carried through the subject's deformation."""
+    """One generated subject, in affine template space. ``warped_labels`` is the AAL atlas carried through the
+    subject's deformation; ``brain_volume_ml`` is its brain volume before registration and ``icv_ml`` the
+    head-size measure a study would record for it (that volume seen through a measurement error)."""
 
     image: np.ndarray
     warped_labels: np.ndarray
     brain_volume_ml: float
+    icv_ml: float
     lesion_mask: np.ndarray | None = None
     lesions: list[dict[str, Any]] = field(default_factory=list)
 
@@ -105,7 +110,9 @@ class DemoSimulator:
         volume_factor *= 1.0 + (var.male_brain_volume_change if plan.sex == "M" else 0.0)
         volume_factor *= 1.0 + var.brain_volume_change_per_year * (plan.age - 10.0)
         volume_factor *= np.exp(var.brain_volume_sd * rng.standard_normal())
-        scale = volume_factor ** (1.0 / 3.0)
+        # The image is written in affine template space: registration divides the subject's global scale out,
+        # all but the fraction ``registration_residual`` of it (in log scale), as a regularised fit leaves.
+        scale = volume_factor ** (var.registration_residual / 3.0)
         warp = var.deformation_rms_mm * self._smooth_noise(rng, var.deformation_smoothness_mm, 3)
         u = self._centre + (y - self._centre) / scale + warp.reshape(3, -1).T
 
@@ -129,8 +136,10 @@ class DemoSimulator:
         gain = 1.0 + var.intensity_scale_sd * rng.standard_normal()
         noise = var.noise_sd * rng.standard_normal(clean.shape) * (brain >= 0.5)
         image = np.clip(clean * bias * gain + noise, 0.0, None).astype(np.float32).reshape(shape)
-        brain_ml = float(brain.sum() * space.voxel_size**3 / 1000.0)
-        return SimulatedSubject(image, warped.reshape(shape), brain_ml, lesion_mask, lesions)
+        # Brain volume in the subject's own space: the registered brain scaled back by what registration removed.
+        brain_ml = float(brain.sum() * space.voxel_size**3 / 1000.0) * volume_factor / scale**3
+        icv_ml = brain_ml * np.exp(var.icv_measurement_sd * rng.standard_normal())
+        return SimulatedSubject(image, warped.reshape(shape), brain_ml, icv_ml, lesion_mask, lesions)
 
     def _draw_lesions(self, rng, wm: np.ndarray, brain: np.ndarray):
         eff, space = self.config.effects, self.space

@@ -19,7 +19,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from analysis.demo.behaviour import PLANTED_BEHAVIOUR, SCORE_COLUMNS, behaviour_table
-from analysis.demo.config import GENERATOR_VERSION, DemoConfig
+from analysis.demo.config import GENERATOR_VERSION, PRESETS, DemoConfig, Effects
 from analysis.demo.plan import PLANTED_REGIONS, REFERENCE, lesion_kind, plan_cohort
 from analysis.demo.simulator import DemoSimulator
 from analysis.study.reference_space import ReferenceSpace
@@ -92,6 +92,7 @@ def _build_into(config: DemoConfig, out: Path, *, progress: bool) -> dict:
                 "split": plan.split,
                 "sex": plan.sex,
                 "age": plan.age,
+                "icv_ml": round(subject.icv_ml, 1),
                 "t1_path": f"{config.folder}/{image_path}",
             }
         )
@@ -194,12 +195,17 @@ subjects:
   id_column: subject_id                   # unique subject id
   cohort_column: cohort                   # cohort name; the reference cohort is named below
   split_column: split                     # train, val, test or none (only the reference cohort trains)
-  sex_column: sex                         # F or M (empty if unknown)
-  age_column: age                         # years (empty if unknown)
+  sex_column: sex                         # F or M (empty or NA if unknown)
+  age_column: age                         # years (empty or NA if unknown)
+  covariates: [icv_ml, age, sex]          # adjusted for by the normative model (fitted on the reference cohort):
+                                          # a list, or column: numeric | categorical; [] for none; default age, sex
   images:                                 # modality: column holding that image's path
     T1w: t1_path
 
 reference_cohort: typical                 # the typical (inlier) cohort the models learn from
+
+missing_values: []                        # cell values meaning missing in every table (e.g. [-1, -999]), besides
+                                          # empty cells and NA, NaN, nan, n/a, N/A; -1 also matches -1.0
 
 behaviour:                                # optional: behavioural scores to correlate with ROI anomaly scores
   table: {prefix}behaviour.csv
@@ -225,6 +231,7 @@ options:
   allow_paths_outside: false              # true: allow paths leaving this folder (.., absolute, symlinks)
 
 demo:                                     # only for the demo study: what `msma demo` generates
+  preset: {preset}                         # planted effects: default, or hard (the weaker phenotype of old releases)
   folder: {folder}                        # where the cohort is written (replaced on every rebuild)
   seed: {seed}                                 # same seed, same cohort, byte for byte
   voxel_size_mm: {voxel_size}                      # 6 mm: 28x32x28 grid; 4 mm: 40x48x40 (about 5x slower to score)
@@ -256,12 +263,14 @@ def render_demo_manifest(config: DemoConfig, prefix: str) -> str:
         folder_display=prefix.rstrip("/") or ".",
         seed=config.seed,
         voxel_size=f"{config.voxel_size_mm:g}",
+        preset=config.preset,
         sizes=config.sizes,
         min_train=min(100, config.sizes.reference_train),
     )
     extra = {}
     for name in ("effects", "variation"):
-        default = dataclasses.asdict(getattr(DemoConfig(), name))
+        base = DemoConfig(effects=dataclasses.replace(Effects(), **PRESETS[config.preset]))
+        default = dataclasses.asdict(getattr(base, name))
         changed = {k: v for k, v in dataclasses.asdict(getattr(config, name)).items() if default[k] != v}
         if changed:
             extra[name] = {k: list(v) if isinstance(v, tuple) else v for k, v in changed.items()}
