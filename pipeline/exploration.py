@@ -9,7 +9,15 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from analysis.exploration.cohort_analysis import HYPOTHESIS_Q, analyse_cohorts, hypothesis_tables, planted_recovery
+from analysis.exploration.balance import covariate_balance
+from analysis.exploration.cohort_analysis import (
+    HYPOTHESIS_Q,
+    analyse_cohorts,
+    hypothesis_tables,
+    planted_recovery,
+    split_cohort,
+)
+from analysis.exploration.power import detectable_effect
 from analysis.exploration.recovery import prototype_recovery
 from analysis.exploration.som import SelfOrganizingMap, fit_cohort_map
 from pipeline.context import RefreshContext
@@ -29,8 +37,22 @@ class Exploration:
     correlations: pd.DataFrame
 
 
-def exploration_stages(ctx: RefreshContext, norms: np.ndarray, spatial: SpatialOutputs) -> Exploration:
+def power_record(n_selected: int, n_rest: int, n_tests: int) -> dict | None:
+    """What the chain's Bonferroni test can see for the prototype against the rest (None without a test)."""
+    if not (n_selected and n_rest and n_tests):
+        return None
+    effect = detectable_effect(n_selected, n_rest, n_tests, correction="bonferroni")
+    return {"n_selected": n_selected, "n_rest": n_rest, "n_tests": n_tests, "correction": "bonferroni",
+            "power": effect.power, "rank_biserial": effect.rank_biserial, "shift_sd": effect.shift_sd,
+            "sentence": effect.sentence}
+
+
+def exploration_stages(ctx: RefreshContext, norms: np.ndarray, spatial: SpatialOutputs,
+                       adjusted: pd.DataFrame | None = None) -> Exploration:
+    """The SOM and the chain; the chain reads the covariate-adjusted ROI scores when the study has covariates
+    (``adjusted``), the raw ones otherwise."""
     study, ids = ctx.study, ctx.split.ids
+    rois = spatial.roi_table if adjusted is None else adjusted
     with ctx.stage("som"), threadpool_limits(1):
         record, table, som = fit_cohort_map(norms, ids, study.subjects.loc[ids, "cohort"].to_numpy(),
                                             study.manifest.reference_cohort)
@@ -39,11 +61,18 @@ def exploration_stages(ctx: RefreshContext, norms: np.ndarray, spatial: SpatialO
             record["recovery"] = recovery
     with ctx.stage("hypotheses"), threadpool_limits(1):
         analyses = analyse_cohorts(
-            study.subjects["cohort"], record["prototypes"], spatial.roi_table, spatial.reference_ids,
+            study.subjects["cohort"], record["prototypes"], rois, spatial.reference_ids,
             study.behaviour, study.manifest.reference_cohort, random_state=ctx.seed,
         )
         if recovery is not None and recovery["cohort"] in analyses:
             recovery.update(planted_recovery(analyses[recovery["cohort"]], ctx.truth.regions,
                                              ctx.truth.behaviour_pairs, HYPOTHESIS_Q))
         hypotheses, roi_tests, correlations = hypothesis_tables(analyses, HYPOTHESIS_Q)
+        cohorts = study.subjects["cohort"]
+        kinds = {c.name: c.kind for c in study.covariates}
+        for cohort, entry in hypotheses.items():
+            entry["roi_scores"] = "raw" if adjusted is None else "adjusted"
+            inside, rest = split_cohort(cohorts.index[cohorts == cohort], record["prototypes"][cohort]["members"])
+            entry["balance"] = covariate_balance(study.covariate_table, kinds, inside, rest)
+            entry["power"] = power_record(len(inside), len(rest), entry["kept_rois"])
     return Exploration(record, table, som, hypotheses, roi_tests, correlations)

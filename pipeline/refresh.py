@@ -36,6 +36,7 @@ from pipeline.context import RefreshContext, RefreshError, Split, StageTimer, re
 from pipeline.detection import detection_stages
 from pipeline.exploration import exploration_stages
 from pipeline.lesions import lesion_stage
+from pipeline.normative import normative_stage
 from pipeline.record import run_record, run_warnings, write_tables
 from pipeline.score_model import fit_score_model, read_volumes, score_subjects
 from pipeline.spatial import spatial_stages
@@ -96,16 +97,18 @@ def _stages(ctx: RefreshContext) -> RefreshResult:
                 spatial.record["lesions"] = lesion_stage(ctx, spatial)
         spatial.release(ctx.staging)
         detection = detection_stages(ctx, norm_sets)
-        exploration = exploration_stages(ctx, norm_sets["msma"], spatial)
+        normative = normative_stage(ctx, spatial)
+        exploration = exploration_stages(ctx, norm_sets["msma"], spatial, normative.adjusted)
         with ctx.stage("write"):
             write_tables(ctx, norm_sets, detection, exploration, score)
         run = {
             **run_record(ctx, run_id, score, detection),
             "score_passes": passes,
             "spatial": spatial.record,
+            "normative": normative.record,
             "som": exploration.som_record,
             "hypotheses": exploration.hypotheses,
-            "warnings": run_warnings(ctx, spatial.record),
+            "warnings": run_warnings(ctx, spatial.record) + normative.warnings,
         }
         write_json(ctx.staging / layout.RECORD.name, run)  # last: a run folder without run.json is never complete
         run_dir = ctx.store.publish(ctx.staging)

@@ -53,7 +53,7 @@ LESION_BLOCK = (slice(2, 4), slice(2, 4), slice(3, 5))
 """Where the patients of a small study ``with_lesions`` have a bright 2 x 2 x 2 lesion."""
 
 
-def make_small_study(root: Path, n_train: int = 4, with_lesions: bool = False) -> SmallStudy:
+def make_small_study(root: Path, n_train: int = 4, with_lesions: bool = False, n_test: int = 1) -> SmallStudy:
     rng = np.random.default_rng(0)
     mask = np.zeros(SHAPE, dtype=np.uint8)
     mask[1:6, 1:7, 1:8] = 1
@@ -68,7 +68,7 @@ def make_small_study(root: Path, n_train: int = 4, with_lesions: bool = False) -
     pd.DataFrame({"index": [1, 2, 7], "name": ["Left_A", "Right_B", "Mid_C"]}).to_csv(
         root / "labels.tsv", sep="\t", index=False
     )
-    splits = ["train"] * n_train + ["val", "test"]
+    splits = ["train"] * n_train + ["val"] + ["test"] * n_test
     rows = [("typical", split) for split in splits] + [("patients", "none"), ("patients", "none")]
     table = []
     for i, (cohort, split) in enumerate(rows):

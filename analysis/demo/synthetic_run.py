@@ -25,6 +25,7 @@ import yaml
 from scipy import ndimage
 
 from analysis.exploration.cohort_analysis import analyse_cohorts, hypothesis_tables
+from analysis.exploration.normative import NormativeModel
 from analysis.exploration.roi_stats import percentile_of_reference, percentile_reference, roi_columns, roi_scores
 from analysis.exploration.som import fit_cohort_map
 from analysis.runs import layout
@@ -47,6 +48,7 @@ PREFIXES = {"typical": "TYP", "down_syndrome": "DS", "autism": "ASD", "atypical"
 REFERENCE = "typical"
 PLANTED_COHORT = "down_syndrome"
 SUBGROUP_SHARE = 16 / 28
+SYNTHETIC_COVARIATES = {"age": "numeric", "sex": "categorical"}
 TOY_REGIONS = ["Frontal_L", "Frontal_R", "Parietal_L", "Parietal_R", "Temporal_L", "Temporal_R", "Occipital_L",
                "Occipital_R"]
 
@@ -224,9 +226,14 @@ def _write_run(root: Path, cohort: _Cohort, space: _Space, n_scales: int, plante
     del stack
     scores = roi_scores(brain_rows, labels[mask], names, ids)
     percentiles = percentile_of_reference(scores, reference_ids)
-    analyses = analyse_cohorts(subjects["cohort"], som_record["prototypes"], scores, reference_ids, behaviour,
+    # The manifest's default covariates (age, sex), as a refresh adjusts for them.
+    normative = NormativeModel(SYNTHETIC_COVARIATES, random_state=seed).fit(scores, subjects, reference_ids)
+    adjusted = normative.deviations(scores, subjects)
+    analyses = analyse_cohorts(subjects["cohort"], som_record["prototypes"], adjusted, reference_ids, behaviour,
                                REFERENCE, random_state=seed)
     hypotheses, roi_tests, correlations = hypothesis_tables(analyses)
+    for entry in hypotheses.values():
+        entry["roi_scores"] = "adjusted"
 
     ids_table = pd.DataFrame({"subject_id": ids, "cohort": cohorts, "split": subjects["split"].to_numpy(),
                               "role": np.where(subjects["split"] == "train", "train",
@@ -236,8 +243,10 @@ def _write_run(root: Path, cohort: _Cohort, space: _Space, n_scales: int, plante
     write_table(staging / layout.SOM_TABLE.name, som_table)
     np.save(staging / layout.SOM_WEIGHTS.name, som.weights_)
     np.save(staging / layout.SOM_U_MATRIX.name, som.u_matrix_)
-    for file, table in ((layout.ROI_SCORES, scores), (layout.ROI_PERCENTILES, percentiles)):
+    for file, table in ((layout.ROI_SCORES, scores), (layout.ROI_PERCENTILES, percentiles),
+                        (layout.ROI_ADJUSTED, adjusted)):
         write_table(staging / file.name, pd.concat([ids_table, table.reset_index(drop=True)], axis=1))
+    write_table(staging / layout.NORMATIVE_MODEL.name, normative.coefficient_table())
     write_table(staging / layout.ROI_TESTS.name, roi_tests)
     write_table(staging / layout.CORRELATIONS.name, correlations)
     detector = ids_table.assign(msma_gmm=-np.log(norms).sum(axis=1))
@@ -257,6 +266,8 @@ def _write_run(root: Path, cohort: _Cohort, space: _Space, n_scales: int, plante
             "roi_scores": {"table": "roi_scores.parquet", "percentiles": "roi_percentiles.parquet",
                            "rois": list(scores.columns), "reference_subjects": len(reference_ids)},
         },
+        "normative": {**normative.record(), "table": layout.ROI_ADJUSTED.name,
+                      "coefficients": layout.NORMATIVE_MODEL.name},
         "hypotheses": hypotheses,
         "planted": {"cohort": PLANTED_COHORT, "subgroup": severity.index[severity > 0].tolist(),
                     "regions": [c for c, v in regions.items() if v in raised], "behaviour": behaviour.columns[0]},

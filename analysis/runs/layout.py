@@ -53,6 +53,10 @@ HEATMAP_FILES = RunFile("heatmaps.parquet", "per subject: the file name of its N
 ROI_SCORES = RunFile("roi_scores.parquet", "per subject and atlas region: the mean heatmap value", explorer=True)
 ROI_PERCENTILES = RunFile("roi_percentiles.parquet", "per subject and atlas region: its percentile in the reference "
                           "cohort", explorer=True)
+ROI_ADJUSTED = RunFile("roi_adjusted.parquet", "per subject and atlas region: the deviation (z) from what the "
+                       "normative model predicts for the subject's covariates (with covariates declared)")
+NORMATIVE_MODEL = RunFile("normative_model.parquet", "per atlas region: the normative model's coefficients and "
+                          "residual SD")
 SOM_TABLE = RunFile("som.parquet", "per subject: its best-matching SOM unit", explorer=True)
 SOM_WEIGHTS = RunFile("som_weights.npy", "the SOM's unit weights (rows, cols, scales)", explorer=True)
 SOM_U_MATRIX = RunFile("som_u_matrix.npy", "the SOM's U-matrix (rows, cols)", explorer=True)
@@ -71,7 +75,8 @@ SWEEP = RunFile("sweep_<cohort>.parquet", "msma sweep's grid-stability table of 
 
 RUN_FILES: tuple[RunFile, ...] = (
     RECORD, SCORE_NORMS, LOWRANK_NORMS, GAUSSIAN_NORMS, VOXEL_SCORES, DETECTOR_SCORES, DETECTION_METRICS,
-    HEATMAP_STACK, HEATMAP_IMAGES, HEATMAP_FILES, ROI_SCORES, ROI_PERCENTILES, SOM_TABLE, SOM_WEIGHTS, SOM_U_MATRIX,
+    HEATMAP_STACK, HEATMAP_IMAGES, HEATMAP_FILES, ROI_SCORES, ROI_PERCENTILES, ROI_ADJUSTED,
+    NORMATIVE_MODEL, SOM_TABLE, SOM_WEIGHTS, SOM_U_MATRIX,
     ROI_TESTS, CORRELATIONS, LESION_MAPS, LESION_EVALUATION, SCORE_MODEL, SPATIAL_FLOW, SWEEP,
 )
 """Every file a run may hold, in the order the README lists them."""
@@ -117,8 +122,11 @@ RUN_SECTIONS: tuple[RunSection, ...] = (
     RunSection("timings_s", "seconds spent in each stage of the refresh"),
     RunSection("score_passes", "the fingerprint of the scoring passes and the run they were reused from"),
     RunSection("spatial", "Spatial-MSMA: flow settings and history, heatmaps, ROI scores, the lesion evaluation"),
+    RunSection("normative", "the normative model of the ROI scores: covariates, design, fit subjects, held-out fit "
+               "(null without covariates)"),
     RunSection("som", "the SOM: grid, errors, every cohort's maximal prototype (and, for the demo, its recovery)"),
-    RunSection("hypotheses", "the ch. 6.3 chain's counts for every cohort"),
+    RunSection("hypotheses", "the ch. 6.3 chain's counts for every cohort, and which ROI scores (raw or "
+               "adjusted) it ran on"),
     RunSection("warnings", "what the researcher should know about this run"),
 )
 """The sections of ``run.json``, in the order the refresh writes them."""

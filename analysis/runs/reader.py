@@ -109,6 +109,20 @@ class PublishedRun:
     detector_scores: pd.DataFrame
     roi_labels: dict[str, int]
     """ROI column -> atlas label index."""
+    roi_adjusted: pd.DataFrame | None = None
+    """(subjects, ROIs) deviations from the normative model's prediction for each subject's covariates (z); None
+    when the study declares no covariates."""
+
+    @property
+    def roi_tables(self) -> dict[str, pd.DataFrame]:
+        """The ROI score tables the chain can run on: "adjusted" (when the run has it) and "raw"."""
+        tables = {} if self.roi_adjusted is None else {"adjusted": self.roi_adjusted}
+        return {**tables, "raw": self.roi_scores}
+
+    @property
+    def default_roi_scores(self) -> str:
+        """"adjusted" when the study declares covariates, as the refresh's chain ran; else "raw"."""
+        return next(iter(self.roi_tables))
 
     @property
     def run_id(self) -> str:
@@ -232,6 +246,16 @@ def _read(run_dir: Path, study: Study) -> PublishedRun:
         template = load_volume(study.manifest.template.image, study.grid)
     except VolumeError as exc:
         raise RunUnreadable(study.manifest.template.image, exc.expected, exc.found) from None
+    adjusted = None
+    if isinstance(record.get("normative"), dict):
+        path = run_dir / layout.ROI_ADJUSTED.name
+        if not path.is_file():
+            raise RunUnreadable(path, "the run's covariate-adjusted ROI scores (run.json names a normative model)",
+                                "no such file (rerun msma refresh)")
+        adjusted = _subject_table(path, ids).drop(columns=ID_COLUMNS).set_axis(index)
+        if list(adjusted.columns) != list(roi_scores.columns):
+            raise RunUnreadable(path, f"the ROI columns of {layout.ROI_SCORES.name}", "other columns")
+        adjusted = adjusted.astype(float)
     return PublishedRun(
         run_dir=run_dir,
         record=record,
@@ -247,6 +271,7 @@ def _read(run_dir: Path, study: Study) -> PublishedRun:
         correlations=_table(files["correlations"], empty_ok=True),
         detector_scores=tables["detector_scores"].drop(columns=ID_COLUMNS).set_axis(index),
         roi_labels={c: labels[c] for c in roi_scores.columns},
+        roi_adjusted=adjusted,
     )
 
 

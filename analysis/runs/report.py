@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from analysis.exploration.balance import describe_balance
 from analysis.methods import DETECTORS, LESION_METHODS, NORM_SETS, names
 from analysis.runs.store import read_run
 
@@ -71,9 +72,35 @@ def report_data(run_dir: str | os.PathLike) -> dict:
         "som": _som_summary(run.get("som")),
         "recovery": (run.get("som") or {}).get("recovery"),
         "hypotheses": run.get("hypotheses"),
+        "normative": _normative_summary(run.get("normative")),
         "timings_s": run["timings_s"],
         "warnings": run.get("warnings", []),
     }
+
+
+def _normative_summary(normative: dict | None) -> dict | None:
+    if not normative:
+        return None
+    return {
+        "covariates": [f"{c['name']} ({c['kind']})" for c in normative["covariates"]],
+        "design": normative["design"],
+        "fit_subjects": normative["fit_subjects"],
+        "held_out_r2": normative["held_out"]["r2"],
+        "imputed": {k: v for k, v in normative["imputed"].items() if v},
+        "table": normative["table"],
+    }
+
+
+def _normative_lines(normative: dict | None) -> list[str]:
+    if not normative:
+        return ["", "ROI scores: raw (the study declares no covariates)"]
+    r2 = ", ".join(f"{k} {v:.3f}" for k, v in normative["held_out_r2"].items())
+    imputed = ", ".join(f"{k} {v}" for k, v in normative["imputed"].items())
+    return ["", "### ROI scores adjusted for covariates (normative model)", "",
+            f"{normative['design']} model of every ROI score on {', '.join(normative['covariates'])}, fitted on "
+            f"{normative['fit_subjects']} held-out reference subjects; held-out R^2: {r2}"
+            + (f"; missing values imputed: {imputed}" if imputed else "")
+            + f". The chain below ran on the adjusted scores ({normative['table']}: z, higher = more anomalous)."]
 
 
 def _spatial_summary(spatial: dict | None) -> dict | None:
@@ -221,6 +248,7 @@ def format_report(run_dir: str | os.PathLike) -> str:
                 f"planted behaviour pairs at BH q < 0.1: {len(b['found'])} of {b['planted_pairs']} ({found}); "
                 f"{b['false_discoveries']} other significant pairs of {b['significant_pairs']}"
             )
+    lines += _normative_lines(data.get("normative"))
     if data.get("hypotheses"):
         lines += ["", "### Cohort hypotheses (dissertation ch. 6.3): prototype vs rest of the cohort on ROI scores", ""]
         lines += [
@@ -233,6 +261,13 @@ def format_report(run_dir: str | os.PathLike) -> str:
             lines.append(
                 f"| {cohort} | {h['kept_rois']} | {len(h['significant_rois'])} | {c.get('pairs', 0)} | {significant} |"
             )
+        for cohort, h in data["hypotheses"].items():
+            if h.get("balance"):
+                lines += ["", f"covariates of the {cohort} prototype against the rest of the cohort:"]
+                lines += [f"- {describe_balance(row)}" + (" (unbalanced)" if row["unbalanced"] else "")
+                          for row in h["balance"]]
+            if h.get("power"):
+                lines.append(f"what the test can see: {h['power']['sentence']}")
     lines += [f"warning: {w}" for w in data["warnings"]]
     timings = ", ".join(f"{k} {v:.1f} s" for k, v in data["timings_s"].items())
     lines += ["", f"stage timings: {timings}", f"run folder: {data['run_dir']}"]
