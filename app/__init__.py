@@ -40,7 +40,8 @@ def create_app(run: PublishedRun, *, cohort: str | None = None):
     selection = callbacks.choose_selection(ex, ids.COHORT, cohort, None, None)
     crosshair = {"voxel": start_voxel(ex, cohort), "roi": None, "plane": "axial", "moved": []}
     permutations = ex.refresh_permutations()
-    rois, roi_style, regions, summary = callbacks.update_regions(ex, selection, "bonferroni", "0.05", "10", crosshair)
+    rois, roi_style, regions, summary = callbacks.update_regions(ex, selection, "bonferroni", "0.05", "10",
+                                                              run.default_roi_scores, crosshair)
     correlations, correlation_style, floor = callbacks.update_correlations(ex, regions, "0.1", permutations,
                                                                              "full")
     controls = callbacks.SliceControls(layout.DEFAULT_THRESHOLD, 0.85, False, "auto", 3)

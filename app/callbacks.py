@@ -66,7 +66,10 @@ def _regions(ex: Explorer, value) -> dict | None:
     significant, shown = value.get("significant"), value.get("shown") or []
     if not isinstance(significant, list) or not all(r in ex.run.roi_labels for r in [*significant, *shown]):
         return None
-    return {**value, "significant": significant, "shown": shown}
+    scores = value.get("scores", "raw")
+    if scores not in ex.run.roi_tables:
+        return None
+    return {**value, "significant": significant, "shown": shown, "scores": scores}
 
 
 def _permutations(ex: Explorer, value) -> int | None:
@@ -103,20 +106,23 @@ def draw_som(ex: Explorer, selection: dict, layer: str):
 # --- region step ----------------------------------------------------------------------------------------------------
 
 
-def update_regions(ex: Explorer, selection: dict, correction: str, alpha, shown: str, crosshair: dict | None):
-    """The live region step of the selection: ROI box plots, the step's result for the correlations, the summary."""
+def update_regions(ex: Explorer, selection: dict, correction: str, alpha, shown: str, scores: str,
+                   crosshair: dict | None):
+    """The live region step of the selection on the chosen ROI scores (adjusted or raw): ROI box plots, the step's
+    result for the correlations, the summary."""
     selection = _selection(ex, selection)
-    if selection is None or correction not in CORRECTIONS or str(alpha) not in ALPHAS:
+    if (selection is None or correction not in CORRECTIONS or str(alpha) not in ALPHAS
+            or scores not in ex.run.roi_tables):
         return no_update, no_update, no_update, no_update
     alpha = float(alpha)
     cohort, units = selection["cohort"], selection["units"]
-    step = views.regions(ex, cohort, units, correction, alpha)
+    step = views.regions(ex, cohort, units, correction, alpha, scores)
     count = ROI_COUNTS.get(str(shown), ROI_COUNTS["10"])
     highlighted = (_crosshair(ex, crosshair) or {}).get("roi")
-    figure = views.roi_view(ex, cohort, units, step, count, highlighted)
+    figure = views.roi_view(ex, cohort, units, step, count, highlighted, scores)
     store = {"cohort": cohort, "units": units, "significant": step.significant_rois,
              "shown": step.significant_rois[:count], "kept": len(step.kept_rois), "correction": correction,
-             "alpha": alpha}
+             "alpha": alpha, "scores": scores}
     height = views.roi_height(len(store["shown"]))
     return figure, {"height": f"{height}px"}, store, summary_panel(views.summary(ex, cohort, units), ex.styles)
 
@@ -144,7 +150,7 @@ def update_correlations(ex: Explorer, regions: dict, q, n_permutations, mode: st
         return no_update, no_update, no_update
     q = float(q)
     cohort, rois = regions["cohort"], regions["significant"]
-    result = views.correlations(ex, cohort, rois, n_permutations)
+    result = views.correlations(ex, cohort, rois, n_permutations, regions["scores"])
     figure = views.correlation_view(ex, cohort, rois, result, q, mode == "significant")
     note = f"smallest attainable permutation p = 1/(P+1) = {1.0 / (n_permutations + 1):.2g}"
     if result is not None:
@@ -168,11 +174,11 @@ def open_scatter(ex: Explorer, trigger: str | None, click: dict | None, view: st
     if roi not in regions["significant"] or ex.run.behaviour is None or behaviour not in ex.run.behaviour:
         return no_update, no_update
     # The pair's BH p-value depends on every pair of the heatmap: read them from the cohort's permutation table.
-    result = views.correlations(ex, regions["cohort"], regions["significant"], n_permutations)
+    result = views.correlations(ex, regions["cohort"], regions["significant"], n_permutations, regions["scores"])
     row = result.table[(result.table["roi"] == roi) & (result.table["behaviour"] == behaviour)].iloc[0]
     stats = {"rho": float(row["rho"]), "p_bh": float(row["p_bh"])}
     return True, views.scatter_view(ex, selection["cohort"], selection["units"], roi, behaviour,
-                                    "rank" if view == "rank" else "raw", stats)
+                                    "rank" if view == "rank" else "raw", stats, regions["scores"])
 
 
 # --- crosshair and slices -------------------------------------------------------------------------------------------
@@ -321,7 +327,8 @@ _WIRES = (
     _Wire(update_regions, False, (
         Output(ids.ROI_GRAPH, "figure"), Output(ids.ROI_GRAPH, "style"), Output(ids.REGIONS, "data"),
         Output(ids.SUMMARY, "children"), Input(ids.SELECTION, "data"), Input(ids.CORRECTION, "value"),
-        Input(ids.ALPHA, "value"), Input(ids.ROI_COUNT, "value"), State(ids.CROSSHAIR, "data"))),
+        Input(ids.ALPHA, "value"), Input(ids.ROI_COUNT, "value"), Input(ids.ROI_SCORES, "value"),
+        State(ids.CROSSHAIR, "data"))),
     _Wire(highlight_roi, False, (
         Output(ids.ROI_GRAPH, "figure", allow_duplicate=True), Input(ids.CROSSHAIR, "data"),
         State(ids.REGIONS, "data"))),

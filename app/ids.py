@@ -44,6 +44,8 @@ SCATTER_GRAPH = "scatter-graph"
 SCATTER_VIEW = "scatter-view"
 
 # statistics controls and the selection's summary
+ROI_SCORES = "roi-scores"
+"""Radio: the ROI scores the region step and the correlations read, "adjusted" (for covariates) or "raw"."""
 CORRECTION = "correction"
 ALPHA = "alpha"
 FDR = "fdr"

@@ -58,12 +58,25 @@ def summary_panel(summary: dict, styles: dict[str, CohortStyle]) -> list:
         sd = f" ± {group['age_sd']:.1f}" if group["age_sd"] is not None else ""
         return f"{group['age_mean']:.1f}{sd}"
 
+    def numeric(part):
+        if part["mean"] is None:
+            return "unknown"
+        return f"{part['mean']:.4g}" + (f" ± {part['sd']:.3g}" if part["sd"] is not None else "")
+
+    balance = summary.get("covariates") or []
     rows = [
         {"what": "members", "selection": a["n"], "rest": b["n"]},
         {"what": "female", "selection": a["female"], "rest": b["female"]},
         {"what": "male", "selection": a["male"], "rest": b["male"]},
         {"what": "age (y)", "selection": age(a), "rest": age(b)},
     ]
+    # Numeric covariates besides age get a row; categorical ones other than sex show as counts per level.
+    for row in balance:
+        if row["kind"] == "numeric" and row["name"] != "age":
+            rows.append({"what": row["name"], "selection": numeric(row["selection"]), "rest": numeric(row["rest"])})
+        elif row["kind"] == "categorical" and row["name"] != "sex":
+            rows += [{"what": f"{row['name']} {level}", "selection": n, "rest": row["rest"].get(level, 0)}
+                     for level, n in row["selection"].items()]
     grid = dag.AgGrid(
         rowData=rows,
         columnDefs=[{"field": "what", "headerName": "", "width": 74},
@@ -72,13 +85,20 @@ def summary_panel(summary: dict, styles: dict[str, CohortStyle]) -> list:
         defaultColDef={"sortable": False, "resizable": False, "suppressMovable": True, "cellDataType": False,
                        "cellStyle": {"paddingLeft": "4px", "paddingRight": "2px"}},
         dashGridOptions={"headerHeight": 24, "rowHeight": 22, "suppressHorizontalScroll": True},
-        style={"width": "100%", "height": "118px", "fontSize": "0.72rem"},
+        style={"width": "100%", "height": f"{30 + 22 * len(rows)}px", "fontSize": "0.72rem"},
     )
-    tests = []
-    if summary["sex_fisher_p"] is not None:
-        tests.append(f"sex: Fisher's exact p = {summary['sex_fisher_p']:.2g}")
-    if summary["age_mannwhitney_p"] is not None:
-        tests.append(f"age: Mann-Whitney p = {summary['age_mannwhitney_p']:.2g}")
+    tests = [f"{row['name']}: {row['test']} p = {row['p']:.2g}" for row in balance if row["p"] is not None]
+    if not balance:
+        if summary["sex_fisher_p"] is not None:
+            tests.append(f"sex: Fisher's exact p = {summary['sex_fisher_p']:.2g}")
+        if summary["age_mannwhitney_p"] is not None:
+            tests.append(f"age: Mann-Whitney p = {summary['age_mannwhitney_p']:.2g}")
+    unbalanced = [row for row in balance if row["unbalanced"]]
+    if unbalanced:
+        names = ", ".join(f"{row['name']} (p = {row['p']:.2g})" for row in unbalanced)
+        summary = {**summary, "warnings": [*summary["warnings"],
+                   f"the selection differs from the rest of {cohort} in {names}: regional differences may "
+                   f"follow it; compare with the adjusted ROI scores"]}
     counts = [
         html.Span([html.Span("●", style={"color": styles[c].color}), f" {c} {n}"], className="me-2 text-nowrap")
         for c, n in sorted(summary["selected_per_cohort"].items(), key=lambda kv: -kv[1]) if c in styles
@@ -89,7 +109,7 @@ def summary_panel(summary: dict, styles: dict[str, CohortStyle]) -> list:
         html.Div(f"{cohort} in the selection and in the rest:", className="text-secondary",
                  style={"fontSize": "0.72rem"}),
         grid,
-        html.Div("; ".join(tests) or "no sex or age recorded", className="text-secondary mt-1",
+        html.Div("; ".join(tests) or "no covariates recorded", className="text-secondary mt-1",
                  style={"fontSize": "0.72rem"}),
         *warnings,
     ]
@@ -117,7 +137,24 @@ def header(run, cohort: str) -> dbc.Navbar:
     )
 
 
-def sidebar(default_permutations: int, summary_children, p_floor: str) -> html.Div:
+def roi_score_control(run) -> html.Div:
+    """Which ROI scores the chain reads: adjusted for the study's covariates (the default when it declares some) or
+    raw; the adjusted choice is disabled, and says why, without covariates."""
+    covariates = ", ".join(c["name"] for c in (run.record.get("normative") or {}).get("covariates", []))
+    adjusted = run.roi_adjusted is not None
+    options = [
+        {"label": "adjusted" if adjusted else "adjusted (no covariates declared)", "value": "adjusted",
+         "disabled": not adjusted},
+        {"label": "raw", "value": "raw"},
+    ]
+    tip = (f"adjusted: each ROI score's deviation (z) from what the reference cohort predicts for the subject's "
+           f"{covariates}; raw: the mean heatmap value" if adjusted else
+           "declare subjects.covariates in the manifest (age, sex, head size, site) to adjust for them")
+    return _labelled("ROI scores", dbc.RadioItems(id=ids.ROI_SCORES, value=run.default_roi_scores, inline=True,
+                                                  style=SMALL, options=options), tip)
+
+
+def sidebar(default_permutations: int, summary_children, p_floor: str, score_control) -> html.Div:
     permutation_options = permutation_counts(default_permutations)
     return html.Div(
         [
@@ -127,6 +164,7 @@ def sidebar(default_permutations: int, summary_children, p_floor: str) -> html.D
                 [
                     html.Div("Regions: selection vs rest of the cohort (Mann-Whitney U)", className="text-secondary",
                              style=SMALL),
+                    score_control,
                     _labelled("correction", dbc.RadioItems(
                         id=ids.CORRECTION, value="bonferroni", inline=True, style=SMALL,
                         options=[{"label": "Bonferroni", "value": "bonferroni"}, {"label": "BH (FDR)", "value": "bh"}],
@@ -258,7 +296,8 @@ def page(ex, initial: dict) -> dbc.Container:
         [
             header(run, initial["selection"]["cohort"]),
             dbc.Row([
-                dbc.Col(sidebar(initial["permutations"], initial["summary"], initial["p_floor"]), width=2,
+                dbc.Col(sidebar(initial["permutations"], initial["summary"], initial["p_floor"],
+                                roi_score_control(ex.run)), width=2,
                         className="pe-0"),
                 dbc.Col(views_grid, width=10),
             ], className="g-2 pt-2 px-2"),

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from analysis.exploration.balance import covariate_balance
 from analysis.exploration.cohort_analysis import (
     RegionStep,
     behaviour_table,
@@ -25,6 +26,7 @@ from analysis.exploration.cohort_analysis import (
     split_cohort,
 )
 from analysis.exploration.correlations import CorrelationResult, PermutationTable
+from analysis.exploration.power import detectable_effect
 from analysis.exploration.roi_stats import atypical_rois, reference_percentile
 from analysis.exploration.slices import AXIS_NAMES, PLANES, SliceGeometry, peak_voxel, region_centre
 from analysis.exploration.som import unit_positions
@@ -54,19 +56,28 @@ class Explorer:
     TABLES_KEPT = 8
     """Permutation tables remembered (cohort x permutation count); each is a few MB at 10,000 permutations."""
 
-    def behaviour_table(self, cohort: str, n_permutations: int) -> PermutationTable | None:
+    def roi_table(self, scores: str) -> pd.DataFrame:
+        """The ROI scores the chain reads: "adjusted" (covariate-adjusted z, when the run has it) or "raw"."""
+        return self.run.roi_tables[scores]
+
+    def score_unit(self, scores: str) -> str:
+        """The unit of a ROI score table, for axis titles and hovers."""
+        return "z vs normative prediction" if scores == "adjusted" else self.unit
+
+    def behaviour_table(self, cohort: str, n_permutations: int, scores: str = "raw") -> PermutationTable | None:
         """The cohort's behaviour correlations for every ROI a selection can make significant: its kept ROIs, those
         above the reference 90th percentile whatever the selection. Computed on first use and remembered (a pure
         function of the run, the same for every browser), so a new selection reads its ROIs' rows in a
         millisecond instead of permuting again; the numbers equal a fresh computation on those ROIs."""
-        key = (cohort, int(n_permutations))
+        key = (cohort, int(n_permutations), scores)
         with self._lock:
             if key in self._tables:
                 self._tables.move_to_end(key)
                 return self._tables[key]
         # Computed outside the lock, so other cohorts' reads do not wait (two first requests may both compute it).
-        kept = atypical_rois(self.run.roi_scores, self.run.reference_ids, self.run.cohort_ids(cohort))
-        table = behaviour_table(self.run.roi_scores, self.run.behaviour, self.run.cohort_ids(cohort), kept,
+        rois = self.roi_table(scores)
+        kept = atypical_rois(rois, self.run.reference_ids, self.run.cohort_ids(cohort))
+        table = behaviour_table(rois, self.run.behaviour, self.run.cohort_ids(cohort), kept,
                                 n_permutations=int(n_permutations), min_complete=MIN_COMPLETE, random_state=self.seed)
         with self._lock:
             self._tables[key] = table
@@ -130,8 +141,13 @@ class Explorer:
         return float(np.percentile(brain, 1)), float(np.percentile(brain, 99.5))
 
     @cached_property
-    def reference_p90(self) -> pd.Series:
-        return reference_percentile(self.run.roi_scores, self.run.reference_ids)
+    def _reference_p90(self) -> dict[str, pd.Series]:
+        tables = self.run.roi_tables.items()
+        return {name: reference_percentile(table, self.run.reference_ids) for name, table in tables}
+
+    def reference_p90(self, scores: str) -> pd.Series:
+        """Each ROI's reference 90th percentile in the ``scores`` table."""
+        return self._reference_p90[scores]
 
     @property
     def unit(self) -> str:
@@ -208,8 +224,8 @@ def som_view(ex: Explorer, cohort: str, layer: str, units) -> go.Figure:
 # --- region step: ROI box plots and the selection summary -----------------------------------------------------------
 
 
-def regions(ex: Explorer, cohort: str, units, correction: str, alpha: float) -> RegionStep:
-    return region_step(ex.run.roi_scores, ex.run.reference_ids, ex.run.cohort_ids(cohort), selected_ids(ex, units),
+def regions(ex: Explorer, cohort: str, units, correction: str, alpha: float, scores: str = "raw") -> RegionStep:
+    return region_step(ex.roi_table(scores), ex.run.reference_ids, ex.run.cohort_ids(cohort), selected_ids(ex, units),
                        alpha=alpha, correction=correction)
 
 
@@ -224,7 +240,16 @@ def roi_height(n_rois: int) -> int:
     return max(400, 90 + ROI_ROW_PX * n_rois)
 
 
-def roi_view(ex: Explorer, cohort: str, units, step: RegionStep, shown: int, highlighted: str | None) -> go.Figure:
+def power_note(step: RegionStep, n_selected: int, n_rest: int) -> str:
+    """What the step's test can see (:func:`~analysis.exploration.power.detectable_effect`): with BH, for as many
+    truly different ROIs as the step found significant (at least one)."""
+    expected = max(1, len(step.significant_rois)) if step.correction == "bh" else None
+    return detectable_effect(n_selected, n_rest, len(step.kept_rois), correction=step.correction, alpha=step.alpha,
+                             expected_true=expected).sentence
+
+
+def roi_view(ex: Explorer, cohort: str, units, step: RegionStep, shown: int, highlighted: str | None,
+             scores: str = "raw") -> go.Figure:
     correction = CORRECTION_NAMES[step.correction]
     inside, rest = cohort_members(ex, cohort, units)
     title_base = "ROIs that set the selection apart"
@@ -241,22 +266,36 @@ def roi_view(ex: Explorer, cohort: str, units, step: RegionStep, shown: int, hig
             title_base,
             f"None of the {len(step.kept_rois)} kept ROIs differs at {correction} p < {step.alpha:g}<br>"
             f"between {len(inside)} selected and {len(rest)} other members of {cohort};<br>"
-            f"the smallest raw p is {best['p_raw']:.2g}, in {best['roi']}.",
+            f"the smallest raw p is {best['p_raw']:.2g}, in {best['roi']}.<br>"
+            + _wrap(power_note(step, len(inside), len(rest))),
         )
     rois = step.significant_rois[:shown]
     stats = step.tests.set_index("roi").to_dict(orient="index")
     style = ex.styles[cohort]
     reference_style = ex.styles[ex.run.reference_cohort]
-    scores = ex.run.roi_scores
+    table = ex.roi_table(scores)
     groups = [
-        BoxGroup(f"selection ({len(inside)})", scores.loc[inside, rois], style.color, _fill(style.color, 0.45), "all"),
-        BoxGroup(f"rest of {cohort} ({len(rest)})", scores.loc[rest, rois], REST_COLOR, _fill(REST_COLOR, 0.3), "all"),
-        BoxGroup(f"{ex.run.reference_cohort} ({len(ex.run.reference_ids)})", scores.loc[ex.run.reference_ids, rois],
+        BoxGroup(f"selection ({len(inside)})", table.loc[inside, rois], style.color, _fill(style.color, 0.45), "all"),
+        BoxGroup(f"rest of {cohort} ({len(rest)})", table.loc[rest, rois], REST_COLOR, _fill(REST_COLOR, 0.3), "all"),
+        BoxGroup(f"{ex.run.reference_cohort} ({len(ex.run.reference_ids)})", table.loc[ex.run.reference_ids, rois],
                  reference_style.color, _fill(reference_style.color, 0.2), "outliers"),
     ]
     title = (f"{len(rois)} of {len(step.significant_rois)} ROIs at {correction} p < {step.alpha:g} "
              f"({len(step.kept_rois)} kept), most significant on top")
-    return roi_box_figure(rois, groups, ex.reference_p90.to_dict(), stats, ex.unit, title, highlighted)
+    return roi_box_figure(rois, groups, ex.reference_p90(scores).to_dict(), stats, ex.score_unit(scores), title,
+                          highlighted, power_note(step, len(inside), len(rest)))
+
+
+def _wrap(text: str, width: int = 80) -> str:
+    """Break a sentence into lines of about ``width`` characters for a figure's message (``<br>`` between)."""
+    lines, line = [], ""
+    for word in text.split():
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    return "<br>".join([*lines, line])
 
 
 def _fill(hex_colour: str, alpha: float) -> str:
@@ -265,16 +304,23 @@ def _fill(hex_colour: str, alpha: float) -> str:
 
 
 def summary(ex: Explorer, cohort: str, units) -> dict:
-    return selection_summary(ex.run.subjects, selected_ids(ex, units), cohort)
+    """The selection's make-up (:func:`~analysis.exploration.cohort_analysis.selection_summary`) and its members'
+    covariates against the rest of the cohort (:func:`~analysis.exploration.balance.covariate_balance`)."""
+    result = selection_summary(ex.run.subjects, selected_ids(ex, units), cohort)
+    study = ex.run.study
+    inside, rest = cohort_members(ex, cohort, units)
+    kinds = {c.name: c.kind for c in study.covariates}
+    result["covariates"] = covariate_balance(study.covariate_table, kinds, inside, rest) if inside and rest else []
+    return result
 
 
 # --- behaviour correlations ----------------------------------------------------------------------------------------
 
 
-def correlations(ex: Explorer, cohort: str, rois, n_permutations: int) -> CorrelationResult | None:
+def correlations(ex: Explorer, cohort: str, rois, n_permutations: int, scores: str = "raw") -> CorrelationResult | None:
     """The live behaviour step of ``rois``, read from the cohort's remembered permutation table
     (:meth:`Explorer.behaviour_table`)."""
-    table = ex.behaviour_table(cohort, n_permutations) if len(rois) else None
+    table = ex.behaviour_table(cohort, n_permutations, scores) if len(rois) else None
     return None if table is None else table.result(list(rois))
 
 
@@ -306,13 +352,14 @@ def correlation_view(ex: Explorer, cohort: str, rois, result: CorrelationResult 
                                       correlation_height(n_rows))
 
 
-def scatter_view(ex: Explorer, cohort: str, units, roi: str, behaviour: str, view: str, stats: dict) -> go.Figure:
+def scatter_view(ex: Explorer, cohort: str, units, roi: str, behaviour: str, view: str, stats: dict,
+                 scores: str = "raw") -> go.Figure:
     members = [i for i in ex.run.cohort_ids(cohort) if i in ex.run.behaviour.index]
     chosen = set(selected_ids(ex, units))
-    points = PairPoints(ex.run.roi_scores.loc[members, roi].to_numpy(),
+    points = PairPoints(ex.roi_table(scores).loc[members, roi].to_numpy(),
                         ex.run.behaviour.loc[members, behaviour].to_numpy(), members,
                         np.array([i in chosen for i in members]))
-    return pair_scatter_figure(roi, behaviour, points, ex.styles[cohort], cohort, ex.unit, view, stats)
+    return pair_scatter_figure(roi, behaviour, points, ex.styles[cohort], cohort, ex.score_unit(scores), view, stats)
 
 
 # --- brain slices ---------------------------------------------------------------------------------------------------

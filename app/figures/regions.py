@@ -32,11 +32,13 @@ def roi_box_figure(
     unit: str,
     title: str,
     highlighted: str | None = None,
+    note: str | None = None,
 ) -> go.Figure:
     """Horizontal box plots of ``rois`` (the first at the top), one box per group, with the reference 90th
-    percentile of each ROI as a dashed line and the ROI's p-values and effect size on hover."""
+    percentile of each ROI as a dashed line and the ROI's p-values and effect size on hover; ``note`` is a second,
+    smaller title line (what the test can see)."""
     rois = list(rois)
-    fig = go.Figure(layout=base_layout(title))
+    fig = go.Figure(layout=base_layout(title if note is None else f"{title}<br><sup>{note}</sup>"))
     order = rois[::-1]  # category axes run upwards: the most significant ROI on top
     for group in groups:
         frame = group.scores.reindex(columns=rois)
@@ -69,7 +71,7 @@ def roi_box_figure(
                "zeroline": False},
         yaxis={"categoryorder": "array", "categoryarray": order, "automargin": True, "tickfont": {"size": 11}},
         legend={"orientation": "h", "y": -0.12, "yanchor": "top", "x": 0, "font": {"size": 11}},
-        margin={"l": 10, "r": 34, "t": 32, "b": 10},
+        margin={"l": 10, "r": 34, "t": 32 if note is None else 50, "b": 10},
         hoverlabel={"align": "left"},
     )
     return fig

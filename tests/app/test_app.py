@@ -14,6 +14,7 @@ from scipy.stats import rankdata
 
 from analysis.demo.synthetic_run import write_synthetic_study
 from analysis.exploration.cohort_analysis import behaviour_table, region_step
+from analysis.exploration.power import detectable_effect
 from analysis.exploration.slices import PLANES
 from analysis.exploration.som import unit_positions
 from analysis.runs.reader import open_run
@@ -157,7 +158,7 @@ def test_orientation_letters_and_axes_in_both_conventions(ex, selection, radiolo
 
 
 def test_box_plot_points_are_the_selections_roi_scores_with_the_reference_percentile(ex, run, selection, cohort):
-    figure, style, store, _ = callbacks.update_regions(ex, selection, "bonferroni", "0.05", "10", None)
+    figure, style, store, _ = callbacks.update_regions(ex, selection, "bonferroni", "0.05", "10", "raw", None)
     fig = figure.to_dict()
     assert store["significant"], "the planted regions differ"
     inside, rest = views.cohort_members(ex, cohort, selection["units"])
@@ -176,8 +177,27 @@ def test_box_plot_points_are_the_selections_roi_scores_with_the_reference_percen
     assert len(lines) == len(store["shown"]) and style == {"height": f"{views.roi_height(len(store['shown']))}px"}
 
 
+def test_adjusted_scores_covariate_balance_and_power_beside_the_regions(ex, run, selection, cohort):
+    figure, _, store, summary = callbacks.update_regions(ex, selection, "bonferroni", "0.05", "10", "adjusted",
+                                                         None)
+    assert store["scores"] == "adjusted"
+    members, rest = views.cohort_members(ex, cohort, selection["units"])
+    step = region_step(run.roi_adjusted, run.reference_ids, run.cohort_ids(cohort), members)
+    assert store["significant"] == step.significant_rois
+    if step.significant_rois:
+        roi = store["shown"][0]
+        trace = next(t for t in figure.data if t.name.startswith("selection"))
+        drawn = np.sort(np.asarray(trace.x)[np.asarray(trace.y) == roi])
+        np.testing.assert_allclose(drawn, np.sort(run.roi_adjusted.loc[members, roi].to_numpy()))
+        assert "z vs normative prediction" in figure.layout.xaxis.title.text
+    expected = detectable_effect(len(members), len(rest), len(step.kept_rois)).sentence
+    assert expected in (figure.layout.title.text or "") + str(figure.layout.annotations)
+    text = str(summary)
+    assert "age: Mann-Whitney U p = " in text and "sex: Fisher exact p = " in text
+
+
 def test_correlation_heatmap_equals_the_correlation_table(ex, run, selection, cohort):
-    _, _, regions, _ = callbacks.update_regions(ex, selection, "bonferroni", "0.05", "10", None)
+    _, _, regions, _ = callbacks.update_regions(ex, selection, "bonferroni", "0.05", "10", "raw", None)
     fig, style, note = callbacks.update_correlations(ex, regions, "0.1", "1000", "full")
     expected = behaviour_table(run.roi_scores, run.behaviour, run.cohort_ids(cohort), regions["significant"],
                                n_permutations=1000, random_state=ex.seed).result().table
@@ -198,7 +218,7 @@ def test_correlation_heatmap_equals_the_correlation_table(ex, run, selection, co
 
 
 def test_a_cells_scatter_has_the_pairs_values_coloured_by_membership(ex, run, selection, cohort):
-    _, _, regions, _ = callbacks.update_regions(ex, selection, "bonferroni", "0.05", "10", None)
+    _, _, regions, _ = callbacks.update_regions(ex, selection, "bonferroni", "0.05", "10", "raw", None)
     roi, behaviour = regions["significant"][0], run.behaviour.columns[0]
     click = {"points": [{"x": behaviour, "y": roi, "z": 0.3, "curveNumber": 0}]}
     is_open, fig = callbacks.open_scatter(ex, ids.CORRELATION_GRAPH, click, "raw", selection, regions, 1000, False)
@@ -252,7 +272,8 @@ def test_every_callback_input_and_output_id_exists_in_the_layout(run):
 
 def test_selecting_the_maximal_prototype_reproduces_the_runs_roi_tests(ex, run, cohort, selection):
     assert selection == {"cohort": cohort, "units": [list(run.som.prototypes[cohort]["unit"])]}
-    step = views.regions(ex, cohort, selection["units"], "bonferroni", 0.05)
+    assert run.default_roi_scores == "adjusted"  # the synthetic study has the default covariates, age and sex
+    step = views.regions(ex, cohort, selection["units"], "bonferroni", 0.05, run.default_roi_scores)
     stored = run.roi_tests[run.roi_tests["cohort"] == cohort].reset_index(drop=True)
     pd.testing.assert_frame_equal(step.tests.reset_index(drop=True), stored[step.tests.columns], check_dtype=False)
     assert step.significant_rois == run.record["hypotheses"][cohort]["significant_rois"]
@@ -302,7 +323,7 @@ def test_honest_empty_states(ex, run, cohort):
     empty_units = [[r, c] for r in range(run.som.n_rows) for c in range(run.som.n_cols)
                    if not views.cohort_members(ex, cohort, [[r, c]])[0]][:1]
     selection = {"cohort": cohort, "units": empty_units}
-    figure, _, store, summary = callbacks.update_regions(ex, selection, "bonferroni", "0.05", "10", None)
+    figure, _, store, summary = callbacks.update_regions(ex, selection, "bonferroni", "0.05", "10", "raw", None)
     text = figure.to_dict()["layout"]["annotations"][0]["text"]
     assert f"No member of {cohort} in the selection" in text and store["significant"] == []
     fig, _, _ = callbacks.update_correlations(ex, store, "0.1", "1000", "full")
@@ -329,10 +350,11 @@ def test_the_live_chain_is_the_analysis_modules_own(ex, run, selection, cohort):
 
 def test_values_the_layout_does_not_offer_are_ignored(ex, run, selection):
     crosshair = _crosshair(ex)
-    assert callbacks.update_regions(ex, selection, "holm", "0.05", "10", None) == (no_update,) * 4
-    assert callbacks.update_regions(ex, selection, "bonferroni", "0.5", "10", None) == (no_update,) * 4
+    assert callbacks.update_regions(ex, selection, "holm", "0.05", "10", "raw", None) == (no_update,) * 4
+    assert callbacks.update_regions(ex, selection, "bonferroni", "0.5", "10", "raw", None) == (no_update,) * 4
     assert callbacks.update_regions(ex, {"cohort": "nobody", "units": []}, "bonferroni", "0.05", "10",
-                                    None) == (no_update,) * 4
+                                    "raw", None) == (no_update,) * 4
+    assert callbacks.update_regions(ex, selection, "bonferroni", "0.05", "10", "../etc", None) == (no_update,) * 4
     off_map = {"cohort": selection["cohort"], "units": [[0, run.som.n_cols]]}
     assert callbacks.draw_som(ex, off_map, "u_matrix") is no_update
     picked = {"points": [{"customdata": [0, run.som.n_cols]}, {"customdata": [-1, 0]}, {"customdata": "x"}, 7]}
