@@ -73,7 +73,7 @@ class Effects:
     intensity; severities of individual subjects vary around them."""
 
     subgroup_region_volume_change: float = -0.20
-    subgroup_region_intensity_change: float = -0.06
+    subgroup_region_intensity_change: float = -0.10
     subgroup_severity_range: tuple[float, ...] = (0.6, 1.4)
     """Each subgroup member draws, per region group, a severity multiplying the two changes above."""
     down_syndrome_brain_volume_change: float = -0.10

@@ -267,6 +267,9 @@ def render_demo_manifest(config: DemoConfig, prefix: str) -> str:
         sizes=config.sizes,
         min_train=min(100, config.sizes.reference_train),
     )
+    if config.sizes.lesion == 0:  # no lesion subjects: the study has no lesions table
+        start = text.index("lesions:  ")
+        text = text[:start] + text[text.index("\nmodel:", start) + 1 :]
     extra = {}
     for name in ("effects", "variation"):
         base = DemoConfig(effects=dataclasses.replace(Effects(), **PRESETS[config.preset]))

@@ -156,6 +156,57 @@ def test_planted_phenotype_is_present_in_the_volumes(space6):
     assert 0.7 < ratio < 0.92
 
 
+def test_images_are_in_template_space_with_head_size_kept_as_a_number(space6):
+    """As a registered study holds them: brains of very different sizes fill the same template extent, and the
+    size is the icv_ml number (the native brain volume seen through a 2 % measurement error). With the whole scale
+    left in (registration_residual 1) the smaller brains shrink in the image again."""
+    plans = plan_cohort(DemoConfig())
+    chosen = ([p for p in plans if p.cohort == "typical" and p.sex == "M"][:6]
+              + [p for p in plans if p.phenotype.label == "down_syndrome_subgroup"][:6])
+
+    def extents(config):
+        simulator = DemoSimulator(space6, config)
+        out = []
+        for plan in chosen:
+            s = simulator.simulate(plan)
+            out.append(((s.image > 0.1 * np.percentile(s.image, 99)).sum(), s.brain_volume_ml, s.icv_ml))
+        return np.array(out, dtype=float)
+
+    registered = extents(DemoConfig())
+    big, small = registered[:6], registered[6:]
+    assert big[:, 1].mean() / small[:, 1].mean() > 1.08  # male typical brains, smaller Down-syndrome-like ones
+    assert abs(big[:, 0].mean() / small[:, 0].mean() - 1.0) < 0.03  # ... fill the same template extent
+    np.testing.assert_allclose(registered[:, 2], registered[:, 1], rtol=0.08)
+    assert np.corrcoef(registered[:, 1], registered[:, 2])[0, 1] > 0.95
+    native = extents(DemoConfig(variation=dataclasses.replace(DemoConfig().variation, registration_residual=1.0)))
+    assert native[:6, 0].mean() / native[6:, 0].mean() > 1.1
+    np.testing.assert_allclose(native[:, 1], registered[:, 1], rtol=0.02)  # the same brains, either way
+
+
+def test_presets_set_the_planted_effects_and_effects_override_them():
+    assert DemoConfig().effects.subgroup_region_intensity_change == -0.10
+    hard = demo_config_from_mapping({"preset": "hard"})
+    assert hard.effects.subgroup_region_intensity_change == -0.06
+    assert hard.effects.subgroup_region_volume_change == -0.20
+    mixed = demo_config_from_mapping({"preset": "hard", "effects": {"subgroup_region_intensity_change": -0.2}})
+    assert mixed.effects.subgroup_region_intensity_change == -0.2 and mixed.preset == "hard"
+    assert hard.digest() != DemoConfig().digest()
+    # The rendered manifest of a preset rebuilds the same cohort and writes no redundant effects.
+    text = render_demo_manifest(hard, prefix="data/")
+    assert "preset: hard" in text and "\n  effects:" not in text
+
+
+def test_a_demo_without_lesion_subjects_has_no_lesions_table(tmp_path):
+    config = demo_config_from_mapping({"sizes": {"reference_train": 6, "reference_val": 2, "reference_test": 2,
+                                                 "down_syndrome": 3, "down_syndrome_subgroup": 2,
+                                                 "subgroup_female": 1, "autism": 0, "atypical": 0,
+                                                 "high_risk_typical": 0, "lesion": 0}})
+    manifest = write_demo_study(config, tmp_path / "study", progress=False)
+    assert "\nlesions:" not in manifest.read_text()
+    study = validate_study(load_manifest(manifest), progress=False, check_voxels=False)
+    assert study.lesions is None and "icv_ml" in study.covariate_table
+
+
 def test_lesions_match_their_ground_truth(small_demo):
     folder = small_demo.parent
     truth = json.loads((folder / "data" / "ground_truth.json").read_text())
@@ -284,6 +335,8 @@ def test_regional_deformation_does_not_fold():
         ({"voxel_size_mm": 50}, "demo.voxel_size_mm"),
         ({"seed": "zero"}, "demo.seed"),
         ({"sizez": {}}, "demo.sizez"),
+        ({"preset": "easy"}, "demo.preset"),
+        ({"variation": {"registration_residual": 1.5}}, "demo.variation.registration_residual"),
     ],
 )
 def test_bad_demo_settings_are_reported(block, field):
