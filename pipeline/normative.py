@@ -13,9 +13,6 @@ from analysis.runs.store import write_table
 from pipeline.context import RefreshContext
 from pipeline.spatial import SpatialOutputs
 
-NEGATIVE_R2_WARNING = 0.0
-"""Held-out R^2 of the linear design at or below which the run warns that the covariates explain nothing."""
-
 
 @dataclass
 class Normative:
@@ -61,10 +58,11 @@ def normative_stage(ctx: RefreshContext, spatial: SpatialOutputs) -> Normative:
 
 
 def _fit_warnings(record: dict) -> list[str]:
-    """A warning when the covariates predict held-out reference subjects no better than their mean."""
+    """A note when the covariates predict held-out reference subjects no better than each ROI's mean."""
+    if record["design"] != "mean":
+        return []
+    names = ", ".join(c["name"] for c in record["covariates"])
     r2 = record["held_out"]["r2"].get("linear")
-    if r2 is not None and r2 <= NEGATIVE_R2_WARNING:
-        names = ", ".join(c["name"] for c in record["covariates"])
-        return [f"the covariates ({names}) explain none of the ROI scores' variance in held-out reference subjects "
-                f"(held-out R^2 {r2:.3f}): adjusted scores add noise; consider fewer covariates"]
-    return []
+    return [f"the covariates ({names}) do not predict the ROI scores of held-out reference subjects (held-out R^2 of "
+            f"the linear model {r2:.3f}): the adjusted scores are the raw ones standardised per ROI, and the chain's "
+            f"results are those of the raw scores"]

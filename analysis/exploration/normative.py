@@ -8,11 +8,16 @@ each ROI score given the covariates, and read every subject's score as its stand
 prediction (a z-score, higher = more anomalous, like the raw score).
 
 The model is ordinary least squares per ROI, linear in the numeric covariates (standardised on the fit subjects)
-with the categorical ones as indicators (the most frequent level of the fit subjects as baseline). A richer design
-(squares of the numeric covariates) is chosen only when it predicts held-out reference subjects better
-(:func:`held_out_errors`, k-fold cross-validation). The deviation of a subject outside the fit set is its residual
-over the predictive standard deviation ``sigma * sqrt(1 + h)`` (``h`` its leverage); a fit subject's is its
-internally studentised residual ``e / (sigma * sqrt(1 - h))``, so both read on the same scale.
+with the categorical ones as indicators (the most frequent level of the fit subjects as baseline). The design is
+chosen by how well it predicts held-out reference subjects (:func:`held_out_errors`, k-fold cross-validation, over
+all ROIs at once): the linear one only when it beats each ROI's reference mean, a richer one (squares of the numeric
+covariates) only when it beats the linear one, each by :data:`RICHER_MARGIN`. Covariates that predict nothing
+would only add their estimation noise to every deviation; with the ``mean`` design the adjusted scores are the raw
+ones standardised per ROI, which leaves every rank-based test of the chain as it was.
+
+The deviation of a subject outside the fit set is its residual over the predictive standard deviation
+``sigma * sqrt(1 + h)`` (``h`` its leverage); a fit subject's is its internally studentised residual
+``e / (sigma * sqrt(1 - h))``, so both read on the same scale.
 """
 
 from __future__ import annotations
@@ -24,10 +29,11 @@ import numpy as np
 import pandas as pd
 
 KINDS = ("numeric", "categorical")
-DESIGNS = ("linear", "quadratic")
-"""Designs a model may use: indicators and numeric covariates, plus the squares of the numeric ones."""
+DESIGNS = ("mean", "linear", "quadratic")
+"""Designs a model may use, simplest first: the intercept alone; indicators and numeric covariates; plus the squares
+of the numeric ones."""
 RICHER_MARGIN = 0.01
-"""The quadratic design is chosen only when its held-out error is this fraction below the linear design's."""
+"""A design is chosen over the next simpler one only when its held-out error is this fraction below it."""
 MIN_RESIDUAL_DOF = 5
 """Fewest fit subjects beyond the model's parameters."""
 
@@ -91,6 +97,8 @@ class Encoding:
                 names.append(name)
             else:
                 names += [f"{name}[{level}]" for level in self.levels[name][1:]]
+        if self.design == "mean":
+            return ["intercept"]
         if self.design == "quadratic":
             names += [f"{name}^2" for name, kind in self.kinds.items() if kind == "numeric"]
         return names
@@ -123,6 +131,8 @@ class Encoding:
                 )
             for level in self.levels[name][1:]:
                 columns.append((text.astype(str) == level).to_numpy(dtype=float))
+        if self.design == "mean":
+            columns = columns[:1]
         if self.design == "quadratic":
             columns += squares
         return np.column_stack(columns), imputed
@@ -187,9 +197,9 @@ class NormativeModel:
     Parameters
     ----------
     kinds : mapping covariate -> "numeric" | "categorical"
-    design : "auto", "linear" or "quadratic"
-        "auto" takes the quadratic design only when it beats the linear one on held-out fit subjects by
-        :data:`RICHER_MARGIN` (and only with numeric covariates).
+    design : "auto", "mean", "linear" or "quadratic"
+        "auto" takes each design over the next simpler one only when it beats it on held-out fit subjects by
+        :data:`RICHER_MARGIN` (the quadratic one only with numeric covariates).
     n_folds, random_state : cross-validation of :func:`held_out_errors`
     """
 
@@ -224,14 +234,19 @@ class NormativeModel:
         # A subject without a ROI's score takes the ROI's fit mean there, so it neither drives nor breaks the fit.
         y = np.where(np.isnan(y), np.nanmean(y, axis=0), y)
         rows = covariates.loc[fit_ids]
-        candidates = {"linear": Encoding.learn(rows, self.kinds, "linear")}
+        candidates = {name: Encoding.learn(rows, self.kinds, name) for name in ("mean", "linear")}
         if any(kind == "numeric" for kind in self.kinds.values()):
             candidates["quadratic"] = Encoding.learn(rows, self.kinds, "quadratic")
         matrices = {name: enc.matrix(rows)[0] for name, enc in candidates.items()}
-        errors = held_out_errors({"mean": np.ones((len(y), 1)), **matrices}, y, self.n_folds, self.random_state)
-        chosen = self.design if self.design != "auto" else (
-            "quadratic" if "quadratic" in errors and errors["quadratic"] < (1 - RICHER_MARGIN) * errors["linear"]
-            else "linear")
+        errors = held_out_errors(matrices, y, self.n_folds, self.random_state)
+        chosen = self.design
+        if chosen == "auto":
+            chosen = "mean"
+            for richer in ("linear", "quadratic"):
+                if richer in errors and errors[richer] < (1 - RICHER_MARGIN) * errors[chosen]:
+                    chosen = richer
+                else:
+                    break
         if chosen not in candidates:
             raise NormativeError("the quadratic design needs at least one numeric covariate")
         self.encoding_ = candidates[chosen]

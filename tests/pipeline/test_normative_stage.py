@@ -33,11 +33,12 @@ def test_the_chain_reads_adjusted_scores(adjusted_run):
     written = {p.name + ("/" if p.is_dir() else "") for p in result.run_dir.iterdir()}
     no_lesions = {layout.SWEEP, layout.LESION_MAPS, layout.LESION_EVALUATION}
     assert written == {f.name for f in layout.RUN_FILES if f not in no_lesions}
-    # Age and sex say nothing of this study's noise images: the run warns that adjusting adds noise.
-    assert any("explain none of the ROI scores' variance" in w for w in run["warnings"])
+    # Age and sex say nothing of this study's noise images: the held-out fit keeps each ROI's mean, and says so.
+    assert run["normative"]["design"] == "mean"
+    assert any("do not predict the ROI scores of held-out reference subjects" in w for w in run["warnings"])
     normative = run["normative"]
     assert [c["name"] for c in normative["covariates"]] == ["age", "sex"]  # the manifest's defaults
-    assert normative["fit_subjects"] == 10 and normative["terms"][0] == "intercept"
+    assert normative["fit_subjects"] == 10 and normative["terms"] == ["intercept"]
     for entry in run["hypotheses"].values():
         assert entry["roi_scores"] == "adjusted"
         assert [row["name"] for row in entry["balance"]] == ["age", "sex"]

@@ -137,3 +137,19 @@ def test_record_names_the_model():
     assert record["terms"][0] == "intercept" and record["parameters"] == len(record["terms"])
     assert [c["name"] for c in record["covariates"]] == list(KINDS)
     assert set(record["held_out"]["error"]) >= {"mean", "linear"}
+
+
+def test_covariates_that_predict_nothing_leave_the_ranks_as_they_were():
+    """Scores unrelated to the covariates: the held-out fit keeps the intercept alone, and every ROI's deviations
+    are its raw scores standardised (so every rank-based test of the chain gives the same answer)."""
+    rng = np.random.default_rng(4)
+    cov, _, fit, other = _study(n_fit=80, n_other=30, seed=4)
+    scores = pd.DataFrame(rng.normal(size=(len(cov), 4)), index=cov.index, columns=[f"roi{j}" for j in range(4)])
+    model = NormativeModel(KINDS).fit(scores, cov, fit)
+    assert model.encoding_.design == "mean" and model.record()["terms"] == ["intercept"]
+    assert model.held_out_["error"]["linear"] > model.held_out_["error"]["mean"]
+    z = model.deviations(scores, cov)
+    for roi in scores.columns:  # subjects outside the fit set (the cohorts the chain tests) keep their order
+        assert z.loc[other, roi].rank().equals(scores.loc[other, roi].rank())
+        np.testing.assert_allclose(z.loc[other, roi], (scores.loc[other, roi] - scores.loc[fit, roi].mean())
+                                   / scores.loc[fit, roi].std(ddof=1) / np.sqrt(1 + 1 / len(fit)))
