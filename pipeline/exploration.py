@@ -3,6 +3,7 @@ for every non-reference cohort, with their recovery of a known answer when the s
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,6 +13,7 @@ from threadpoolctl import threadpool_limits
 from analysis.exploration.balance import covariate_balance
 from analysis.exploration.cohort_analysis import (
     HYPOTHESIS_Q,
+    ChainSettings,
     analyse_cohorts,
     hypothesis_tables,
     planted_recovery,
@@ -65,8 +67,13 @@ def exploration_stages(ctx: RefreshContext, norms: np.ndarray, spatial: SpatialO
             study.behaviour, study.manifest.reference_cohort, random_state=ctx.seed,
         )
         if recovery is not None and recovery["cohort"] in analyses:
-            recovery.update(planted_recovery(analyses[recovery["cohort"]], ctx.truth.regions,
-                                             ctx.truth.behaviour_pairs, HYPOTHESIS_Q))
+            analysis = analyses[recovery["cohort"]]
+            recovery.update(planted_recovery(analysis, ctx.truth.regions, ctx.truth.behaviour_pairs, HYPOTHESIS_Q))
+            # The same region step read with BH instead of Bonferroni (the explorer's other correction).
+            tests = analysis.roi_tests
+            with_bh = dataclasses.replace(analysis, significant_rois=tests.loc[
+                tests["p_bh"] < ChainSettings().alpha, "roi"].tolist() if len(tests) else [])
+            recovery["regions_bh"] = planted_recovery(with_bh, ctx.truth.regions, [], HYPOTHESIS_Q)["regions"]
         hypotheses, roi_tests, correlations = hypothesis_tables(analyses, HYPOTHESIS_Q)
         cohorts = study.subjects["cohort"]
         kinds = {c.name: c.kind for c in study.covariates}

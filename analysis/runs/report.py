@@ -96,9 +96,11 @@ def _normative_lines(normative: dict | None) -> list[str]:
         return ["", "ROI scores: raw (the study declares no covariates)"]
     r2 = ", ".join(f"{k} {v:.3f}" for k, v in normative["held_out_r2"].items())
     imputed = ", ".join(f"{k} {v}" for k, v in normative["imputed"].items())
+    covariates = ", ".join(normative["covariates"])
+    model = (f"{normative['design']} model of every ROI score on {covariates}" if normative["design"] != "mean" else
+             f"each ROI's mean only: {covariates} do not predict held-out reference subjects")
     return ["", "### ROI scores adjusted for covariates (normative model)", "",
-            f"{normative['design']} model of every ROI score on {', '.join(normative['covariates'])}, fitted on "
-            f"{normative['fit_subjects']} held-out reference subjects; held-out R^2: {r2}"
+            f"{model}; fitted on {normative['fit_subjects']} held-out reference subjects; held-out R^2: {r2}"
             + (f"; missing values imputed: {imputed}" if imputed else "")
             + f". The chain below ran on the adjusted scores ({normative['table']}: z, higher = more anomalous)."]
 
@@ -241,6 +243,12 @@ def format_report(run_dir: str | os.PathLike) -> str:
                 f"planted regions among the prototype's significant ROIs (Bonferroni p < 0.05): recall {recall} of "
                 f"{g['planted']}, {g['significant']} significant, false discovery proportion {fdp}"
             )
+        if r.get("regions_bh"):
+            g = r["regions_bh"]
+            fdp = "n/a" if g["false_discovery_proportion"] is None else f"{g['false_discovery_proportion']:.2f}"
+            recall = "n/a" if g["recall"] is None else f"{g['recall']:.2f}"
+            lines.append(f"the same with BH p < 0.05: recall {recall} of {g['planted']}, {g['significant']} "
+                         f"significant, false discovery proportion {fdp}")
         if r.get("behaviour"):
             b = r["behaviour"]
             found = ", ".join(f"{f['score']} ~ {f['region_group']}" for f in b["found"]) or "none"

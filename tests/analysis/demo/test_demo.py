@@ -296,6 +296,9 @@ def test_cli_demo_builds_validates_refreshes_and_reuses(tmp_path, capsys):
     assert "built the demo cohort" in out and "116 of 116 AAL labels" in out and "28x32x28" in out
     assert "down_syndrome (planted subgroup)" in out and "AUROC" in out
     assert (tmp_path / "runs" / "latest").is_file()
+    # The known answer is scored with both corrections of the region step.
+    assert "planted regions among the prototype's significant ROIs (Bonferroni p < 0.05)" in out
+    assert "the same with BH p < 0.05: recall" in out
     assert main(["validate", str(manifest), "--quiet"]) == 0
     assert main(["demo", str(manifest), *fast]) == 0
     out = capsys.readouterr().out
