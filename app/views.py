@@ -31,7 +31,7 @@ from analysis.exploration.roi_stats import atypical_rois, reference_percentile
 from analysis.exploration.slices import AXIS_NAMES, PLANES, SliceGeometry, peak_voxel, region_centre
 from analysis.exploration.som import unit_positions
 from analysis.runs.reader import PublishedRun
-from app.figures import empty_figure
+from app.figures import empty_figure, wrap_text
 from app.figures.behaviour import PairPoints, correlation_figure, pair_scatter_figure
 from app.figures.regions import BoxGroup, roi_box_figure
 from app.figures.slices import SliceData
@@ -267,7 +267,7 @@ def roi_view(ex: Explorer, cohort: str, units, step: RegionStep, shown: int, hig
             f"None of the {len(step.kept_rois)} kept ROIs differs at {correction} p < {step.alpha:g}<br>"
             f"between {len(inside)} selected and {len(rest)} other members of {cohort};<br>"
             f"the smallest raw p is {best['p_raw']:.2g}, in {best['roi']}.<br>"
-            + _wrap(power_note(step, len(inside), len(rest))),
+            + wrap_text(power_note(step, len(inside), len(rest))),
         )
     rois = step.significant_rois[:shown]
     stats = step.tests.set_index("roi").to_dict(orient="index")
@@ -285,17 +285,6 @@ def roi_view(ex: Explorer, cohort: str, units, step: RegionStep, shown: int, hig
     return roi_box_figure(rois, groups, ex.reference_p90(scores).to_dict(), stats, ex.score_unit(scores), title,
                           highlighted, power_note(step, len(inside), len(rest)))
 
-
-def _wrap(text: str, width: int = 80) -> str:
-    """Break a sentence into lines of about ``width`` characters for a figure's message (``<br>`` between)."""
-    lines, line = [], ""
-    for word in text.split():
-        if line and len(line) + 1 + len(word) > width:
-            lines.append(line)
-            line = word
-        else:
-            line = f"{line} {word}".strip()
-    return "<br>".join([*lines, line])
 
 
 def _fill(hex_colour: str, alpha: float) -> str:

@@ -15,6 +15,19 @@ import plotly.graph_objects as go
 from app.style import base_layout
 
 
+def wrap_text(text: str, width: int = 80) -> str:
+    """Break a sentence into lines of at most about ``width`` characters, ``<br>`` between (Plotly text does not
+    wrap by itself)."""
+    lines, line = [], ""
+    for word in text.split():
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    return "<br>".join([*lines, line])
+
+
 def empty_figure(title: str, message: str) -> go.Figure:
     """A titled figure that says why there is nothing to draw (an honest empty state)."""
     fig = go.Figure(layout=base_layout(title))

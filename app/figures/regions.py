@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from app.figures import wrap_text
 from app.style import HIGHLIGHT, PERCENTILE_LINE, base_layout
 
 
@@ -38,7 +39,9 @@ def roi_box_figure(
     percentile of each ROI as a dashed line and the ROI's p-values and effect size on hover; ``note`` is a second,
     smaller title line (what the test can see)."""
     rois = list(rois)
-    fig = go.Figure(layout=base_layout(title if note is None else f"{title}<br><sup>{note}</sup>"))
+    fig = go.Figure(layout=base_layout(title))
+    if note is not None:  # under the title: what the test can see
+        fig.update_layout(title_subtitle={"text": wrap_text(note, 100), "font": {"size": 10, "color": "#555555"}})
     order = rois[::-1]  # category axes run upwards: the most significant ROI on top
     for group in groups:
         frame = group.scores.reindex(columns=rois)
@@ -71,7 +74,7 @@ def roi_box_figure(
                "zeroline": False},
         yaxis={"categoryorder": "array", "categoryarray": order, "automargin": True, "tickfont": {"size": 11}},
         legend={"orientation": "h", "y": -0.12, "yanchor": "top", "x": 0, "font": {"size": 11}},
-        margin={"l": 10, "r": 34, "t": 32 if note is None else 50, "b": 10},
+        margin={"l": 10, "r": 34, "t": 32 if note is None else 62, "b": 10},
         hoverlabel={"align": "left"},
     )
     return fig

@@ -191,7 +191,8 @@ def test_adjusted_scores_covariate_balance_and_power_beside_the_regions(ex, run,
         np.testing.assert_allclose(drawn, np.sort(run.roi_adjusted.loc[members, roi].to_numpy()))
         assert "z vs normative prediction" in figure.layout.xaxis.title.text
     expected = detectable_effect(len(members), len(rest), len(step.kept_rois)).sentence
-    assert expected in (figure.layout.title.text or "") + str(figure.layout.annotations)
+    shown = [figure.layout.title.subtitle.text or "", *(a.text for a in figure.layout.annotations)]
+    assert expected in " ".join(text.replace("<br>", " ") for text in shown)
     text = str(summary)
     assert "age: Mann-Whitney U p = " in text and "sex: Fisher exact p = " in text
 
