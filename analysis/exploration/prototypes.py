@@ -9,6 +9,8 @@ here gather a prototype from several units of a fitted map:
 - :func:`enriched`: the units where the cohort is over-represented against the reference cohort (one-sided
   hypergeometric test per unit, i.e. Fisher's exact test of the unit's cohort vs reference counts), the connected
   patch of such units on the lattice that holds the maximal prototype's unit (or else the most enriched unit);
+- :func:`enriched_region`: a region grown from that unit, neighbour by neighbour, while the region's own
+  enrichment p-value falls (a greedy spatial scan statistic);
 - :func:`superclass`: the codebook clustered into *superclasses* by Ward agglomeration constrained to lattice
   neighbours (aweSOM's superclasses, with a connectivity matrix), their number chosen by the Davies-Bouldin index
   (Vesanto & Alhoniemi 2000); the prototype is the superclass holding the most of the cohort;
@@ -44,6 +46,7 @@ __all__ = [
     "UnitPrototype",
     "cohort_prototype",
     "enriched",
+    "enriched_region",
     "lattice_adjacency",
     "maximal",
     "stable",
@@ -207,18 +210,10 @@ def enriched(
     clusters of the data) also join patches, without adding members: a subgroup the map draws out with empty units
     between its parts stays one patch.
     """
-    table = unit_enrichment(som, labels, cohort, reference_cohort)
+    table, seed = _enrichment_seed(som, labels, cohort, reference_cohort, alpha)
+    if seed is None:
+        return _no_enrichment(som, labels, cohort, "enriched", alpha)
     is_enriched = table["p_value"].to_numpy() < alpha
-    peak = som.maximal_prototype(labels, cohort).unit
-    peak_flat = peak[0] * som.weights_.shape[1] + peak[1]
-    if not is_enriched.any():
-        note = f"no unit enriched at p < {alpha:g}: the maximal prototype's unit"
-        return _prototype(som, labels, cohort, "enriched", {peak_flat}, note)
-    if is_enriched[peak_flat]:
-        seed = peak_flat
-    else:
-        order = np.lexsort((table.index.to_numpy(), -table["cohort_count"].to_numpy(), table["p_value"].to_numpy()))
-        seed = int(order[0])
     passable = is_enriched.copy()
     if bridge_empty:
         passable |= np.bincount(_flat_units(som), minlength=passable.size) == 0
@@ -227,6 +222,63 @@ def enriched(
     component_of[passable] = component
     patch = np.flatnonzero(is_enriched & (component_of == component_of[seed]))
     return _prototype(som, labels, cohort, "enriched", set(patch.tolist()))
+
+
+def _enrichment_seed(som, labels, cohort: str, reference_cohort: str, alpha: float) -> tuple[pd.DataFrame, int | None]:
+    """The :func:`unit_enrichment` table and the unit an enriched prototype starts from (row-major index): the
+    maximal prototype's unit when it is enriched, else the unit of smallest p-value (ties: more cohort members,
+    then the lowest unit); None when no unit is enriched at ``alpha``."""
+    table = unit_enrichment(som, labels, cohort, reference_cohort)
+    p = table["p_value"].to_numpy()
+    if not (p < alpha).any():
+        return table, None
+    peak = som.maximal_prototype(labels, cohort).unit
+    peak_flat = peak[0] * som.weights_.shape[1] + peak[1]
+    if p[peak_flat] < alpha:
+        return table, peak_flat
+    return table, int(np.lexsort((table.index.to_numpy(), -table["cohort_count"].to_numpy(), p))[0])
+
+
+def _no_enrichment(som, labels, cohort: str, definition: str, alpha: float) -> UnitPrototype:
+    peak = som.maximal_prototype(labels, cohort).unit
+    note = f"no unit enriched at p < {alpha:g}: the maximal prototype's unit"
+    return _prototype(som, labels, cohort, definition, {peak[0] * som.weights_.shape[1] + peak[1]}, note)
+
+
+def enriched_region(
+    som: SelfOrganizingMap, labels, cohort: str, reference_cohort: str, *, alpha: float = ENRICHMENT_ALPHA
+) -> UnitPrototype:
+    """A connected region grown from the enriched prototype's first unit while it grows more enriched.
+
+    Starting from the unit :func:`enriched` starts from, the lattice neighbour of the region whose addition gives
+    the smallest p-value of the merged region (the :func:`unit_enrichment` test on the region's summed cohort and
+    reference counts; ties: the lowest unit) is added as long as it lowers that p-value (a greedy spatial scan
+    statistic). Units without members can join. When no unit is enriched at ``alpha``, the maximal prototype is
+    returned, with a ``note`` saying so.
+    """
+    table, seed = _enrichment_seed(som, labels, cohort, reference_cohort, alpha)
+    if seed is None:
+        return _no_enrichment(som, labels, cohort, "enriched_region", alpha)
+    c, r = table["cohort_count"].to_numpy(), table["reference_count"].to_numpy()
+    n_cohort, n_reference = int(c.sum()), int(r.sum())
+    adjacency = _som_adjacency(som).toarray()
+
+    def p_value(units: list[int]) -> float:
+        members = int(c[units].sum())
+        return float(hypergeom.sf(members - 1, n_cohort + n_reference, n_cohort, members + int(r[units].sum())))
+
+    region, best = [seed], p_value([seed])
+    while True:
+        frontier = np.flatnonzero(adjacency[region].any(axis=0) & ~np.isin(np.arange(c.size), region))
+        if frontier.size == 0:
+            break
+        scores = [p_value([*region, int(u)]) for u in frontier]
+        pick = int(np.argmin(scores))  # first minimum: the lowest unit among ties
+        if scores[pick] >= best:
+            break
+        region.append(int(frontier[pick]))
+        best = scores[pick]
+    return _prototype(som, labels, cohort, "enriched_region", set(region))
 
 
 def superclasses(som: SelfOrganizingMap, n_superclasses: int | None = None) -> np.ndarray:
@@ -323,6 +375,11 @@ DEFINITIONS: dict[str, Definition] = {
         enriched,
         f"the connected patch of units where the cohort is over-represented against the reference "
         f"(hypergeometric p < {ENRICHMENT_ALPHA:g}) holding the maximal prototype's unit",
+        ("reference_cohort",),
+    ),
+    "enriched_region": Definition(
+        enriched_region,
+        "a connected region grown from that unit by the neighbour that most lowers the region's enrichment p-value",
         ("reference_cohort",),
     ),
     "superclass": Definition(

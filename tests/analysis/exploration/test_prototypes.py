@@ -71,6 +71,25 @@ def test_enriched_gathers_both_units(spread):
     assert p.definition == "enriched" and p.cohort_size == N_SUBGROUP + N_REST
 
 
+def test_enriched_region_gathers_both_units(spread):
+    _, labels, subgroup, som, units = spread
+    p = P.enriched_region(som, labels, "ds", "typical")
+    assert units <= set(p.units) and p.note is None
+    assert precision_recall(p, subgroup) == (1.0, 1.0)
+    # No neighbour of the region would lower its p-value further.
+    table = P.unit_enrichment(som, labels, "ds", "typical")
+    C, R = table["cohort_count"].sum(), table["reference_count"].sum()
+    flat = [r * GRID[1] + c for r, c in p.units]
+
+    def region_p(units):
+        c, r = table["cohort_count"].iloc[units].sum(), table["reference_count"].iloc[units].sum()
+        return hypergeom(C + R, C, c + r).sf(c - 1)
+
+    adjacency = P.lattice_adjacency(*GRID).toarray()
+    frontier = set(np.flatnonzero(adjacency[flat].any(axis=0))) - set(flat)
+    assert all(region_p([*flat, u]) >= region_p(flat) for u in frontier)
+
+
 def test_superclass_gathers_both_units(spread):
     _, labels, subgroup, som, units = spread
     p = P.superclass(som, labels, "ds")
@@ -135,6 +154,8 @@ def test_no_enrichment_returns_the_maximal_prototype_with_a_note():
     classic = som.maximal_prototype(labels, "ds")
     assert p.units == (classic.unit,) and p.note.startswith("no unit enriched")
     np.testing.assert_array_equal(p.members, classic.members)
+    region = P.enriched_region(som, labels, "ds", "typical")
+    assert region.units == (classic.unit,) and region.note == p.note
 
 
 def test_lattice_adjacency_matches_minisom_neighbours():
@@ -158,7 +179,7 @@ def test_lattice_adjacency_matches_minisom_neighbours():
 
 def test_registry_and_errors(spread):
     X, labels, _, som, _ = spread
-    assert set(P.DEFINITIONS) == {"maximal", "enriched", "superclass", "stable"}
+    assert set(P.DEFINITIONS) == {"maximal", "enriched", "enriched_region", "superclass", "stable"}
     assert all(d.description for d in P.DEFINITIONS.values())
     with pytest.raises(ValueError, match="needs reference_cohort"):
         P.cohort_prototype("enriched", som, labels, "ds")
