@@ -1,7 +1,7 @@
 """Which prototype definition recovers a planted subgroup: precision and recall against subgroup size and strength.
 
 Usage: .venv/bin/python experiments/prototype_definitions.py [data_manifest.yaml] [--seeds N] [--cache FILE.npz]
-(after `make demo`; about 6 minutes on 2 idle cores with the default 3 seeds)
+(after `make demo`; about 11 minutes on 2 cores with the default 3 seeds)
 
 A cohort's maximal prototype is the single SOM unit holding most of it (dissertation ch. 6.2); the definitions of
 :mod:`analysis.exploration.prototypes` gather a prototype from several units. This script measures each of them on
