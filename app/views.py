@@ -169,8 +169,13 @@ class Explorer:
 
 
 def prototype_units(ex: Explorer, cohort: str) -> list[list[int]]:
+    """The units a cohort starts from: those of the prototype the refresh's chain tested (its ``subgroup``, which
+    may gather several units), else its maximal prototype's unit."""
     prototype = ex.run.som.prototypes.get(cohort)
-    return [list(prototype["unit"])] if prototype else []
+    if not prototype:
+        return []
+    subgroup = prototype.get("subgroup")
+    return [list(u) for u in subgroup["units"]] if subgroup else [list(prototype["unit"])]
 
 
 def selected_ids(ex: Explorer, units) -> list[str]:

@@ -20,6 +20,7 @@ from analysis.exploration.cohort_analysis import (
     split_cohort,
 )
 from analysis.exploration.power import detectable_effect
+from analysis.exploration.prototypes import CHAIN_DEFINITION, add_subgroups, chain_selections
 from analysis.exploration.recovery import prototype_recovery
 from analysis.exploration.som import SelfOrganizingMap, fit_cohort_map
 from pipeline.context import RefreshContext
@@ -56,14 +57,19 @@ def exploration_stages(ctx: RefreshContext, norms: np.ndarray, spatial: SpatialO
     study, ids = ctx.study, ctx.split.ids
     rois = spatial.roi_table if adjusted is None else adjusted
     with ctx.stage("som"), threadpool_limits(1):
-        record, table, som = fit_cohort_map(norms, ids, study.subjects.loc[ids, "cohort"].to_numpy(),
-                                            study.manifest.reference_cohort)
+        labels = study.subjects.loc[ids, "cohort"].to_numpy()
+        record, table, som = fit_cohort_map(norms, ids, labels, study.manifest.reference_cohort)
+        add_subgroups(record, som, labels, ids, study.manifest.reference_cohort)
+        selections = chain_selections(record["prototypes"])
+        # The figure the report compares with is the maximal prototype's; the chain's own prototype beside it.
         recovery = prototype_recovery(record["prototypes"], ctx.truth)
         if recovery is not None:
+            recovery["subgroup"] = prototype_recovery(selections, ctx.truth)
+            recovery["subgroup"]["definition"] = CHAIN_DEFINITION
             record["recovery"] = recovery
     with ctx.stage("hypotheses"), threadpool_limits(1):
         analyses = analyse_cohorts(
-            study.subjects["cohort"], record["prototypes"], rois, spatial.reference_ids,
+            study.subjects["cohort"], selections, rois, spatial.reference_ids,
             study.behaviour, study.manifest.reference_cohort, random_state=ctx.seed,
         )
         if recovery is not None and recovery["cohort"] in analyses:
@@ -79,7 +85,7 @@ def exploration_stages(ctx: RefreshContext, norms: np.ndarray, spatial: SpatialO
         kinds = {c.name: c.kind for c in study.covariates}
         for cohort, entry in hypotheses.items():
             entry["roi_scores"] = "raw" if adjusted is None else "adjusted"
-            inside, rest = split_cohort(cohorts.index[cohorts == cohort], record["prototypes"][cohort]["members"])
+            inside, rest = split_cohort(cohorts.index[cohorts == cohort], selections[cohort]["members"])
             entry["balance"] = covariate_balance(study.covariate_table, kinds, inside, rest)
             entry["power"] = power_record(len(inside), len(rest), entry["kept_rois"])
     return Exploration(record, table, som, hypotheses, roi_tests, correlations)

@@ -26,6 +26,7 @@ from scipy import ndimage
 
 from analysis.exploration.cohort_analysis import analyse_cohorts, hypothesis_tables
 from analysis.exploration.normative import NormativeModel
+from analysis.exploration.prototypes import add_subgroups, chain_selections
 from analysis.exploration.roi_stats import percentile_of_reference, percentile_reference, roi_columns, roi_scores
 from analysis.exploration.som import fit_cohort_map
 from analysis.runs import layout
@@ -204,6 +205,7 @@ def _write_run(root: Path, cohort: _Cohort, space: _Space, n_scales: int, plante
     log_norms += np.outer(severity.to_numpy(), np.linspace(0.0, 0.4, n_scales))
     norms = np.exp(log_norms)
     som_record, som_table, som = fit_cohort_map(norms, ids, cohorts, REFERENCE)
+    add_subgroups(som_record, som, cohorts, ids, REFERENCE)
     train_ids = subjects.index[subjects["split"] == "train"].tolist()
     reference_ids = percentile_reference(ids, list(cohorts), train_ids, REFERENCE)
     regions = roi_columns(names, np.unique(labels[mask]))
@@ -229,8 +231,8 @@ def _write_run(root: Path, cohort: _Cohort, space: _Space, n_scales: int, plante
     # The manifest's default covariates (age, sex), as a refresh adjusts for them.
     normative = NormativeModel(SYNTHETIC_COVARIATES, random_state=seed).fit(scores, subjects, reference_ids)
     adjusted = normative.deviations(scores, subjects)
-    analyses = analyse_cohorts(subjects["cohort"], som_record["prototypes"], adjusted, reference_ids, behaviour,
-                               REFERENCE, random_state=seed)
+    analyses = analyse_cohorts(subjects["cohort"], chain_selections(som_record["prototypes"]), adjusted,
+                               reference_ids, behaviour, REFERENCE, random_state=seed)
     hypotheses, roi_tests, correlations = hypothesis_tables(analyses)
     for entry in hypotheses.values():
         entry["roi_scores"] = "adjusted"

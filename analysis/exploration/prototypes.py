@@ -26,7 +26,7 @@ U-matrix and topographic error count them), the 6 touching hexagons on a hexagon
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -405,3 +405,28 @@ def cohort_prototype(
     if missing:
         raise ValueError(f"prototype definition {name!r} needs {', '.join(missing)}")
     return definition.function(som, labels, cohort, *(given[k] for k in definition.needs))
+
+
+CHAIN_DEFINITION = "enriched"
+"""The prototype definition the refresh's chain and the explorer's first selection use (docs/prototypes.md: the
+maximal prototype on the default demo, more recall at the same precision on weaker subgroups)."""
+
+
+def add_subgroups(record: dict, som: SelfOrganizingMap, labels, ids: Sequence, reference_cohort: str) -> dict:
+    """Give every non-reference cohort's entry of a run's ``som.prototypes`` its :data:`CHAIN_DEFINITION`
+    prototype under ``subgroup``: ``definition``, ``units`` ([row, col] lists), ``members`` (subject ids),
+    ``size`` and ``note``. The maximal prototype's own keys stay as they are. Returns ``record``."""
+    labels = np.asarray(labels)
+    for cohort, entry in record["prototypes"].items():
+        if cohort == reference_cohort:
+            continue
+        p = enriched(som, labels, cohort, reference_cohort)
+        entry["subgroup"] = {"definition": p.definition, "units": [list(u) for u in p.units],
+                             "members": [ids[i] for i in p.members], "size": p.size, "note": p.note}
+    return record
+
+
+def chain_selections(prototypes: dict) -> dict[str, dict]:
+    """cohort -> {"members": [...]} of the prototype the chain tests: the ``subgroup`` when the run has one (runs
+    made before it existed: the maximal prototype)."""
+    return {cohort: {"members": entry.get("subgroup", entry)["members"]} for cohort, entry in prototypes.items()}

@@ -319,7 +319,12 @@ def _som(files: dict[str, Path], record: dict, subjects: pd.DataFrame) -> SomMap
         if not (isinstance(unit, list) and len(unit) == 2 and 0 <= unit[0] < n_rows and 0 <= unit[1] < n_cols):
             raise RunUnreadable(files["record"], f"{cohort}'s prototype unit on the {n_rows} x {n_cols} grid",
                                 repr(unit))
-        if not set(prototype.get("members", [])) <= set(subjects.index):
+        subgroup = prototype.get("subgroup") or {}
+        units = subgroup.get("units", [])
+        if not all(isinstance(u, list) and len(u) == 2 and 0 <= u[0] < n_rows and 0 <= u[1] < n_cols for u in units):
+            raise RunUnreadable(files["record"], f"{cohort}'s subgroup units on the {n_rows} x {n_cols} grid",
+                                repr(units))
+        if not set(prototype.get("members", [])) | set(subgroup.get("members", [])) <= set(subjects.index):
             raise RunUnreadable(files["record"], f"members of {cohort}'s prototype among the run's subjects",
                                 "unknown ids")
     return SomMap(n_rows, n_cols, topology, u_matrix, weights, prototypes)

@@ -235,6 +235,10 @@ def format_report(run_dir: str | os.PathLike) -> str:
             f"recovery of the planted subgroup by the {r['cohort']} prototype: precision {r['precision']:.2f}, "
             f"recall {r['recall']:.2f} ({r['prototype_size']} members, {r['planted']} planted)",
         ]
+        if r.get("subgroup"):
+            s = r["subgroup"]
+            lines.append(f"the chain's prototype ({s['definition']}: enriched units merged over the grid): precision "
+                         f"{s['precision']:.2f}, recall {s['recall']:.2f} ({s['prototype_size']} members)")
         if r.get("regions"):
             g = r["regions"]
             fdp = "n/a" if g["false_discovery_proportion"] is None else f"{g['false_discovery_proportion']:.2f}"

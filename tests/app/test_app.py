@@ -271,8 +271,14 @@ def test_every_callback_input_and_output_id_exists_in_the_layout(run):
     assert used and used <= present, sorted(used - present)
 
 
-def test_selecting_the_maximal_prototype_reproduces_the_runs_roi_tests(ex, run, cohort, selection):
-    assert selection == {"cohort": cohort, "units": [list(run.som.prototypes[cohort]["unit"])]}
+def test_selecting_the_chains_prototype_reproduces_the_runs_roi_tests(ex, run, cohort, selection):
+    """The explorer starts from the units of the prototype the refresh's chain tested (the enriched patch, which
+    holds the maximal prototype's unit when that one is enriched), and its live chain gives the stored tests."""
+    subgroup = run.som.prototypes[cohort]["subgroup"]
+    assert subgroup["definition"] == "enriched"
+    assert selection == {"cohort": cohort, "units": subgroup["units"]}
+    inside, _ = views.cohort_members(ex, cohort, selection["units"])
+    assert sorted(inside) == sorted(subgroup["members"])
     assert run.default_roi_scores == "adjusted"  # the synthetic study has the default covariates, age and sex
     step = views.regions(ex, cohort, selection["units"], "bonferroni", 0.05, run.default_roi_scores)
     stored = run.roi_tests[run.roi_tests["cohort"] == cohort].reset_index(drop=True)
@@ -283,7 +289,8 @@ def test_selecting_the_maximal_prototype_reproduces_the_runs_roi_tests(ex, run, 
 def test_choosing_a_cohort_or_units(ex, run, selection):
     other = next(c for c in run.cohorts if c != selection["cohort"])
     assert callbacks.choose_selection(ex, ids.COHORT, other, None, selection) == {
-        "cohort": other, "units": [list(run.som.prototypes[other]["unit"])]}
+        "cohort": other, "units": (run.som.prototypes[other].get("subgroup") or {}).get(
+            "units", [list(run.som.prototypes[other]["unit"])])}
     picked = {"points": [{"curveNumber": 1, "customdata": [0, 1]}, {"curveNumber": 1, "customdata": [2, 3]},
                          {"curveNumber": 4, "customdata": [0, 1]}]}
     assert callbacks.choose_selection(ex, ids.SOM_GRAPH, other, picked, selection) == {
