@@ -66,7 +66,7 @@ def main(manifest_path: str = "data_manifest.yaml", out: str = "docs/demo_cohort
         ax = axes[row, -1]
         ax.imshow(np.rot90(section), cmap="RdBu_r", vmin=-0.25, vmax=0.25)
         ax.set_axis_off()
-    title = f"subgroup minus typical mean\n(n={len(subgroup)}, {len(typical)}; rim: smaller brain)"
+    title = f"subgroup minus typical mean\n(n={len(subgroup)}, {len(typical)}; blue: darker)"
     axes[0, -1].set_title(title, fontsize=10)
     fig.suptitle(
         f"Demo cohort on the {'x'.join(map(str, study.grid.shape))} grid "
