@@ -67,7 +67,7 @@ def _regions(ex: Explorer, value) -> dict | None:
     if not isinstance(significant, list) or not all(r in ex.run.roi_labels for r in [*significant, *shown]):
         return None
     scores = value.get("scores", "raw")
-    if scores not in ex.run.roi_tables:
+    if not isinstance(scores, str) or scores not in ex.run.roi_tables:
         return None
     return {**value, "significant": significant, "shown": shown, "scores": scores}
 
@@ -112,7 +112,7 @@ def update_regions(ex: Explorer, selection: dict, correction: str, alpha, shown:
     result for the correlations, the summary."""
     selection = _selection(ex, selection)
     if (selection is None or correction not in CORRECTIONS or str(alpha) not in ALPHAS
-            or scores not in ex.run.roi_tables):
+            or not isinstance(scores, str) or scores not in ex.run.roi_tables):
         return no_update, no_update, no_update, no_update
     alpha = float(alpha)
     cohort, units = selection["cohort"], selection["units"]

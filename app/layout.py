@@ -88,11 +88,11 @@ def summary_panel(summary: dict, styles: dict[str, CohortStyle]) -> list:
         style={"width": "100%", "height": f"{30 + 22 * len(rows)}px", "fontSize": "0.72rem"},
     )
     tests = [f"{row['name']}: {row['test']} p = {row['p']:.2g}" for row in balance if row["p"] is not None]
-    if not balance:
-        if summary["sex_fisher_p"] is not None:
-            tests.append(f"sex: Fisher's exact p = {summary['sex_fisher_p']:.2g}")
-        if summary["age_mannwhitney_p"] is not None:
-            tests.append(f"age: Mann-Whitney p = {summary['age_mannwhitney_p']:.2g}")
+    named = {row["name"] for row in balance}
+    if "sex" not in named and summary["sex_fisher_p"] is not None:  # sex and age are shown even when not covariates
+        tests.append(f"sex: Fisher's exact p = {summary['sex_fisher_p']:.2g}")
+    if "age" not in named and summary["age_mannwhitney_p"] is not None:
+        tests.append(f"age: Mann-Whitney p = {summary['age_mannwhitney_p']:.2g}")
     unbalanced = [row for row in balance if row["unbalanced"]]
     if unbalanced:
         names = ", ".join(f"{row['name']} (p = {row['p']:.2g})" for row in unbalanced)
@@ -143,13 +143,14 @@ def roi_score_control(run) -> html.Div:
     covariates = ", ".join(c["name"] for c in (run.record.get("normative") or {}).get("covariates", []))
     adjusted = run.roi_adjusted is not None
     options = [
-        {"label": "adjusted" if adjusted else "adjusted (no covariates declared)", "value": "adjusted",
+        {"label": "adjusted" if adjusted else "adjusted (not in this run)", "value": "adjusted",
          "disabled": not adjusted},
         {"label": "raw", "value": "raw"},
     ]
     tip = (f"adjusted: each ROI score's deviation (z) from what the reference cohort predicts for the subject's "
            f"{covariates}; raw: the mean heatmap value" if adjusted else
-           "declare subjects.covariates in the manifest (age, sex, head size, site) to adjust for them")
+           "this run has no normative model: the study declares no covariates, or the model could not be fitted "
+           "(the run's warnings say why); declare subjects.covariates (age, sex, head size, site) to adjust for them")
     return _labelled("ROI scores", dbc.RadioItems(id=ids.ROI_SCORES, value=run.default_roi_scores, inline=True,
                                                   style=SMALL, options=options), tip)
 

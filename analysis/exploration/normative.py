@@ -13,11 +13,13 @@ chosen by how well it predicts held-out reference subjects (:func:`held_out_erro
 all ROIs at once): the linear one only when it beats each ROI's reference mean, a richer one (squares of the numeric
 covariates) only when it beats the linear one, each by :data:`RICHER_MARGIN`. Covariates that predict nothing
 would only add their estimation noise to every deviation; with the ``mean`` design the adjusted scores are the raw
-ones standardised per ROI, which leaves every rank-based test of the chain as it was.
+ones standardised per ROI (each reference subject against the others), so a rank test within a cohort gives what
+the raw scores give.
 
-The deviation of a subject outside the fit set is its residual over the predictive standard deviation
-``sigma * sqrt(1 + h)`` (``h`` its leverage); a fit subject's is its internally studentised residual
-``e / (sigma * sqrt(1 - h))``, so both read on the same scale.
+Every subject is scored by a model that did not see it. A subject outside the fit set: its residual over the
+predictive standard deviation ``sigma * sqrt(1 + h)`` (``h`` its leverage). A fit subject: its externally
+studentised residual ``e / (sigma_(i) * sqrt(1 - h))``, which is the same predictive z computed from the model
+fitted without that subject (leave one out), so the reference subjects and the cohorts read on one scale.
 """
 
 from __future__ import annotations
@@ -103,16 +105,20 @@ class Encoding:
             names += [f"{name}^2" for name, kind in self.kinds.items() if kind == "numeric"]
         return names
 
-    def matrix(self, covariates: pd.DataFrame) -> tuple[np.ndarray, dict[str, int]]:
+    def matrix(self, covariates: pd.DataFrame, *, unseen_ok: bool = False) -> tuple[np.ndarray, dict[str, int]]:
         """The design matrix (subjects x terms) of ``covariates``, and per covariate how many missing values were
         imputed (numeric: the fit subjects' mean; categorical: the baseline level).
+
+        A categorical level the fit subjects do not have leaves the model nothing to predict from: with
+        ``unseen_ok`` the subject's row is NaN (its deviations are NaN), otherwise it is an error.
 
         Raises
         ------
         NormativeError
-            For a categorical level the fit subjects do not have: the model cannot predict for it.
+            For an unseen level, unless ``unseen_ok``.
         """
         columns, squares, imputed = [np.ones(len(covariates))], [], {}
+        unseen_rows = np.zeros(len(covariates), dtype=bool)
         for name, kind in self.kinds.items():
             values = covariates[name]
             imputed[name] = int(values.isna().sum())
@@ -123,7 +129,9 @@ class Encoding:
                 continue
             text = values.astype(object).where(values.notna(), None)
             unseen = sorted({str(v) for v in text.dropna()} - set(self.levels[name]))
-            if unseen:
+            if unseen and unseen_ok:
+                unseen_rows |= text.isin(unseen).to_numpy()
+            elif unseen:
                 holders = int(text.isin(unseen).sum())
                 raise NormativeError(
                     f"covariate {name}: level(s) {unseen} (held by {holders} subject(s)) are absent from the "
@@ -135,7 +143,9 @@ class Encoding:
             columns = columns[:1]
         if self.design == "quadratic":
             columns += squares
-        return np.column_stack(columns), imputed
+        x = np.column_stack(columns)
+        x[unseen_rows] = np.nan
+        return x, imputed
 
     def as_dict(self) -> dict:
         return {
@@ -237,6 +247,9 @@ class NormativeModel:
         candidates = {name: Encoding.learn(rows, self.kinds, name) for name in ("mean", "linear")}
         if any(kind == "numeric" for kind in self.kinds.values()):
             candidates["quadratic"] = Encoding.learn(rows, self.kinds, "quadratic")
+        # A design with fewer than MIN_RESIDUAL_DOF residual degrees of freedom cannot be fitted: not a candidate.
+        candidates = {name: enc for name, enc in candidates.items()
+                      if len(y) - len(enc.terms) >= MIN_RESIDUAL_DOF or name == "mean"}
         matrices = {name: enc.matrix(rows)[0] for name, enc in candidates.items()}
         errors = held_out_errors(matrices, y, self.n_folds, self.random_state)
         chosen = self.design
@@ -248,7 +261,8 @@ class NormativeModel:
                 else:
                     break
         if chosen not in candidates:
-            raise NormativeError("the quadratic design needs at least one numeric covariate")
+            raise NormativeError(f"the {chosen} design needs at least one numeric covariate and "
+                                 f"{MIN_RESIDUAL_DOF} fit subjects beyond its parameters")
         self.encoding_ = candidates[chosen]
         x, self.imputed_ = self.encoding_.matrix(rows)
         beta, sigma, self.gram_inv_ = _ols(x, y)
@@ -277,20 +291,30 @@ class NormativeModel:
     def predict(self, covariates: pd.DataFrame) -> pd.DataFrame:
         """Expected ROI scores (subjects x ROIs) for the covariates of each subject."""
         self._check_fitted()
-        x, _ = self.encoding_.matrix(covariates)
+        x, _ = self.encoding_.matrix(covariates, unseen_ok=True)
         return pd.DataFrame(x @ self.coefficients_.to_numpy().T, index=covariates.index,
                             columns=self.coefficients_.index)
 
     def deviations(self, scores: pd.DataFrame, covariates: pd.DataFrame) -> pd.DataFrame:
         """The adjusted scores: each subject's standardised deviation from its prediction (z, higher = more
-        anomalous), studentised for the fit subjects and predictive for the others (module docstring)."""
+        anomalous), every subject scored by a model that did not see it (module docstring). NaN for a subject
+        whose categorical covariate has a level the fit subjects lack."""
         self._check_fitted()
         ids = list(scores.index)
         covariates = covariates.loc[ids]
-        x, _ = self.encoding_.matrix(covariates)
+        x, _ = self.encoding_.matrix(covariates, unseen_ok=True)
         leverage = np.einsum("ij,jk,ik->i", x, self.gram_inv_, x)
         in_fit = np.isin(np.asarray(ids, dtype=object), np.asarray(self.fit_ids_, dtype=object))
-        spread = np.sqrt(np.where(in_fit, 1.0 - leverage, 1.0 + leverage))
         residual = scores.to_numpy(dtype=float) - x @ self.coefficients_.loc[scores.columns].to_numpy().T
-        z = residual / self.sigma_.loc[scores.columns].to_numpy()[None, :] / spread[:, None]
+        sigma = np.broadcast_to(self.sigma_.loc[scores.columns].to_numpy()[None, :], residual.shape).copy()
+        spread = np.sqrt(1.0 + leverage)
+        if in_fit.any():
+            # A fit subject, seen from the model fitted without it: the externally studentised residual
+            # e / (sigma_(i) sqrt(1 - h)), with sigma_(i)^2 = ((n - p) sigma^2 - e^2 / (1 - h)) / (n - p - 1).
+            n, p = len(self.fit_ids_), len(self.encoding_.terms)
+            h, e = leverage[in_fit, None], residual[in_fit]
+            dropped = ((n - p) * sigma[in_fit] ** 2 - e**2 / (1.0 - h)) / (n - p - 1)
+            sigma[in_fit] = np.sqrt(np.clip(dropped, 0.0, None))
+            spread[in_fit] = np.sqrt(1.0 - leverage[in_fit])
+        z = residual / sigma / spread[:, None]
         return pd.DataFrame(z, index=scores.index, columns=scores.columns)

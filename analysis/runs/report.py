@@ -93,7 +93,8 @@ def _normative_summary(normative: dict | None) -> dict | None:
 
 def _normative_lines(normative: dict | None) -> list[str]:
     if not normative:
-        return ["", "ROI scores: raw (the study declares no covariates)"]
+        return ["", "ROI scores: raw (no normative model in this run: the study declares no covariates, or the model "
+                "could not be fitted, as its warnings say)"]
     r2 = ", ".join(f"{k} {v:.3f}" for k, v in normative["held_out_r2"].items())
     imputed = ", ".join(f"{k} {v}" for k, v in normative["imputed"].items())
     covariates = ", ".join(normative["covariates"])

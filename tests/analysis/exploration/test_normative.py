@@ -52,8 +52,13 @@ def test_coefficients_and_deviations_match_statsmodels():
         ols = sm.OLS(scores.loc[fit, roi], x.loc[fit]).fit()
         np.testing.assert_allclose(model.coefficients_.loc[roi, list(x.columns)], ols.params, rtol=1e-8, atol=1e-10)
         np.testing.assert_allclose(model.sigma_[roi], np.sqrt(ols.scale), rtol=1e-10)
-        # Fit subjects: internally studentised residuals.
-        np.testing.assert_allclose(z.loc[fit, roi], OLSInfluence(ols).resid_studentized_internal, rtol=1e-8)
+        # Fit subjects: externally studentised residuals (each seen from the model fitted without it) ...
+        np.testing.assert_allclose(z.loc[fit, roi], OLSInfluence(ols).resid_studentized_external, rtol=1e-8)
+        # ... which is that model's predictive z for the subject, as for any subject outside the fit set.
+        first, others = fit[0], fit[1:]
+        loo = sm.OLS(scores.loc[others, roi], x.loc[others]).fit().get_prediction(x.loc[[first]])
+        expected_first = (scores.loc[first, roi] - loo.predicted_mean[0]) / loo.se_obs[0]
+        assert z.loc[first, roi] == pytest.approx(expected_first, rel=1e-8)
         # Others: residual over the predictive SD of a new observation.
         prediction = ols.get_prediction(x.loc[other])
         expected = (scores.loc[other, roi] - prediction.predicted_mean) / prediction.se_obs
@@ -115,15 +120,22 @@ def test_missing_covariates_are_imputed_and_counted():
 
 def test_errors_name_the_covariate():
     cov, scores, fit, other = _study()
+    model = NormativeModel(KINDS).fit(scores, cov, fit)
+    unseen = cov.assign(site=cov["site"].where(cov.index.isin(fit), "Z"))
     with pytest.raises(NormativeError, match="site.*absent from the reference"):
-        model = NormativeModel(KINDS).fit(scores, cov, fit)
-        model.deviations(scores, cov.assign(site=cov["site"].where(cov.index.isin(fit), "Z")))
+        model.encoding_.matrix(unseen)
+    # A subject whose level the fit subjects lack gets no deviation; the others are unaffected.
+    z = model.deviations(scores, unseen)
+    assert z.loc[other].isna().all().all() and np.isfinite(z.loc[fit].to_numpy()).all()
     with pytest.raises(NormativeError, match="covariate age: expected at least two different values"):
         NormativeModel(KINDS).fit(scores, cov.assign(age=10.0), fit)
     with pytest.raises(NormativeError, match="covariate sex: expected at least two levels"):
         NormativeModel(KINDS).fit(scores, cov.assign(sex="F"), fit)
-    with pytest.raises(NormativeError, match="at least 11 reference subjects"):
-        NormativeModel(KINDS).fit(scores, cov, fit[:8])
+    with pytest.raises(NormativeError, match="the linear design needs .* 5 fit subjects beyond its parameters"):
+        NormativeModel(KINDS, design="linear").fit(scores, cov, fit[:8])
+    assert NormativeModel(KINDS).fit(scores, cov, fit[:8]).encoding_.design == "mean"
+    with pytest.raises(NormativeError, match="at least 6 reference subjects to fit 1 parameters"):
+        NormativeModel(KINDS).fit(scores, cov, fit[:5])
     with pytest.raises(NormativeError, match="not fitted"):
         NormativeModel(KINDS).deviations(scores, cov)
     with pytest.raises(NormativeError, match="kind must be one of"):
@@ -151,5 +163,19 @@ def test_covariates_that_predict_nothing_leave_the_ranks_as_they_were():
     z = model.deviations(scores, cov)
     for roi in scores.columns:  # subjects outside the fit set (the cohorts the chain tests) keep their order
         assert z.loc[other, roi].rank().equals(scores.loc[other, roi].rank())
+        # A reference subject: against the mean and SD of the other fit subjects, as a new subject would be.
+        rest = scores.loc[fit[1:], roi]
+        assert z.loc[fit[0], roi] == pytest.approx(
+            (scores.loc[fit[0], roi] - rest.mean()) / rest.std(ddof=1) / np.sqrt(1 + 1 / len(rest)))
         np.testing.assert_allclose(z.loc[other, roi], (scores.loc[other, roi] - scores.loc[fit, roi].mean())
                                    / scores.loc[fit, roi].std(ddof=1) / np.sqrt(1 + 1 / len(fit)))
+
+
+def test_auto_never_picks_a_design_it_cannot_fit():
+    """Ten fit subjects and four site levels: the linear design has 7 parameters, fewer than 5 residual degrees of
+    freedom, so it is not a candidate even when the sites explain everything."""
+    cov, scores, fit, other = _study(n_fit=10, n_other=5, seed=5)
+    cov["site"] = ["A", "B", "C", "D"] * 3 + ["A", "B", "C"]
+    scores = scores.add(10.0 * (cov["site"] == "B").to_numpy()[:, None])
+    model = NormativeModel(KINDS).fit(scores, cov, fit)
+    assert model.encoding_.design == "mean" and "linear" not in model.held_out_["error"]
