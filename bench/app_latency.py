@@ -80,7 +80,8 @@ def time_functions(ex: Explorer, cohort: str, repeats: int, seed: int = 0) -> tu
         marks.append(time.perf_counter())
         callbacks.draw_som(ex, chosen, "u_matrix")
         marks.append(time.perf_counter())
-        _, _, regions, _ = callbacks.update_regions(ex, chosen, "bonferroni", "0.05", "10", crosshair)
+        _, _, regions, _ = callbacks.update_regions(ex, chosen, "bonferroni", "0.05", "10", ex.run.default_roi_scores,
+                                                    crosshair)
         marks.append(time.perf_counter())
         callbacks.update_correlations(ex, regions, "0.1", permutations, "full")
         marks.append(time.perf_counter())
@@ -174,7 +175,8 @@ def time_server(manifest: Path, ex: Explorer, cohort: str, selections: list[dict
                     f"{ids.PERMUTATIONS}.value": permutations, f"{ids.CORRELATION_MODE}.value": "full",
                     f"{ids.SOM_LAYER}.value": "u_matrix", f"{ids.THRESHOLD}.value": DEFAULT_THRESHOLD,
                     f"{ids.OPACITY}.value": 0.85, f"{ids.RADIOLOGICAL}.value": False,
-                    f"{ids.RANGE_MODE}.value": "auto", f"{ids.RANGE_MAX}.value": 3, f"{ids.COHORT}.value": cohort}
+                    f"{ids.RANGE_MODE}.value": "auto", f"{ids.RANGE_MAX}.value": 3, f"{ids.COHORT}.value": cohort,
+                    f"{ids.ROI_SCORES}.value": ex.run.default_roi_scores}
         for k, selection in enumerate([selections[0], *selections]):
             crosshair = {"voxel": views.start_voxel(ex, cohort), "roi": None, "plane": "axial", "moved": []}
             values = {**controls, f"{ids.SELECTION}.data": selection, f"{ids.CROSSHAIR}.data": crosshair,
@@ -219,7 +221,7 @@ def measure(manifest: Path, repeats: int) -> dict:
     ex = Explorer(run)
     cohort = default_cohort(run)
     start = time.perf_counter()
-    table = ex.behaviour_table(cohort, ex.refresh_permutations())
+    table = ex.behaviour_table(cohort, ex.refresh_permutations(), ex.run.default_roi_scores)
     cold_ms = (time.perf_counter() - start) * 1e3
     functions, selections = time_functions(ex, cohort, repeats)
     server = time_server(manifest, ex, cohort, selections)
