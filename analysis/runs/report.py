@@ -78,6 +78,13 @@ def report_data(run_dir: str | os.PathLike) -> dict:
     }
 
 
+def _region_figures(g: dict) -> str:
+    """A recovery's planted-region figures as one phrase: recall, significant count, false discovery proportion."""
+    fdp = "n/a" if g["false_discovery_proportion"] is None else f"{g['false_discovery_proportion']:.2f}"
+    recall = "n/a" if g["recall"] is None else f"{g['recall']:.2f}"
+    return f"recall {recall} of {g['planted']}, {g['significant']} significant, false discovery proportion {fdp}"
+
+
 def _normative_summary(normative: dict | None) -> dict | None:
     if not normative:
         return None
@@ -241,19 +248,10 @@ def format_report(run_dir: str | os.PathLike) -> str:
             lines.append(f"the chain's prototype ({s['definition']}: enriched units merged over the grid): precision "
                          f"{s['precision']:.2f}, recall {s['recall']:.2f} ({s['prototype_size']} members)")
         if r.get("regions"):
-            g = r["regions"]
-            fdp = "n/a" if g["false_discovery_proportion"] is None else f"{g['false_discovery_proportion']:.2f}"
-            recall = "n/a" if g["recall"] is None else f"{g['recall']:.2f}"
-            lines.append(
-                f"planted regions among the prototype's significant ROIs (Bonferroni p < 0.05): recall {recall} of "
-                f"{g['planted']}, {g['significant']} significant, false discovery proportion {fdp}"
-            )
+            lines.append("planted regions among the prototype's significant ROIs (Bonferroni p < 0.05): "
+                         + _region_figures(r["regions"]))
         if r.get("regions_bh"):
-            g = r["regions_bh"]
-            fdp = "n/a" if g["false_discovery_proportion"] is None else f"{g['false_discovery_proportion']:.2f}"
-            recall = "n/a" if g["recall"] is None else f"{g['recall']:.2f}"
-            lines.append(f"the same with BH p < 0.05: recall {recall} of {g['planted']}, {g['significant']} "
-                         f"significant, false discovery proportion {fdp}")
+            lines.append("the same with BH p < 0.05: " + _region_figures(r["regions_bh"]))
         if r.get("behaviour"):
             b = r["behaviour"]
             found = ", ".join(f"{f['score']} ~ {f['region_group']}" for f in b["found"]) or "none"
