@@ -450,22 +450,27 @@ def centile_chart(scores, reference, subject: int, ages=None, design: str = "aut
 
 
 def top_rois(table: pd.DataFrame, subject, reference_ids: Sequence, percentiles: pd.DataFrame | None = None,
-             n: int = 10) -> pd.DataFrame:
+             n: int = 10, by: str = "percentile") -> pd.DataFrame:
     """The subject's ``n`` most atypical ROIs of ``table`` (subjects x ROIs, higher = more anomalous).
-
-    Ranked by reference percentile (the scale every ROI shares), ties (e.g. several above every reference subject)
-    broken by the score's distance above the reference mean in reference SDs; ROIs without a score last.
 
     Parameters
     ----------
     percentiles : subjects x ROIs, optional
         Reference percentiles of ``table`` (a run's ``roi_percentiles`` for its raw scores); default: recomputed
         with :func:`~analysis.exploration.roi_stats.percentile_of_reference` over ``reference_ids``.
+    by : "percentile" or "value"
+        "percentile": by reference percentile, the scale raw scores of different ROIs share, ties (several ROIs
+        above every reference subject) broken by the distance above the reference mean in reference SDs. "value":
+        by the score itself, for scores already on one scale (covariate-adjusted z), ties by percentile. ROIs
+        without a score come last.
 
     Returns
     -------
     DataFrame with columns roi, value, percentile, reference_z; at most ``n`` rows, most atypical first.
     """
+    keys = {"percentile": ["percentile", "reference_z"], "value": ["value", "percentile"]}
+    if by not in keys:
+        raise ValueError(f"by must be one of {sorted(keys)}; received {by!r}")
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
         raise ValueError(f"n must be an integer >= 1; received {n!r}")
     if subject not in table.index:
@@ -483,7 +488,7 @@ def top_rois(table: pd.DataFrame, subject, reference_ids: Sequence, percentiles:
         reference_z = (values - np.nanmean(reference, axis=0)) / np.where(spread > 0, spread, np.nan)
     frame = pd.DataFrame({"roi": [str(c) for c in table.columns], "value": values,
                           "percentile": shares.to_numpy(dtype=float), "reference_z": reference_z})
-    frame = frame.sort_values(["percentile", "reference_z"], ascending=False, na_position="last", kind="mergesort")
+    frame = frame.sort_values(keys[by], ascending=False, na_position="last", kind="mergesort")
     return frame.head(int(n)).reset_index(drop=True)
 
 
@@ -506,7 +511,7 @@ class SubjectStory:
     detector_name: str
     detector_unit: str
     rois: pd.DataFrame
-    """:func:`top_rois` of ``roi_scores``."""
+    """:func:`top_rois` of ``roi_scores``: raw scores by reference percentile, adjusted ones by their z."""
     roi_scores: str
     """"adjusted" or "raw"."""
     roi_unit: str
@@ -577,7 +582,8 @@ def subject_story(run, subject_id: str, scores: str | None = None, detector: str
         centiles = fit_reference_centiles(values[held_out], ages[held_out])
     chart = place_subject(centiles, values[held_out], ages[held_out], values[row], ages[row])
     table = run.roi_tables[scores]
-    rois = top_rois(table, subject_id, run.reference_ids, run.roi_percentiles if scores == "raw" else None, n_rois)
+    rois = (top_rois(table, subject_id, run.reference_ids, run.roi_percentiles, n_rois) if scores == "raw"
+            else top_rois(table, subject_id, run.reference_ids, n=n_rois, by="value"))
     name, unit = detector_label(detector)
     sigmas = ((run.record.get("schedule") or {}).get("sigmas")) or None
     sex = subjects["sex"].iloc[row]

@@ -234,6 +234,10 @@ def test_adjusted_percentiles_are_scipys_percentile_of_score(run):
         assert value == pytest.approx(percentileofscore(reference, table.loc[subject, roi], kind="weak"))
     ties = rois.groupby("percentile", sort=False)["reference_z"].apply(lambda z: z.is_monotonic_decreasing)
     assert ties.all()
+    by_value = top_rois(table, subject, run.reference_ids, n=3, by="value")
+    assert by_value["roi"].tolist() == table.loc[subject].sort_values(ascending=False).index[:3].tolist()
+    with pytest.raises(ValueError, match="by must be one of"):
+        top_rois(table, subject, run.reference_ids, by="p")
 
 
 def test_the_story_reads_the_runs_numbers(run):
@@ -249,6 +253,7 @@ def test_the_story_reads_the_runs_numbers(run):
     np.testing.assert_allclose(story.chart.reference_scores, run.detector_scores["msma_gmm"][held_out])
     assert story.chart.subject_score == run.detector_scores.loc[subject, "msma_gmm"]
     assert story.profile.n_reference == len(run.reference_ids)
+    assert story.rois["value"].is_monotonic_decreasing  # adjusted z: one scale for every ROI
     raw = subject_story(run, subject, scores="raw", n_rois=3)
     np.testing.assert_allclose(raw.rois["percentile"], run.roi_percentiles.loc[subject, raw.rois["roi"]])
 
