@@ -44,6 +44,7 @@ __all__ = [
     "SubjectStory",
     "centile_chart",
     "default_detector",
+    "detector_label",
     "fit_reference_centiles",
     "norm_profile",
     "place_subject",
