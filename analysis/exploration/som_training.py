@@ -34,26 +34,98 @@ def _squared_distance_offsets(data: np.ndarray, weights: np.ndarray) -> np.ndarr
     return offsets
 
 
+class _DistanceOffsets:
+    """``||w_j||^2 - 2 x_i.w_j`` for one set of rows and successive weights, as one matrix product into one buffer.
+
+    The rows carry a last column of ones and the weights their squared norms, so the product adds ``||w_j||^2``
+    as the last term of each dot product instead of in a second pass over the (n_subjects, n_units) array; and the
+    array is written in place, so a large map does not fault in fresh memory at every iteration.
+    """
+
+    def __init__(self, data: np.ndarray, n_units: int):
+        self._rows = np.hstack([data, np.ones((len(data), 1))])
+        self._offsets = np.empty((len(data), n_units))
+
+    def __call__(self, weights: np.ndarray) -> np.ndarray:
+        """(n_subjects, n_units) offsets for ``weights`` (n_units, L); overwritten by the next call."""
+        columns = np.hstack([weights * -2.0, np.einsum("ij,ij->i", weights, weights)[:, None]])
+        return np.matmul(self._rows, columns.T, out=self._offsets)
+
+
 class _Neighbourhood:
     """minisom's Gaussian neighbourhood ``exp(-dx^2 / 2s^2) exp(-dy^2 / 2s^2)`` between every pair of units.
 
-    A lattice has few distinct squared offsets along each axis (``rows`` of them on a rectangular grid), so the
-    exponentials are taken once per distinct value and spread over the (n_units, n_units) pairs by indexing; each
-    entry is the same product of the same two factors as the elementwise formula.
+    Each entry is the same product of the same two exponentials as minisom's elementwise formula, but the
+    exponentials are taken once per distinct offset: on a rectangular lattice ``dx`` depends on the two units'
+    rows and ``dy`` on their columns only, so the (n_units, n_units) matrix is an outer product of a (rows, rows)
+    and a (cols, cols) factor; on a hexagonal lattice the few distinct squared offsets are spread by indexing.
     """
 
     def __init__(self, som: MiniSom):
         x_coord, y_coord = _unit_coordinates(som)
-        n_units = x_coord.size
-        self._dx2, x_index = np.unique((x_coord[:, None] - x_coord[None, :]) ** 2, return_inverse=True)
-        self._dy2, y_index = np.unique((y_coord[:, None] - y_coord[None, :]) ** 2, return_inverse=True)
-        self._x_index = x_index.reshape(n_units, n_units)
-        self._y_index = y_index.reshape(n_units, n_units)
+        n_rows, n_cols = som._weights.shape[:2]
+        x_grid, y_grid = x_coord.reshape(n_rows, n_cols), y_coord.reshape(n_rows, n_cols)
+        self._n_units = x_coord.size
+        self._outer = bool((x_grid == x_grid[:, :1]).all() and (y_grid == y_grid[:1, :]).all())
+        if self._outer:
+            self._dx2 = (x_grid[:, 0, None] - x_grid[None, :, 0]) ** 2  # (rows, rows)
+            self._dy2 = (y_grid[0, :, None] - y_grid[None, 0, :]) ** 2  # (cols, cols)
+        else:
+            self._dx2, x_index = np.unique((x_coord[:, None] - x_coord[None, :]) ** 2, return_inverse=True)
+            self._dy2, y_index = np.unique((y_coord[:, None] - y_coord[None, :]) ** 2, return_inverse=True)
+            self._x_index = x_index.reshape(self._n_units, self._n_units)
+            self._y_index = y_index.reshape(self._n_units, self._n_units)
 
     def __call__(self, sigma: float) -> np.ndarray:
         """(n_units, n_units) weights ``[bmu, unit]`` for the neighbourhood width ``sigma`` (grid units)."""
         d = 2 * sigma * sigma
-        return np.exp(-self._dx2 / d)[self._x_index] * np.exp(-self._dy2 / d)[self._y_index]
+        along_x, along_y = np.exp(-self._dx2 / d), np.exp(-self._dy2 / d)
+        if self._outer:
+            return (along_x[:, None, :, None] * along_y[None, :, None, :]).reshape(self._n_units, self._n_units)
+        return along_x[self._x_index] * along_y[self._y_index]
+
+
+class _UnitSums:
+    """Per unit, the number of rows it is the best-matching unit of and the sum of those rows, for successive
+    assignments of the same rows.
+
+    A sum is accumulated over its rows in row order from zero, as a sparse one-hot product would; late in training
+    few rows change unit, so only the units that gained or lost a row are summed again (each to the same bits).
+    """
+
+    def __init__(self, data: np.ndarray, n_units: int):
+        self._data = data
+        self._n_units = n_units
+        self._feature_slots = np.arange(data.shape[1])
+        self._bmu: np.ndarray | None = None
+        self.sums = np.zeros((n_units, data.shape[1]))
+        self.counts = np.zeros(n_units)
+
+    def _sums_over(self, rows: np.ndarray | None) -> np.ndarray:
+        """(n_units, L) sums of ``rows`` (all rows when None) grouped by their current unit."""
+        bmu, data = (self._bmu, self._data) if rows is None else (self._bmu[rows], self._data[rows])
+        slots = (bmu[:, None] * data.shape[1] + self._feature_slots).ravel()
+        sums = np.bincount(slots, weights=data.ravel(), minlength=self._n_units * data.shape[1])
+        return sums.reshape(self._n_units, data.shape[1])
+
+    def assign(self, bmu: np.ndarray) -> None:
+        """Take ``bmu`` (n_subjects,) as the rows' units and bring ``sums`` and ``counts`` up to date."""
+        previous, self._bmu = self._bmu, bmu
+        self.counts = np.bincount(bmu, minlength=self._n_units).astype(float)
+        if previous is None:
+            self.sums = self._sums_over(None)
+            return
+        moved = bmu != previous
+        if not moved.any():
+            return
+        touched = np.zeros(self._n_units, dtype=bool)
+        touched[bmu[moved]] = True
+        touched[previous[moved]] = True
+        rows = np.flatnonzero(touched[bmu])
+        if 2 * rows.size > bmu.size:
+            self.sums = self._sums_over(None)
+        else:
+            self.sums[touched] = self._sums_over(rows)[touched]
 
 
 def train_batch_offline(som: MiniSom, data: np.ndarray, n_iterations: int) -> MiniSom:
@@ -80,27 +152,24 @@ def train_batch_offline(som: MiniSom, data: np.ndarray, n_iterations: int) -> Mi
     """
     if som.neighborhood != som._gaussian:
         raise ValueError("the vectorised batch training supports the Gaussian neighbourhood only")
-    n_features = data.shape[1]
-    weights = som._weights.reshape(-1, n_features).copy()
+    weights = som._weights.reshape(-1, data.shape[1]).copy()
     n_units = len(weights)
     neighbourhood_of = _Neighbourhood(som)
-    # Row-major (subject, feature) slots of each subject's unit: one bincount sums the rows of every unit, in
-    # subject order as a sparse one-hot product would.
-    feature_slots = np.arange(n_features)
-    flat_data = data.ravel()
+    offsets_of = _DistanceOffsets(data, n_units)
+    units = _UnitSums(data, n_units)
     for iteration in range(n_iterations):
         rate = som._learning_rate_decay_function(som._learning_rate, iteration, n_iterations)
         sigma = som._sigma_decay_function(som._sigma, iteration, n_iterations)
         neighbourhood = neighbourhood_of(sigma)  # [bmu, unit]
         # ||x - w||^2 = ||x||^2 - 2 x.w + ||w||^2; the first term is the same for every unit, so it is left out.
-        bmu = _squared_distance_offsets(data, weights).argmin(axis=1)
-        counts = np.bincount(bmu, minlength=n_units).astype(float)
-        slots = (bmu[:, None] * n_features + feature_slots).ravel()
-        sums = np.bincount(slots, weights=flat_data, minlength=n_units * n_features).reshape(n_units, n_features)
-        numerator = neighbourhood.T @ sums
-        denominator = neighbourhood.T @ counts
+        units.assign(offsets_of(weights).argmin(axis=1))
+        numerator = neighbourhood.T @ units.sums
+        denominator = neighbourhood.T @ units.counts
         update = denominator > 0
-        weights[update] = (1 - rate) * weights[update] + rate * numerator[update] / denominator[update, None]
+        if update.all():  # always, unless the neighbourhood underflows: skip the masked copies
+            weights = (1 - rate) * weights + rate * numerator / denominator[:, None]
+        else:
+            weights[update] = (1 - rate) * weights[update] + rate * numerator[update] / denominator[update, None]
     som._weights = weights.reshape(som._weights.shape)
     return som
 
