@@ -86,46 +86,25 @@ class _Neighbourhood:
 
 
 class _UnitSums:
-    """Per unit, the number of rows it is the best-matching unit of and the sum of those rows, for successive
-    assignments of the same rows.
+    """Per unit, the number of rows it is the best-matching unit of and the sum of those rows.
 
-    A sum is accumulated over its rows in row order from zero, as a sparse one-hot product would; late in training
-    few rows change unit, so only the units that gained or lost a row are summed again (each to the same bits).
+    One weighted ``bincount`` over (feature, row) slots sums every unit's rows in row order from zero, as a sparse
+    one-hot product would, so the sums are the same to the bit. The slots run feature-major, which keeps that
+    order for each (unit, feature) and lets numpy build them along the long (row) axis.
     """
 
     def __init__(self, data: np.ndarray, n_units: int):
-        self._data = data
         self._n_units = n_units
-        self._feature_slots = np.arange(data.shape[1])
-        self._bmu: np.ndarray | None = None
-        self.sums = np.zeros((n_units, data.shape[1]))
-        self.counts = np.zeros(n_units)
+        self._n_features = data.shape[1]
+        self._feature_offsets = np.arange(self._n_features)[:, None]
+        self._values = np.ascontiguousarray(data.T).ravel()  # (L * n_subjects,), feature-major
 
-    def _sums_over(self, rows: np.ndarray | None) -> np.ndarray:
-        """(n_units, L) sums of ``rows`` (all rows when None) grouped by their current unit."""
-        bmu, data = (self._bmu, self._data) if rows is None else (self._bmu[rows], self._data[rows])
-        slots = (bmu[:, None] * data.shape[1] + self._feature_slots).ravel()
-        sums = np.bincount(slots, weights=data.ravel(), minlength=self._n_units * data.shape[1])
-        return sums.reshape(self._n_units, data.shape[1])
-
-    def assign(self, bmu: np.ndarray) -> None:
-        """Take ``bmu`` (n_subjects,) as the rows' units and bring ``sums`` and ``counts`` up to date."""
-        previous, self._bmu = self._bmu, bmu
-        self.counts = np.bincount(bmu, minlength=self._n_units).astype(float)
-        if previous is None:
-            self.sums = self._sums_over(None)
-            return
-        moved = bmu != previous
-        if not moved.any():
-            return
-        touched = np.zeros(self._n_units, dtype=bool)
-        touched[bmu[moved]] = True
-        touched[previous[moved]] = True
-        rows = np.flatnonzero(touched[bmu])
-        if 2 * rows.size > bmu.size:
-            self.sums = self._sums_over(None)
-        else:
-            self.sums[touched] = self._sums_over(rows)[touched]
+    def __call__(self, bmu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(sums, counts)`` of shapes (n_units, L) and (n_units,) for the units ``bmu`` (n_subjects,)."""
+        slots = (bmu * self._n_features)[None, :] + self._feature_offsets
+        sums = np.bincount(slots.ravel(), weights=self._values, minlength=self._n_units * self._n_features)
+        counts = np.bincount(bmu, minlength=self._n_units).astype(float)
+        return sums.reshape(self._n_units, self._n_features), counts
 
 
 def train_batch_offline(som: MiniSom, data: np.ndarray, n_iterations: int) -> MiniSom:
@@ -156,15 +135,15 @@ def train_batch_offline(som: MiniSom, data: np.ndarray, n_iterations: int) -> Mi
     n_units = len(weights)
     neighbourhood_of = _Neighbourhood(som)
     offsets_of = _DistanceOffsets(data, n_units)
-    units = _UnitSums(data, n_units)
+    unit_sums = _UnitSums(data, n_units)
     for iteration in range(n_iterations):
         rate = som._learning_rate_decay_function(som._learning_rate, iteration, n_iterations)
         sigma = som._sigma_decay_function(som._sigma, iteration, n_iterations)
         neighbourhood = neighbourhood_of(sigma)  # [bmu, unit]
         # ||x - w||^2 = ||x||^2 - 2 x.w + ||w||^2; the first term is the same for every unit, so it is left out.
-        units.assign(offsets_of(weights).argmin(axis=1))
-        numerator = neighbourhood.T @ units.sums
-        denominator = neighbourhood.T @ units.counts
+        sums, counts = unit_sums(offsets_of(weights).argmin(axis=1))
+        numerator = neighbourhood.T @ sums
+        denominator = neighbourhood.T @ counts
         update = denominator > 0
         if update.all():  # always, unless the neighbourhood underflows: skip the masked copies
             weights = (1 - rate) * weights + rate * numerator / denominator[:, None]
