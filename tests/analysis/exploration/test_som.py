@@ -236,3 +236,28 @@ def test_best_matching_units_equal_brute_force_bit_for_bit_and_break_ties_to_the
     np.testing.assert_array_equal(distances, brute[np.arange(len(data)), best])
     assert (second != best).all()
     np.testing.assert_array_equal(second[:300], np.argsort(brute[:300], axis=1)[:, 1])
+
+
+@pytest.mark.parametrize("topology", ["rectangular", "hexagonal"])
+def test_training_steps_give_the_straightforward_values_bit_for_bit(topology):
+    from minisom import MiniSom
+    from scipy.sparse import csr_matrix
+
+    from analysis.exploration.som_training import _DistanceOffsets, _Neighbourhood, _unit_coordinates, _UnitSums
+
+    rng = np.random.default_rng(2)
+    data, weights = rng.normal(size=(90, 7)), rng.normal(size=(N_ROWS * N_COLS, 7))
+    som = MiniSom(N_ROWS, N_COLS, 7, topology=topology)
+    x, y = _unit_coordinates(som)
+    d = 2 * 1.7 * 1.7
+    elementwise = np.exp(-((x[:, None] - x[None, :]) ** 2) / d) * np.exp(-((y[:, None] - y[None, :]) ** 2) / d)
+    np.testing.assert_array_equal(_Neighbourhood(som)(1.7), elementwise)
+    offsets = data @ weights.T
+    offsets *= -2.0
+    offsets += np.einsum("ij,ij->i", weights, weights)[None, :]
+    np.testing.assert_array_equal(_DistanceOffsets(data, len(weights))(weights), offsets)
+    bmu = offsets.argmin(axis=1)
+    one_hot = csr_matrix((np.ones(len(bmu)), (bmu, np.arange(len(bmu)))), shape=(len(weights), len(bmu)))
+    sums, counts = _UnitSums(data, len(weights))(bmu)
+    np.testing.assert_array_equal(sums, one_hot @ data)
+    np.testing.assert_array_equal(counts, np.bincount(bmu, minlength=len(weights)))
