@@ -132,7 +132,9 @@ def fit_grid(
     GridFit
         ``(som, prototype)``: the fitted :class:`SelfOrganizingMap` and the cohort's :class:`Prototype`.
     """
-    return _fit(_sweep_input(X, labels, cohort, reference), rows, cols, topology, n_iterations)
+    shared = _sweep_input(X, labels, cohort, reference)
+    with threadpool_limits(1):  # as in the sweep's workers, so the products run through the same kernels
+        return _fit(shared, rows, cols, topology, n_iterations)
 
 
 def _table_row(shared: _SweepInput, rows: int, cols: int, topology: str, n_iterations: int | None) -> dict:
