@@ -25,9 +25,16 @@ from sklearn.utils.validation import check_is_fitted
 
 from analysis.checks import check_int, check_positive_float
 from analysis.detection.detectors import check_score_norms, fit_standardisation
-from analysis.exploration.som_training import train_batch_offline
+from analysis.exploration.som_training import best_matching_units, train_batch_offline
 
-__all__ = ["Prototype", "SelfOrganizingMap", "fit_cohort_map", "unit_positions"]
+__all__ = [
+    "Prototype",
+    "SelfOrganizingMap",
+    "StandardisedNorms",
+    "fit_cohort_map",
+    "standardise_norms",
+    "unit_positions",
+]
 
 TOPOLOGIES = ("rectangular", "hexagonal")
 DEFAULT_ITERATIONS = 200
@@ -93,6 +100,57 @@ def _reference_mask(reference, n_subjects: int) -> np.ndarray:
             f"reference must select at least 2 rows to estimate a standard deviation; received {int(mask.sum())}"
         )
     return mask
+
+
+@dataclass(frozen=True)
+class StandardisedNorms:
+    """Score norms in the map's input space, and the standardisation that took them there.
+
+    Attributes
+    ----------
+    values : ndarray, shape (n_subjects, L)
+        ``(log X - center) / scale`` (no log when the map is fitted with ``log_transform=False``).
+    center, scale : ndarray, shape (L,)
+        Mean and standard deviation (``ddof=0``) of the reference rows; ``scale`` is 1.0 for a constant column.
+    reference_mask : ndarray of bool, shape (n_subjects,)
+        The reference rows.
+    """
+
+    values: np.ndarray
+    center: np.ndarray
+    scale: np.ndarray
+    reference_mask: np.ndarray
+
+
+def standardise_norms(X, reference=None, log_transform: bool = True) -> StandardisedNorms:
+    """Check score norms and standardise every column by the reference rows, as :meth:`SelfOrganizingMap.fit` does.
+
+    Parameters
+    ----------
+    X : array_like, shape (n_subjects, L)
+        Score norms (strictly positive when ``log_transform``); ``L >= 2`` and ``n_subjects >= 2``.
+    reference : array_like of bool, shape (n_subjects,), or array_like of int, optional
+        Rows whose mean and standard deviation standardise every column; default all rows.
+    log_transform : bool, default True
+        Take ``log X`` first.
+
+    Returns
+    -------
+    StandardisedNorms
+    """
+    X = check_score_norms(X, positive=log_transform)
+    n_subjects, n_features = X.shape
+    if n_features < 2:
+        raise ValueError(
+            f"X must have at least 2 columns (noise scales): minisom's PCA initialisation spans the first two "
+            f"principal components; received {n_features}"
+        )
+    if n_subjects < 2:
+        raise ValueError(f"X must have at least 2 rows (subjects) to train a map; received {n_subjects}")
+    mask = _reference_mask(reference, n_subjects)
+    values = np.log(X) if log_transform else X
+    center, scale = fit_standardisation(values[mask])
+    return StandardisedNorms(values=(values - center) / scale, center=center, scale=scale, reference_mask=mask)
 
 
 class SelfOrganizingMap(BaseEstimator):
@@ -198,29 +256,21 @@ class SelfOrganizingMap(BaseEstimator):
         -------
         self
         """
+        self._checked_params()
+        return self._fit_standardised(standardise_norms(X, reference, self.log_transform))
+
+    def _fit_standardised(self, norms: StandardisedNorms) -> SelfOrganizingMap:
+        """The training half of :meth:`fit`, on norms already standardised (the grid-stability sweep standardises
+        once for all its grids)."""
         n_rows, n_cols, sigma, learning_rate, n_iterations = self._checked_params()
-        X = check_score_norms(X, positive=self.log_transform)
-        n_subjects, n_features = X.shape
-        if n_features < 2:
-            raise ValueError(
-                f"X must have at least 2 columns (noise scales): minisom's PCA initialisation spans the first two "
-                f"principal components; received {n_features}"
-            )
-        if n_subjects < 2:
-            raise ValueError(f"X must have at least 2 rows (subjects) to train a map; received {n_subjects}")
-        mask = _reference_mask(reference, n_subjects)
-
-        values = np.log(X) if self.log_transform else X
-        center, scale = fit_standardisation(values[mask])
-        self.center_, self.scale_ = center, scale
-        self.reference_mask_ = mask
-        self.n_features_in_ = n_features
-        Z = (values - center) / scale
-
+        Z = norms.values
+        self.center_, self.scale_ = norms.center, norms.scale
+        self.reference_mask_ = norms.reference_mask
+        self.n_features_in_ = Z.shape[1]
         som = MiniSom(
             n_rows,
             n_cols,
-            n_features,
+            Z.shape[1],
             sigma=sigma,
             learning_rate=learning_rate,
             topology=self.topology,
@@ -231,19 +281,21 @@ class SelfOrganizingMap(BaseEstimator):
 
         self.som_ = som
         self.weights_ = np.array(som.get_weights(), dtype=float, copy=True)
-        self.bmu_, self.quantization_distances_ = self._nearest_units(Z)
-        self.quantization_error_ = float(som.quantization_error(Z))
-        self.topographic_error_ = float(som.topographic_error(Z))
+        flat, self.quantization_distances_, runner_up = best_matching_units(Z, self._codebook())
+        self.bmu_ = self._grid_units(flat)
+        self.quantization_error_ = float(self.quantization_distances_.mean())
+        self.topographic_error_ = _topographic_error(som, flat, runner_up)
         self.u_matrix_ = np.asarray(som.distance_map(), dtype=float)
         return self
 
-    def _nearest_units(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """BMUs ``(n, 2)`` and distances ``(n,)`` of standardised rows ``Z`` (shape ``(n, L)``)."""
-        codebook = self.weights_.reshape(-1, self.weights_.shape[-1])
-        distances = np.linalg.norm(Z[:, None, :] - codebook[None, :, :], axis=-1)
-        flat = distances.argmin(axis=1)
+    def _codebook(self) -> np.ndarray:
+        """The weights as (n_rows * n_cols, L), units in row-major order."""
+        return self.weights_.reshape(-1, self.weights_.shape[-1])
+
+    def _grid_units(self, flat: np.ndarray) -> np.ndarray:
+        """``(row, col)`` pairs (n, 2) of flat row-major unit indices (n,)."""
         rows, cols = np.unravel_index(flat, self.weights_.shape[:2])
-        return np.column_stack([rows, cols]).astype(int), distances[np.arange(Z.shape[0]), flat]
+        return np.column_stack([rows, cols]).astype(int)
 
     def standardise(self, X) -> np.ndarray:
         """Map score norms into the map's input space: ``(log X - center_) / scale_`` (no log if disabled).
@@ -273,7 +325,7 @@ class SelfOrganizingMap(BaseEstimator):
         ndarray of int, shape (n, 2)
             ``(row, col)`` per row of ``X``.
         """
-        return self._nearest_units(self.standardise(X))[0]
+        return self._grid_units(best_matching_units(self.standardise(X), self._codebook())[0])
 
     def _check_labels(self, labels) -> np.ndarray:
         check_is_fitted(self, "bmu_")
@@ -348,6 +400,22 @@ class SelfOrganizingMap(BaseEstimator):
             size=int(members.size),
             cohort_size=cohort_size,
         )
+
+
+def _topographic_error(som: MiniSom, best: np.ndarray, second: np.ndarray) -> float:
+    """minisom's ``topographic_error`` from each row's best and second-best flat unit indices (n_subjects,).
+
+    A row counts as an error when its two best units are not lattice neighbours: on a rectangular lattice when
+    their row and column offsets are more than a diagonal step (1.42) apart, on a hexagonal one when their centres
+    are not one unit apart.
+    """
+    if som.topology == "hexagonal":
+        x_coord, y_coord = som._xx.T.ravel(), som._yy.T.ravel()
+        gap = np.hypot(x_coord[best] - x_coord[second], y_coord[best] - y_coord[second])
+        return float(1 - np.mean(np.isclose(1, gap)))
+    n_cols = som._weights.shape[1]
+    gap = np.hypot(best // n_cols - second // n_cols, best % n_cols - second % n_cols)
+    return float((gap > 1.42).mean())
 
 
 def unit_positions(n_rows: int, n_cols: int, topology: str = "rectangular") -> tuple[np.ndarray, np.ndarray]:

@@ -209,3 +209,55 @@ def test_vectorised_batch_training_equals_minisoms_loop(topology):
     reference.train_batch_offline(data, 30)
     train_batch_offline(ours, data, 30)
     np.testing.assert_allclose(ours.get_weights(), reference.get_weights(), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("topology", ["rectangular", "hexagonal"])
+def test_fit_statistics_equal_minisoms_own(cohort, topology):
+    X, labels, _ = cohort
+    som = SelfOrganizingMap(n_rows=N_ROWS, n_cols=N_COLS, topology=topology, n_iterations=30).fit(
+        X, reference=labels == "typical"
+    )
+    Z = som.standardise(X)
+    assert som.quantization_error_ == pytest.approx(som.som_.quantization_error(Z), rel=1e-12)
+    assert som.topographic_error_ == som.som_.topographic_error(Z)
+    np.testing.assert_array_equal(som.u_matrix_, som.som_.distance_map())
+
+
+def test_best_matching_units_equal_brute_force_bit_for_bit_and_break_ties_to_the_lowest_unit():
+    from analysis.exploration.som_training import best_matching_units
+
+    rng = np.random.default_rng(4)
+    codebook = rng.normal(size=(12, 7))
+    # Random rows, copies of units, and midpoints of two units (exact ties in exact arithmetic).
+    data = np.vstack([rng.normal(size=(300, 7)), codebook[[3, 8]], (codebook[[1, 5]] + codebook[[9, 2]]) / 2])
+    best, distances, second = best_matching_units(data, codebook)
+    brute = np.linalg.norm(data[:, None, :] - codebook[None, :, :], axis=-1)
+    np.testing.assert_array_equal(best, brute.argmin(axis=1))
+    np.testing.assert_array_equal(distances, brute[np.arange(len(data)), best])
+    assert (second != best).all()
+    np.testing.assert_array_equal(second[:300], np.argsort(brute[:300], axis=1)[:, 1])
+
+
+@pytest.mark.parametrize("topology", ["rectangular", "hexagonal"])
+def test_training_steps_give_the_straightforward_values_bit_for_bit(topology):
+    from minisom import MiniSom
+    from scipy.sparse import csr_matrix
+
+    from analysis.exploration.som_training import _DistanceOffsets, _Neighbourhood, _unit_coordinates, _UnitSums
+
+    rng = np.random.default_rng(2)
+    data, weights = rng.normal(size=(90, 7)), rng.normal(size=(N_ROWS * N_COLS, 7))
+    som = MiniSom(N_ROWS, N_COLS, 7, topology=topology)
+    x, y = _unit_coordinates(som)
+    d = 2 * 1.7 * 1.7
+    elementwise = np.exp(-((x[:, None] - x[None, :]) ** 2) / d) * np.exp(-((y[:, None] - y[None, :]) ** 2) / d)
+    np.testing.assert_array_equal(_Neighbourhood(som)(1.7), elementwise)
+    offsets = data @ weights.T
+    offsets *= -2.0
+    offsets += np.einsum("ij,ij->i", weights, weights)[None, :]
+    np.testing.assert_array_equal(_DistanceOffsets(data, len(weights))(weights), offsets)
+    bmu = offsets.argmin(axis=1)
+    one_hot = csr_matrix((np.ones(len(bmu)), (bmu, np.arange(len(bmu)))), shape=(len(weights), len(bmu)))
+    sums, counts = _UnitSums(data, len(weights))(bmu)
+    np.testing.assert_array_equal(sums, one_hot @ data)
+    np.testing.assert_array_equal(counts, np.bincount(bmu, minlength=len(weights)))

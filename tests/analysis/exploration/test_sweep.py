@@ -1,12 +1,22 @@
-"""Grid-stability sweep: each grid's prototype equals a direct fit, overlaps are Jaccard indices, workers agree."""
+"""Grid-stability sweep: each grid's prototype equals a direct fit, overlaps are Jaccard indices, workers agree, a
+fixed input keeps the members recorded before the sweep was sped up, and a caller can follow and stop a sweep."""
 
 from __future__ import annotations
+
+import multiprocessing
 
 import numpy as np
 import pytest
 
 from analysis.exploration.som import SelfOrganizingMap
-from analysis.exploration.sweep import SweepGrids, grid_stability_sweep, jaccard, parse_range
+from analysis.exploration.sweep import (
+    SweepCancelled,
+    SweepGrids,
+    fit_grid,
+    grid_stability_sweep,
+    jaccard,
+    parse_range,
+)
 
 
 def _cohorts(seed: int = 0):
@@ -58,3 +68,81 @@ def test_ranges_and_cohorts_are_checked():
     with pytest.raises(ValueError, match="'autism' has no subjects"):
         grid_stability_sweep(X, labels, "autism", grids=SweepGrids(rows=[3], cols=[3]), progress=False)
     assert jaccard([1, 2, 3], [2, 3, 4]) == pytest.approx(0.5)
+
+
+def _mixed_cohorts(seed: int = 5, n: int = 300, n_scales: int = 10, n_ds: int = 40):
+    """A cohort shifted by one standard deviation in three scales: its prototypes are mixed, grid-dependent sets."""
+    rng = np.random.default_rng(seed)
+    logs = rng.normal(size=(n, n_scales))
+    logs[:n_ds, :3] += 1.0
+    return np.exp(0.4 * logs), np.array(["ds"] * n_ds + ["typical"] * (n - n_ds))
+
+
+# Unit, members, quantisation and topographic errors of each grid of _mixed_cohorts() with 60 iterations, recorded
+# with the sweep as it was before its speed-up (commit 4093641): the faster code must find the same subjects.
+RECORDED = {
+    (3, 4, "rectangular"): ((0, 3), [5, 6, 12, 13, 14, 17, 21, 22, 24, 27, 32, 33, 37, 39], 2.668679502866391,
+                            0.03666666666666667),
+    (3, 9, "rectangular"): ((0, 0), [2, 3, 4, 8, 9, 11, 16, 23, 24, 29, 34, 35, 36], 2.727349855324667,
+                            0.006666666666666667),
+    (6, 4, "rectangular"): ((0, 3), [5, 6, 12, 13, 14, 17, 21, 22, 27, 32, 37, 38, 39], 2.6309433626478427, 0.01),
+    (6, 9, "rectangular"): ((0, 8), [6, 14, 21, 22, 24, 32, 37, 39], 2.577945498362496, 0.006666666666666667),
+    (10, 4, "rectangular"): ((0, 3), [5, 6, 12, 13, 14, 17, 18, 21, 22, 27, 32, 37, 39], 2.6771357827688,
+                             0.006666666666666667),
+    (10, 9, "rectangular"): ((0, 8), [6, 7, 13, 21, 22, 24, 27, 32, 37, 39], 2.4934847847916104,
+                             0.0033333333333333335),
+    (5, 6, "hexagonal"): ((0, 5), [6, 7, 12, 13, 17, 21, 22, 24, 27, 32, 37, 39], 2.5743978981815108,
+                          0.030000000000000027),
+    (8, 6, "hexagonal"): ((0, 5), [5, 6, 12, 13, 17, 21, 22, 27, 32, 37, 39], 2.5906361486014293,
+                          0.033333333333333326),
+}
+
+
+@pytest.mark.parametrize(
+    ("topology", "rows", "cols"), [("rectangular", [3, 6, 10], [4, 9]), ("hexagonal", [5, 8], [6])]
+)
+def test_a_fixed_input_keeps_the_members_recorded_before_the_speed_up(topology, rows, cols):
+    X, labels = _mixed_cohorts()
+    table = grid_stability_sweep(X, labels, "ds", reference=labels == "typical", progress=False, n_jobs=2,
+                                 grids=SweepGrids(rows=rows, cols=cols, topology=topology, n_iterations=60))
+    assert [(r, c) for r, c in zip(table.rows, table.cols, strict=True)] == [(r, c) for r in rows for c in cols]
+    for row in table.itertuples():
+        unit, members, quantization_error, topographic_error = RECORDED[(row.rows, row.cols, topology)]
+        assert (row.unit_row, row.unit_col) == unit and row.members == members
+        assert row.quantization_error == pytest.approx(quantization_error, rel=1e-12)
+        assert row.topographic_error == pytest.approx(topographic_error, rel=1e-12)
+
+
+@pytest.mark.parametrize("topology", ["rectangular", "hexagonal"])
+def test_fit_grid_gives_the_members_the_sweep_records(topology):
+    X, labels = _mixed_cohorts()
+    reference = labels == "typical"
+    table = grid_stability_sweep(X, labels, "ds", reference=reference, progress=False, n_jobs=1,
+                                 grids=SweepGrids(rows=[4, 7], cols=[5, 8], topology=topology, n_iterations=40))
+    for row in table.itertuples():
+        som, prototype = fit_grid(X, labels, "ds", reference, row.rows, row.cols, topology, n_iterations=40)
+        assert som.weights_.shape[:2] == (row.rows, row.cols) and som.topology == topology
+        assert prototype.unit == (row.unit_row, row.unit_col) and list(prototype.members) == row.members
+        assert som.quantization_error_ == row.quantization_error
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_progress_is_reported_after_every_grid(n_jobs):
+    X, labels, reference = _cohorts()
+    calls = []
+    table = grid_stability_sweep(X, labels, "ds", reference=reference, n_jobs=n_jobs, progress=False,
+                                 grids=SweepGrids(rows=[3, 4, 5], cols=[3, 4], n_iterations=10),
+                                 on_progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(done, 6) for done in range(1, 7)] and len(table) == 6
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_a_stop_after_some_grids_raises_and_leaves_no_worker_running(n_jobs):
+    X, labels, reference = _cohorts()
+    done = []
+    with pytest.raises(SweepCancelled, match="cancelled after") as stopped:
+        grid_stability_sweep(X, labels, "ds", reference=reference, n_jobs=n_jobs, progress=False,
+                             grids=SweepGrids(rows=range(3, 9), cols=range(3, 9), n_iterations=30),
+                             on_progress=lambda d, total: done.append(d), should_stop=lambda: len(done) >= 2)
+    assert (stopped.value.done, stopped.value.total) == (2, 36) and done == [1, 2]
+    assert multiprocessing.active_children() == []
