@@ -25,34 +25,21 @@ def default_cohort(run: PublishedRun) -> str:
 
 
 def create_app(run: PublishedRun, *, cohort: str | None = None):
-    """The explorer of ``run``, opened on ``cohort`` (default :func:`default_cohort`) with its maximal prototype
-    selected. Every figure of the first page is computed here, once, so the first page needs one request."""
+    """The explorer of ``run``, opened on ``cohort`` (default :func:`default_cohort`) with its prototype selected;
+    the study's other published runs open from the run picker or a link (``?run=<id>``). Every figure of the first
+    page is computed here, once, so the first page needs one request."""
     import dash
     import dash_bootstrap_components as dbc  # noqa: F401  (registers the components before the layout is built)
 
-    from app import callbacks, figures, ids, layout
-    from app.views import Explorer, start_voxel
+    from app import callbacks, layout, page
+    from app.jobs import SweepJobs
+    from app.registry import RunRegistry
 
-    ex = Explorer(run)
-    cohort = cohort or default_cohort(run)
-    if cohort not in run.cohorts:
+    if cohort is not None and cohort not in run.cohorts:
         raise ValueError(f"cohort {cohort!r} is not a cohort of run {run.run_id}; expected one of {run.cohorts}")
-    selection = callbacks.choose_selection(ex, ids.COHORT, cohort, None, None)
-    crosshair = {"voxel": start_voxel(ex, cohort), "roi": None, "plane": "axial", "moved": []}
-    permutations = ex.refresh_permutations()
-    rois, roi_style, regions, summary = callbacks.update_regions(ex, selection, "bonferroni", "0.05", "10",
-                                                              run.default_roi_scores, crosshair)
-    correlations, correlation_style, floor = callbacks.update_correlations(ex, regions, "0.1", permutations,
-                                                                             "full")
-    controls = callbacks.SliceControls(layout.DEFAULT_THRESHOLD, 0.85, False, "auto", 3)
-    *slices, colorbar, note = callbacks.draw_slices(ex, None, selection, crosshair, controls)
-    initial = {
-        "selection": selection, "regions": regions, "crosshair": crosshair, "permutations": permutations,
-        "som": callbacks.draw_som(ex, selection, "u_matrix"), "rois": rois, "roi_style": roi_style, "summary": summary,
-        "correlations": correlations, "correlation_style": correlation_style,
-        "p_floor": floor, "slices": slices, "colorbar": colorbar, "slice_note": note,
-        "scatter": figures.empty_figure("ROI × behaviour", "Click a cell of the correlation heatmap."),
-    }
+    registry = RunRegistry(run)
+    ex = registry.first
+    state = callbacks.default_state(ex, cohort)
     app = dash.Dash(
         __name__,
         title=f"msma-explorer · {run.study_name}",
@@ -60,6 +47,8 @@ def create_app(run: PublishedRun, *, cohort: str | None = None):
         update_title=None,
         serve_locally=True,
     )
-    app.layout = layout.page(ex, initial)
-    callbacks.register(app, ex)
+    app.layout = layout.shell(page.build(ex, registry, state), run.run_id, state)
+    jobs = SweepJobs()
+    app.server.config["MSMA_SWEEP_JOBS"] = jobs  # so a test or the server can stop running sweeps
+    callbacks.register(app, registry, jobs, lambda explorer, target: page.build(explorer, registry, target))
     return app

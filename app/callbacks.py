@@ -12,6 +12,7 @@ browser.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,9 +20,10 @@ from dataclasses import dataclass
 from dash import Input, Output, Patch, State, ctx, no_update
 
 from analysis.exploration.cohort_analysis import CORRECTIONS
-from app import ids, views
+from app import ids, state, views
 from app.figures.slices import colorbar_figure, crosshair_shapes, slice_figure, slice_updates
-from app.layout import ALPHAS, FDR_LEVELS, ROI_COUNTS, permutation_counts, summary_panel
+from app.layout import ROI_COUNTS, permutation_counts, summary_panel
+from app.state import ALPHAS, FDR_LEVELS
 from app.views import Explorer
 
 # --- what the browser sends -----------------------------------------------------------------------------------------
@@ -36,13 +38,30 @@ def _number(value, default: float) -> float:
 
 
 def _selection(ex: Explorer, value) -> dict | None:
-    """A selection store's value, if it names a cohort of the run and units on its map."""
+    """A selection store's value, if it names a cohort of the run and units on its map (the run's, or the map of
+    the sweep grid it names)."""
     if not isinstance(value, dict) or value.get("cohort") not in ex.run.cohorts:
+        return None
+    grid = value.get("grid")
+    checked_grid = views.check_grid(grid) if grid is not None else None
+    if grid is not None and checked_grid is None:
         return None
     units = value.get("units")
     points = [{"customdata": u} for u in units] if isinstance(units, list) else None
-    checked = views.units_from_points(ex, points)
-    return {"cohort": value["cohort"], "units": checked} if points is not None and len(checked) == len(units) else None
+    checked = views.units_from_points(ex, points, checked_grid)
+    if points is None or len(checked) != len(units):
+        return None
+    return {"cohort": value["cohort"], "units": checked, "grid": _grid_value(checked_grid)}
+
+
+def _grid_value(grid) -> dict | None:
+    """A checked grid as the selection store keeps it."""
+    return None if grid is None else {"rows": grid[0], "cols": grid[1], "topology": grid[2]}
+
+
+def _subject(ex: Explorer, value) -> str | None:
+    """The found subject, if the value names one of the run's subjects."""
+    return value if isinstance(value, str) and value in ex.run.row_of else None
 
 
 def _crosshair(ex: Explorer, value) -> dict | None:
@@ -82,32 +101,63 @@ def _permutations(ex: Explorer, value) -> int | None:
 
 
 def choose_selection(ex: Explorer, trigger: str | None, cohort: str, selected_data: dict | None,
-                     current: dict | None) -> dict:
-    """A new cohort selects its maximal prototype; a click, shift-click or box/lasso selection on the SOM selects
-    the units it names (an empty one keeps the last selection)."""
-    if trigger == ids.SOM_GRAPH:
-        current = _selection(ex, current)
-        units = views.units_from_points(ex, (selected_data or {}).get("points"))
-        if not units or current is None:
+                     current: dict | None, sweep_click: dict | None = None, sweep_map_data: dict | None = None,
+                     topology: str | None = None) -> dict:
+    """A new cohort selects its prototype on the map shown; a click, shift-click or box/lasso selection on the SOM
+    (or on the sweep room's map) selects the units it names (an empty one keeps the last selection); a click on a
+    sweep cell shows that grid's map with the cohort's maximal prototype selected; the run's-map button goes back
+    to the run's own map."""
+    current = _selection(ex, current)
+    grid = views.check_grid((current or {}).get("grid"))
+    if trigger in (ids.SOM_GRAPH, ids.SWEEP_MAP):
+        data = selected_data if trigger == ids.SOM_GRAPH else sweep_map_data
+        units = views.units_from_points(ex, (data or {}).get("points"), grid) if current else []
+        if not units:
             return no_update
-        return {"cohort": current["cohort"], "units": units}
+        return {"cohort": current["cohort"], "units": units, "grid": current["grid"]}
+    if trigger == ids.SWEEP_GRAPH:
+        points = (sweep_click or {}).get("points") or []
+        custom = points[0].get("customdata") if points and isinstance(points[0], dict) else None
+        if current is None or not isinstance(custom, list | tuple) or len(custom) < 2:
+            return no_update
+        grid = views.check_grid({"rows": custom[0], "cols": custom[1], "topology": topology or "rectangular"})
+        if grid is None:
+            return no_update
+        return {"cohort": current["cohort"], "units": views.prototype_units(ex, current["cohort"], grid),
+                "grid": _grid_value(grid)}
+    if trigger == ids.RUN_MAP:
+        if current is None:
+            return no_update
+        return {"cohort": current["cohort"], "units": views.prototype_units(ex, current["cohort"]), "grid": None}
     if cohort not in ex.run.cohorts:
         return no_update
-    return {"cohort": cohort, "units": views.prototype_units(ex, cohort)}
+    return {"cohort": cohort, "units": views.prototype_units(ex, cohort, grid), "grid": _grid_value(grid)}
 
 
-def draw_som(ex: Explorer, selection: dict, layer: str):
+def draw_som(ex: Explorer, selection: dict, layer: str, subject=None):
     selection = _selection(ex, selection)
     if selection is None:
         return no_update
-    return views.som_view(ex, selection["cohort"], "hits" if layer == "hits" else "u_matrix", selection["units"])
+    return views.som_view(ex, selection["cohort"], "hits" if layer == "hits" else "u_matrix", selection["units"],
+                          views.check_grid(selection["grid"]), _subject(ex, subject))
+
+
+def draw_maps(ex: Explorer, selection: dict, layer: str, subject=None):
+    """The map view, the sweep room's copy of it, the run's-map button (shown on a sweep grid's map) and the
+    stability badge."""
+    figure = draw_som(ex, selection, layer, subject)
+    if figure is no_update:
+        return no_update, no_update, no_update, no_update
+    selection = _selection(ex, selection)
+    button = {} if selection["grid"] else {"display": "none"}
+    return figure, figure, button, views.stability_note(ex, selection)
 
 
 # --- region step ----------------------------------------------------------------------------------------------------
 
 
 def update_regions(ex: Explorer, selection: dict, correction: str, alpha, shown: str, scores: str,
-                   crosshair: dict | None):
+                   crosshair: dict | None, subject=None):
     """The live region step of the selection on the chosen ROI scores (adjusted or raw): ROI box plots, the step's
     result for the correlations, the summary."""
     selection = _selection(ex, selection)
@@ -115,16 +165,17 @@ def update_regions(ex: Explorer, selection: dict, correction: str, alpha, shown:
             or not isinstance(scores, str) or scores not in ex.run.roi_tables):
         return no_update, no_update, no_update, no_update
     alpha = float(alpha)
-    cohort, units = selection["cohort"], selection["units"]
-    step = views.regions(ex, cohort, units, correction, alpha, scores)
+    cohort, units, grid = selection["cohort"], selection["units"], views.check_grid(selection["grid"])
+    step = views.regions(ex, cohort, units, correction, alpha, scores, grid)
     count = ROI_COUNTS.get(str(shown), ROI_COUNTS["10"])
     highlighted = (_crosshair(ex, crosshair) or {}).get("roi")
-    figure = views.roi_view(ex, cohort, units, step, count, highlighted, scores)
+    figure = views.roi_view(ex, cohort, units, step, count, highlighted, scores,
+                            views.ViewContext(grid, _subject(ex, subject)))
     store = {"cohort": cohort, "units": units, "significant": step.significant_rois,
              "shown": step.significant_rois[:count], "kept": len(step.kept_rois), "correction": correction,
              "alpha": alpha, "scores": scores}
     height = views.roi_height(len(store["shown"]))
-    return figure, {"height": f"{height}px"}, store, summary_panel(views.summary(ex, cohort, units), ex.styles)
+    return figure, {"height": f"{height}px"}, store, summary_panel(views.summary(ex, cohort, units, grid), ex.styles)
 
 
 def highlight_roi(ex: Explorer, crosshair: dict | None, regions: dict | None):
@@ -162,7 +213,9 @@ def update_correlations(ex: Explorer, regions: dict, q, n_permutations, mode: st
 
 def open_scatter(ex: Explorer, trigger: str | None, click: dict | None, view: str, selection: dict, regions: dict,
                  n_permutations, is_open: bool):
-    """A click on a correlation cell opens its scatter (raw values or ranks, points by selection membership)."""
+    """A click on a correlation cell opens its scatter (raw values or ranks, points by selection membership, the
+    found subject, named by the selection's ``subject`` key when the page passes one, ringed)."""
+    subject = _subject(ex, selection.get("subject")) if isinstance(selection, dict) else None
     selection, regions, n_permutations = (_selection(ex, selection), _regions(ex, regions),
                                           _permutations(ex, n_permutations))
     if (trigger == ids.SCATTER_VIEW and not is_open) or None in (selection, regions, n_permutations):
@@ -177,8 +230,19 @@ def open_scatter(ex: Explorer, trigger: str | None, click: dict | None, view: st
     result = views.correlations(ex, regions["cohort"], regions["significant"], n_permutations, regions["scores"])
     row = result.table[(result.table["roi"] == roi) & (result.table["behaviour"] == behaviour)].iloc[0]
     stats = {"rho": float(row["rho"]), "p_bh": float(row["p_bh"])}
-    return True, views.scatter_view(ex, selection["cohort"], selection["units"], roi, behaviour,
-                                    "rank" if view == "rank" else "raw", stats, regions["scores"])
+    return True, views.scatter_view(ex, selection["cohort"], selection["units"], (roi, behaviour),
+                                    "rank" if view == "rank" else "raw", stats, regions["scores"],
+                                    views.ViewContext(views.check_grid(selection["grid"]), subject))
+
+
+def current_pair(ex: Explorer, is_open, figure) -> list:
+    """The pair of the open scatter (kept in the URL), or [] when the scatter is closed."""
+    pair = ((figure or {}).get("layout") or {}).get("meta") if isinstance(figure, dict) else None
+    if not is_open or not isinstance(pair, dict) or not isinstance(pair.get("pair"), list):
+        return []
+    roi, behaviour = (pair["pair"] + [None, None])[:2]
+    known = ex.run.behaviour is not None and behaviour in ex.run.behaviour.columns
+    return [roi, behaviour] if roi in ex.run.roi_labels and known else []
 
 
 # --- crosshair and slices -------------------------------------------------------------------------------------------
@@ -210,7 +274,7 @@ def move_crosshair(ex: Explorer, trigger: str | None, slice_clicks: dict, roi_cl
             return no_update
         voxel, roi = centre, name
     elif trigger == ids.PEAK:
-        peak = views.selection_peak(ex, selection["cohort"], selection["units"])
+        peak = views.selection_peak(ex, selection["cohort"], selection["units"], views.check_grid(selection["grid"]))
         if peak is None:
             return no_update
         voxel = peak
@@ -246,13 +310,19 @@ class SliceControls:
     """The fixed range's upper end, or None."""
 
 
-def draw_slices(ex: Explorer, trigger: str | None, selection: dict, crosshair: dict, controls: SliceControls):
-    """The three views of the selection's mean heatmap. A crosshair move patches only what changed: the slices
-    of the planes it crossed and the crosshair lines of all three."""
-    selection, crosshair = _selection(ex, selection), _crosshair(ex, crosshair)
+def draw_slices(ex: Explorer, trigger: str | None, selection: dict, crosshair: dict, controls: SliceControls,
+                subject=None, own_heatmap=False):
+    """The three views of the selection's mean heatmap (or, with ``own_heatmap``, of the found subject's own). A
+    crosshair move patches only what changed: the slices of the planes it crossed and the crosshair lines of all
+    three."""
+    selection, crosshair, subject = _selection(ex, selection), _crosshair(ex, crosshair), _subject(ex, subject)
     if selection is None or crosshair is None:
         return no_update, no_update, no_update, no_update, no_update
-    inside, _ = views.cohort_members(ex, selection["cohort"], selection["units"])
+    if own_heatmap and subject is not None:
+        inside = [subject]
+    else:
+        inside, _ = views.cohort_members(ex, selection["cohort"], selection["units"],
+                                         views.check_grid(selection["grid"]))
     rows = views.slice_rows(ex, inside)
     voxel, roi = crosshair["voxel"], crosshair.get("roi")
     threshold = _number(controls.threshold, 0.0)
@@ -284,7 +354,10 @@ def draw_slices(ex: Explorer, trigger: str | None, selection: dict, crosshair: d
         for p in ids.PLANES
     ]
     colorbar = colorbar_figure(zrange, f"mean heatmap ({ex.unit})")
-    if inside:
+    if own_heatmap and subject is not None:
+        note = (f"Heatmap of subject {subject} ({ex.run.subjects.at[subject, 'cohort']}); "
+                f"|value| ≥ {threshold:g} {ex.unit} shown.")
+    elif inside:
         note = (f"Mean heatmap of the {len(inside)} {selection['cohort']} subjects in the selection; "
                 f"|value| ≥ {threshold:g} {ex.unit} shown.")
     else:
@@ -292,7 +365,191 @@ def draw_slices(ex: Explorer, trigger: str | None, selection: dict, crosshair: d
     return (*drawn, colorbar, note)
 
 
+# --- the view state in the URL, the run picker, newer runs -------------------------------------------------------
+
+
+def view_state(ex: Explorer, *values) -> dict | None:
+    """The view state the controls and stores show now (:mod:`app.state`), or None if a part of it is unusable.
+    ``values``: selection, crosshair, ROI scores, correction, alpha, q, permutations, room, subject, open pair (the
+    order of the URL callback's inputs)."""
+    selection, crosshair, scores, correction, alpha, q, n_permutations, tab, subject, pair = values
+    selection, crosshair = _selection(ex, selection), _crosshair(ex, crosshair)
+    if selection is None or crosshair is None:
+        return None
+    return {
+        "run": ex.run.run_id, "tab": tab if tab in state.TABS else "explore", "cohort": selection["cohort"],
+        "units": selection["units"], "grid": selection["grid"],
+        "scores": scores if scores in ex.run.roi_tables else ex.run.default_roi_scores,
+        "correction": correction if correction in state.CORRECTIONS else "bonferroni",
+        "alpha": str(alpha) if str(alpha) in ALPHAS else "0.05", "q": str(q) if str(q) in FDR_LEVELS else "0.1",
+        "permutations": str(_permutations(ex, n_permutations) or ex.refresh_permutations()),
+        "voxel": crosshair["voxel"], "plane": crosshair["plane"], "roi": crosshair["roi"],
+        "pair": pair if isinstance(pair, list) and len(pair) == 2 else None, "subject": _subject(ex, subject),
+    }
+
+
+def sync_url(ex: Explorer, *values):
+    """Write the view state into the URL fragment (and the view-state store, so the page knows the fragment is
+    its own)."""
+    current = view_state(ex, *values)
+    if current is None:
+        return no_update, no_update
+    return state.encode(current), current
+
+
+def default_state(ex: Explorer, cohort: str | None = None) -> dict:
+    """The view a run opens on: :func:`app.default_cohort`'s prototype, the refresh's settings, the crosshair on
+    the prototype's strongest voxel."""
+    from app import default_cohort
+
+    cohort = cohort if cohort in ex.run.cohorts else default_cohort(ex.run)
+    return {
+        "run": ex.run.run_id, "tab": "explore", "cohort": cohort, "units": views.prototype_units(ex, cohort),
+        "grid": None, "scores": ex.run.default_roi_scores, "correction": "bonferroni", "alpha": "0.05", "q": "0.1",
+        "permutations": str(ex.refresh_permutations()), "voxel": [int(v) for v in views.start_voxel(ex, cohort)],
+        "plane": "axial", "roi": None, "pair": None, "subject": None,
+    }
+
+
+def _run_of(search) -> str | None:
+    from urllib.parse import parse_qs
+
+    values = parse_qs(str(search or "").lstrip("?")).get("run") or [None]
+    return values[0]
+
+
+def render(registry, search, fragment, shown_state, shown_run, build_page):
+    """The page a URL names: the run of its query (default: the run the explorer started on) in the state of its
+    fragment. Nothing is redrawn when the URL shows the page's own state (its own fragment update, or a first
+    load of the plain address); a Back, a pasted link or the run picker redraws. Returns (page, run id, view
+    state, notice open, notice text)."""
+    run_id = _run_of(search) or registry.first_id
+    ex = registry.explorer(run_id)
+    if ex is None:
+        return (no_update, no_update, no_update, True,
+                f"run {run_id!r} is not a published run of this study; showing run {shown_run}.")
+    target, problems = state.restore(ex, fragment, default_state(ex), permutation_counts(ex.refresh_permutations()))
+    target["run"] = ex.run.run_id
+    notice = (True, "Not understood, left at the defaults: " + "; ".join(problems) + ".") if problems else (False, "")
+    if target == shown_state and ex.run.run_id == shown_run:
+        return (no_update, no_update, no_update, *notice)
+    return (build_page(ex, target), ex.run.run_id, target, *notice)
+
+
+def pick_run(registry, run_id, shown_run, cohort):
+    """The run picker: point the URL at the chosen run (keeping the cohort when it has one); the page follows."""
+    if run_id == shown_run or run_id not in registry.run_ids():
+        return no_update, no_update
+    return f"?run={run_id}", f"#tab=explore&cohort={cohort}" if isinstance(cohort, str) else ""
+
+
+def newer_run(registry, _tick, shown_run):
+    """A notice when the store publishes a run newer than the one shown, with a link that opens it."""
+    from dash import html
+
+    latest = registry.latest_id()
+    if latest == shown_run or latest < str(shown_run):
+        return False, no_update
+    return True, [html.Div(f"Run {latest} was published after the one shown ({shown_run})."),
+                  html.A("open it", href=f"?run={latest}", className="fw-semibold")]
+
+
+# --- sweeps started from the browser --------------------------------------------------------------------------------
+
+
+def start_sweep(ex: Explorer, jobs, trigger, *values):
+    """Start a sweep of the selection's cohort (or cancel the running one). ``values``: the start and cancel
+    buttons' clicks (they only trigger), the selection, the row and column ranges, the topology, the job store.
+    Returns (job store, poll disabled, status text, cancel disabled)."""
+    from analysis.exploration.sweep import parse_range
+
+    _start, _cancel, selection, rows, cols, topology, job = values
+    selection = _selection(ex, selection)
+    if selection is None:
+        return no_update, no_update, no_update, no_update
+    if trigger == ids.SWEEP_CANCEL:
+        stopped = jobs.cancel((job or {}).get("job"))
+        return no_update, no_update, "cancelling: the sweep stops after the grids in progress" if stopped else \
+            "no sweep is running", no_update
+    try:
+        row_range, col_range = parse_range(str(rows), "rows"), parse_range(str(cols), "columns")
+    except ValueError as exc:
+        return no_update, no_update, str(exc), no_update
+    if row_range[-1] > 30 or col_range[-1] > 30:
+        return no_update, no_update, "rows and columns: at most 30", no_update
+    if topology not in ("rectangular", "hexagonal"):
+        return no_update, no_update, "topology: rectangular or hexagonal", no_update
+    job_id, message = jobs.start(ex.run.run_dir, ex.run.reference_cohort, selection["cohort"], row_range, col_range,
+                                 topology)
+    if job_id is None:
+        return no_update, no_update, message, no_update
+    return {"job": job_id, "cohort": selection["cohort"]}, False, message, False
+
+
+def poll_sweep(ex: Explorer, jobs, _tick, job, selection):
+    """The running sweep's progress bar; when it ends, the status and a redraw of the sweep heatmap and the
+    stability badge. Returns (progress value, progress max, progress label, poll disabled, status, cancel
+    disabled, sweep figure, badge)."""
+    status = jobs.status((job or {}).get("job"))
+    if status is None:
+        return no_update, no_update, no_update, True, no_update, True, no_update, no_update
+    done, total = status["done"], status["total"]
+    label = f"{done} of {total} grids"
+    if status["state"] == "running":
+        return done, total, label, False, f"sweeping {status['cohort']}: {label}, {status['seconds']:.0f} s", \
+            False, no_update, no_update
+    figure = badge = no_update
+    selection = _selection(ex, selection)
+    if status["state"] == "finished" and selection is not None:
+        figure = views.sweep_view(ex, selection["cohort"], views.check_grid(selection["grid"]))
+        badge = views.stability_note(ex, selection)
+    text = f"{status['cohort']}: {status['message']} ({status['seconds']:.0f} s)"
+    return done, total, label, True, text, True, figure, badge
+
+
+def draw_sweep(ex: Explorer, selection):
+    """The sweep heatmap of the selection's cohort with the grid shown marked, and how to read it."""
+    selection = _selection(ex, selection)
+    if selection is None:
+        return no_update
+    return views.sweep_view(ex, selection["cohort"], views.check_grid(selection["grid"]))
+
+
+# --- the subject room ----------------------------------------------------------------------------------------------
+
+
+def subject_room(ex: Explorer, subject, scores):
+    """The found subject's story: header, norm profile, centile chart, top ROIs."""
+    from app.layout import subject_rois
+
+    header, profile, chart, story = views.subject_view(
+        ex, _subject(ex, subject), scores if scores in ex.run.roi_tables else ex.run.default_roi_scores)
+    return header, profile, chart, subject_rois(story)
+
+
+def show_subject_heatmap(ex: Explorer, _clicks, subject):
+    """The subject room's button: the slice views show the subject's own heatmap, in the explore room."""
+    if _subject(ex, subject) is None:
+        return no_update, no_update
+    return True, "explore"
+
+
 # --- wiring ---------------------------------------------------------------------------------------------------------
+
+
+def _selection_inputs(ex: Explorer, trigger: str | None, cohort, som_data, sweep_click, sweep_map_data, _run_map,
+                      current):
+    """:func:`choose_selection` from the callback's inputs (the run's-map button's click count only triggers)."""
+    return choose_selection(ex, trigger, cohort, som_data, current, sweep_click, sweep_map_data,
+                            views.sweep_topology(ex, (current or {}).get("cohort")))
+
+
+def _scatter_inputs(ex: Explorer, trigger: str | None, *values):
+    """:func:`open_scatter` from the callback's inputs, the found subject (last) passed in the selection."""
+    *values, subject = values
+    click, view, selection, *rest = values
+    selection = {**selection, "subject": subject} if isinstance(selection, dict) else selection
+    return open_scatter(ex, trigger, click, view, selection, *rest)
 
 
 def _crosshair_inputs(ex: Explorer, trigger: str | None, *values):
@@ -304,8 +561,9 @@ def _crosshair_inputs(ex: Explorer, trigger: str | None, *values):
 
 
 def _slice_inputs(ex: Explorer, trigger: str | None, selection, crosshair, *controls):
-    """:func:`draw_slices` from the callback's inputs, the display controls last."""
-    return draw_slices(ex, trigger, selection, crosshair, SliceControls(*controls))
+    """:func:`draw_slices` from the callback's inputs: the display controls, then the subject and the switch."""
+    *controls, subject, own = controls
+    return draw_slices(ex, trigger, selection, crosshair, SliceControls(*controls), subject, bool(own))
 
 
 @dataclass(frozen=True)
@@ -318,17 +576,26 @@ class _Wire:
     dependencies: tuple
 
 
+_STATE_INPUTS = (
+    Input(ids.SELECTION, "data"), Input(ids.CROSSHAIR, "data"), Input(ids.ROI_SCORES, "value"),
+    Input(ids.CORRECTION, "value"), Input(ids.ALPHA, "value"), Input(ids.FDR, "value"),
+    Input(ids.PERMUTATIONS, "value"), Input(ids.ROOM, "value"), Input(ids.SUBJECT, "value"), Input(ids.PAIR, "data"),
+)
+
 _WIRES = (
-    _Wire(choose_selection, True, (
+    _Wire(_selection_inputs, True, (
         Output(ids.SELECTION, "data"), Input(ids.COHORT, "value"), Input(ids.SOM_GRAPH, "selectedData"),
+        Input(ids.SWEEP_GRAPH, "clickData"), Input(ids.SWEEP_MAP, "selectedData"), Input(ids.RUN_MAP, "n_clicks"),
         State(ids.SELECTION, "data"))),
-    _Wire(draw_som, False, (
-        Output(ids.SOM_GRAPH, "figure"), Input(ids.SELECTION, "data"), Input(ids.SOM_LAYER, "value"))),
+    _Wire(draw_maps, False, (
+        Output(ids.SOM_GRAPH, "figure"), Output(ids.SWEEP_MAP, "figure"), Output(ids.RUN_MAP, "style"),
+        Output(ids.STABILITY, "children"), Input(ids.SELECTION, "data"), Input(ids.SOM_LAYER, "value"),
+        Input(ids.SUBJECT, "value"))),
     _Wire(update_regions, False, (
         Output(ids.ROI_GRAPH, "figure"), Output(ids.ROI_GRAPH, "style"), Output(ids.REGIONS, "data"),
         Output(ids.SUMMARY, "children"), Input(ids.SELECTION, "data"), Input(ids.CORRECTION, "value"),
         Input(ids.ALPHA, "value"), Input(ids.ROI_COUNT, "value"), Input(ids.ROI_SCORES, "value"),
-        State(ids.CROSSHAIR, "data"))),
+        State(ids.CROSSHAIR, "data"), Input(ids.SUBJECT, "value"))),
     _Wire(highlight_roi, False, (
         Output(ids.ROI_GRAPH, "figure", allow_duplicate=True), Input(ids.CROSSHAIR, "data"),
         State(ids.REGIONS, "data"))),
@@ -336,10 +603,13 @@ _WIRES = (
         Output(ids.CORRELATION_GRAPH, "figure"), Output(ids.CORRELATION_GRAPH, "style"),
         Output(ids.P_FLOOR, "children"), Input(ids.REGIONS, "data"), Input(ids.FDR, "value"),
         Input(ids.PERMUTATIONS, "value"), Input(ids.CORRELATION_MODE, "value"))),
-    _Wire(open_scatter, True, (
+    _Wire(_scatter_inputs, True, (
         Output(ids.SCATTER_MODAL, "is_open"), Output(ids.SCATTER_GRAPH, "figure"),
         Input(ids.CORRELATION_GRAPH, "clickData"), Input(ids.SCATTER_VIEW, "value"), State(ids.SELECTION, "data"),
-        State(ids.REGIONS, "data"), State(ids.PERMUTATIONS, "value"), State(ids.SCATTER_MODAL, "is_open"))),
+        State(ids.REGIONS, "data"), State(ids.PERMUTATIONS, "value"), State(ids.SCATTER_MODAL, "is_open"),
+        State(ids.SUBJECT, "value"))),
+    _Wire(current_pair, False, (
+        Output(ids.PAIR, "data"), Input(ids.SCATTER_MODAL, "is_open"), Input(ids.SCATTER_GRAPH, "figure"))),
     _Wire(_crosshair_inputs, True, (
         Output(ids.CROSSHAIR, "data"), *(Input(ids.SLICE_GRAPHS[p], "clickData") for p in ids.PLANES),
         Input(ids.ROI_GRAPH, "clickData"), Input(ids.PEAK, "n_clicks"), Input(ids.KEYS, "data"),
@@ -348,24 +618,102 @@ _WIRES = (
         *(Output(ids.SLICE_GRAPHS[p], "figure") for p in ids.PLANES), Output(ids.SLICE_COLORBAR, "figure"),
         Output(ids.SLICE_NOTE, "children"), Input(ids.SELECTION, "data"), Input(ids.CROSSHAIR, "data"),
         Input(ids.THRESHOLD, "value"), Input(ids.OPACITY, "value"), Input(ids.RADIOLOGICAL, "value"),
-        Input(ids.RANGE_MODE, "value"), Input(ids.RANGE_MAX, "value"))),
+        Input(ids.RANGE_MODE, "value"), Input(ids.RANGE_MAX, "value"), Input(ids.SUBJECT, "value"),
+        Input(ids.SUBJECT_HEATMAP, "value"))),
+    _Wire(sync_url, False, (Output(ids.URL, "hash"), Output(ids.VIEW_STATE, "data"), *_STATE_INPUTS)),
+    _Wire(draw_sweep, False, (Output(ids.SWEEP_GRAPH, "figure"), Input(ids.SELECTION, "data"))),
+    _Wire(subject_room, False, (
+        Output(ids.SUBJECT_HEADER, "children"), Output(ids.SUBJECT_PROFILE, "figure"),
+        Output(ids.SUBJECT_CENTILES, "figure"), Output(ids.SUBJECT_ROIS, "children"), Input(ids.SUBJECT, "value"),
+        Input(ids.ROI_SCORES, "value"))),
+    _Wire(show_subject_heatmap, False, (
+        Output(ids.SUBJECT_HEATMAP, "value"), Output(ids.ROOM, "value"), Input(ids.SUBJECT_SHOW, "n_clicks"),
+        State(ids.SUBJECT, "value"))),
 )
-"""Every callback of the explorer; none runs on page load (the layout carries the first state)."""
+"""Every callback of one run's page; none runs on page load (the page carries its first state). Each also
+takes the run store, last, to find its run."""
+
+_SWEEP_WIRES = (
+    _Wire(start_sweep, True, (
+        Output(ids.SWEEP_JOB, "data"), Output(ids.SWEEP_POLL, "disabled"), Output(ids.SWEEP_STATUS, "children"),
+        Output(ids.SWEEP_CANCEL, "disabled"), Input(ids.SWEEP_START, "n_clicks"), Input(ids.SWEEP_CANCEL, "n_clicks"),
+        State(ids.SELECTION, "data"), State(ids.SWEEP_ROWS, "value"), State(ids.SWEEP_COLS, "value"),
+        State(ids.SWEEP_TOPOLOGY, "value"), State(ids.SWEEP_JOB, "data"))),
+    _Wire(poll_sweep, False, (
+        Output(ids.SWEEP_PROGRESS, "value"), Output(ids.SWEEP_PROGRESS, "max"), Output(ids.SWEEP_PROGRESS, "label"),
+        Output(ids.SWEEP_POLL, "disabled", allow_duplicate=True),
+        Output(ids.SWEEP_STATUS, "children", allow_duplicate=True),
+        Output(ids.SWEEP_CANCEL, "disabled", allow_duplicate=True),
+        Output(ids.SWEEP_GRAPH, "figure", allow_duplicate=True),
+        Output(ids.STABILITY, "children", allow_duplicate=True), Input(ids.SWEEP_POLL, "n_intervals"),
+        State(ids.SWEEP_JOB, "data"), State(ids.SELECTION, "data"))),
+)
+"""The sweep job's callbacks: their handlers also take the explorer's :class:`app.jobs.SweepJobs`."""
 
 
-def _bind(ex: Explorer, wire: _Wire) -> Callable:
-    """The handler as Dash calls it: the browser's values in, ``ex`` (and the triggering id) added."""
-    if wire.triggered:
-        def callback(*values):
-            return wire.handler(ex, ctx.triggered_id, *values)
-    else:
-        def callback(*values):
-            return wire.handler(ex, *values)
+def _bind(registry, wire: _Wire, extra: tuple = ()) -> Callable:
+    """The handler as Dash calls it: the browser's values in (the run store last), the run's explorer (and the
+    triggering id, and ``extra``) added. A run id that names no run of the store changes nothing."""
+    from dash.exceptions import PreventUpdate
+
+    def callback(*values):
+        *values, run_id = values
+        ex = registry.explorer(run_id)
+        if ex is None:
+            raise PreventUpdate
+        if wire.triggered:
+            return wire.handler(ex, *extra, ctx.triggered_id, *values)
+        return wire.handler(ex, *extra, *values)
+
     callback.__name__ = wire.handler.__name__
     return callback
 
 
-def register(app, ex: Explorer) -> None:
-    """Attach every callback of :data:`_WIRES` to ``app``; each closes over the read-only explorer ``ex``."""
+ROOMS_JS = (
+    "function(room) {\n"
+    f"    const rooms = {json.dumps(list(ids.ROOMS))};\n"
+    "    return rooms.map(r => (r === room ? {} : {display: 'none'}));\n"
+    "}\n"
+)
+
+LINK_JS = """
+function(n) { return window.location.href; }
+"""
+
+
+def register(app, registry, jobs, build_page) -> None:
+    """Attach every callback to ``app``: those of a run's page (each finds its run in the registry), the sweep
+    jobs', and the page frame's (the URL, the run picker, the newer-run notice, the rooms, the copy-link button)."""
+    run = State(ids.RUN, "data")
     for wire in _WIRES:
-        app.callback(*wire.dependencies, prevent_initial_call=True)(_bind(ex, wire))
+        app.callback(*wire.dependencies, run, prevent_initial_call=True)(_bind(registry, wire))
+    for wire in _SWEEP_WIRES:
+        app.callback(*wire.dependencies, run, prevent_initial_call=True)(_bind(registry, wire, (jobs,)))
+
+    def _render(search, fragment, shown_state, shown_run):
+        return render(registry, search, fragment, shown_state, shown_run, build_page)
+
+    app.callback(
+        Output(ids.PAGE, "children"), Output(ids.RUN, "data"), Output(ids.VIEW_STATE, "data", allow_duplicate=True),
+        Output(ids.LINK_NOTICE, "is_open"), Output(ids.LINK_NOTICE, "children"),
+        Input(ids.URL, "search"), Input(ids.URL, "hash"), State(ids.VIEW_STATE, "data"), State(ids.RUN, "data"),
+        prevent_initial_call="initial_duplicate",
+    )(_render)
+
+    def _pick(run_id, shown_run, cohort):
+        return pick_run(registry, run_id, shown_run, cohort)
+
+    app.callback(
+        Output(ids.URL, "search"), Output(ids.URL, "hash", allow_duplicate=True), Input(ids.RUN_PICKER, "value"),
+        State(ids.RUN, "data"), State(ids.COHORT, "value"), prevent_initial_call=True,
+    )(_pick)
+
+    def _newer(tick, shown_run):
+        return newer_run(registry, tick, shown_run)
+
+    app.callback(Output(ids.NEWER_RUN, "is_open"), Output(ids.NEWER_RUN, "children"),
+                 Input(ids.RUN_POLL, "n_intervals"), State(ids.RUN, "data"), prevent_initial_call=True)(_newer)
+    app.clientside_callback(ROOMS_JS, *(Output(ids.ROOMS[r], "style") for r in ids.ROOMS), Input(ids.ROOM, "value"),
+                            prevent_initial_call=True)
+    app.clientside_callback(LINK_JS, Output(ids.COPY_LINK, "content"), Input(ids.COPY_LINK, "n_clicks"),
+                            prevent_initial_call=True)

@@ -52,3 +52,63 @@ FDR = "fdr"
 PERMUTATIONS = "permutations"
 P_FLOOR = "p-floor"
 SUMMARY = "selection-summary"
+
+# the page shell: the run, the URL and the rooms
+URL = "url"
+"""dcc.Location: ``?run=<id>`` picks the run, the fragment holds the view state (:mod:`app.state`)."""
+RUN = "run"
+"""Store: the id of the run every callback reads."""
+VIEW_STATE = "view-state"
+"""Store: the view state the URL fragment shows (:mod:`app.state`), so a Back or a pasted link can be told apart
+from the page's own update of the fragment."""
+PAGE = "page"
+"""The page of one run (header, side panel, rooms), replaced when the URL names another run or state."""
+LINK_NOTICE = "link-notice"
+"""Toast: what a link named that this run does not have."""
+ROOM = "room"
+"""Radio in the header: which room the page shows."""
+ROOMS = {"explore": "room-explore", "sweep": "room-sweep", "subject": "room-subject", "run": "room-run"}
+RUN_PICKER = "run-picker"
+RUN_POLL = "run-poll"
+NEWER_RUN = "newer-run"
+COPY_LINK = "copy-link"
+SUBJECT = "subject-search"
+"""Dropdown in the header: a subject found by id, highlighted in every view and told in the subject room."""
+PAIR = "pair"
+"""Store: [ROI, behaviour] of the open scatter, or None."""
+RUN_MAP = "run-map"
+"""Button: back from a sweep grid's map to the run's own map."""
+
+# sweep room
+SWEEP_GRAPH = "sweep-graph"
+SWEEP_ROWS = "sweep-rows"
+SWEEP_COLS = "sweep-cols"
+SWEEP_TOPOLOGY = "sweep-topology"
+SWEEP_START = "sweep-start"
+SWEEP_CANCEL = "sweep-cancel"
+SWEEP_PROGRESS = "sweep-progress"
+SWEEP_STATUS = "sweep-status"
+SWEEP_POLL = "sweep-poll"
+SWEEP_JOB = "sweep-job"
+"""Store: {"job": id} of the sweep this page started, or None."""
+STABILITY = "stability"
+"""The map view's badge: how stable the selected prototype is over the neighbouring grids."""
+SWEEP_MAP = "sweep-map"
+
+# subject room
+SUBJECT_PROFILE = "subject-profile"
+SUBJECT_CENTILES = "subject-centiles"
+SUBJECT_ROIS = "subject-rois"
+SUBJECT_HEADER = "subject-header"
+SUBJECT_HEATMAP = "subject-heatmap"
+"""Switch: the slice views show the found subject's own heatmap instead of the selection's mean."""
+
+# run room
+PROVENANCE = "provenance"
+
+# export
+EXPORT = "export"
+EXPORT_DOWNLOAD = "export-download"
+EXPORT_NOTE = "export-note"
+SUBJECT_SHOW = "subject-show"
+"""Button in the subject room: show the subject's own heatmap in the slice views."""

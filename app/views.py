@@ -30,12 +30,15 @@ from analysis.exploration.power import detectable_effect
 from analysis.exploration.roi_stats import atypical_rois, reference_percentile
 from analysis.exploration.slices import AXIS_NAMES, PLANES, SliceGeometry, peak_voxel, region_centre
 from analysis.exploration.som import unit_positions
-from analysis.runs.reader import PublishedRun
+from analysis.exploration.sweep import fit_grid
+from analysis.runs import layout as run_layout
+from analysis.runs.reader import PublishedRun, SomMap
 from app.figures import empty_figure, wrap_text
 from app.figures.behaviour import PairPoints, correlation_figure, pair_scatter_figure
-from app.figures.regions import BoxGroup, roi_box_figure
+from app.figures.regions import BoxGroup, SubjectMark, roi_box_figure
 from app.figures.slices import SliceData
 from app.figures.som import MapLayer, PrototypeMarker, som_figure
+from app.figures.sweep import sweep_figure
 from app.style import HIT_MAP_COLORS, REST_COLOR, U_MATRIX_COLORS, CohortStyle, cohort_styles
 
 MIN_COMPLETE = 10
@@ -44,6 +47,75 @@ MIN_COMPLETE = 10
 MEMBER_IDS_ON_HOVER = 6
 """Member ids listed per cohort in a SOM unit's hover (the count is always shown)."""
 
+GRIDS_KEPT = 16
+"""Maps of other grid sizes (fitted when a sweep cell is clicked) remembered per run."""
+
+
+def check_grid(value) -> tuple[int, int, str] | None:
+    """A grid as the browser sends it (``{"rows", "cols", "topology"}``), if it is one the explorer fits: 2-30 rows
+    and columns, a known topology; None for anything else."""
+    if not isinstance(value, dict):
+        return None
+    rows, cols, topology = value.get("rows"), value.get("cols"), value.get("topology", "rectangular")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 2 <= v <= 30 for v in (rows, cols)):
+        return None
+    return (rows, cols, topology) if topology in ("rectangular", "hexagonal") else None
+
+
+@dataclass(frozen=True)
+class ViewContext:
+    """What a view reads besides the selection's cohort and units: the sweep grid whose map the units are on
+    (None: the run's map) and the subject found by the search box (marked in the view)."""
+
+    grid: tuple[int, int, str] | None = None
+    subject: str | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class MapView:
+    """One SOM of the run's score norms as the views read it: the run's own map, or a map of another grid size
+    fitted in the explorer (from a sweep cell), with every subject's best-matching unit."""
+
+    som: SomMap
+    bmu_flat: np.ndarray
+    """Each subject's BMU as ``row * n_cols + col``, in the run's subject order."""
+    grid: tuple[int, int, str] | None
+    """None for the run's map, else (rows, cols, topology)."""
+    subjects: pd.DataFrame
+    cohorts: list[str]
+
+    @cached_property
+    def positions(self) -> tuple[np.ndarray, np.ndarray]:
+        return unit_positions(self.som.n_rows, self.som.n_cols, self.som.topology)
+
+    @cached_property
+    def unit_text(self) -> np.ndarray:
+        """Hover text of every unit: its members per cohort, with the first few ids."""
+        som = self.som
+        text = np.empty((som.n_rows, som.n_cols), dtype=object)
+        order = np.argsort(self.bmu_flat, kind="stable")
+        bounds = np.searchsorted(self.bmu_flat[order], np.arange(som.n_rows * som.n_cols + 1))
+        ids, cohorts = self.subjects.index.to_numpy(), self.subjects["cohort"].to_numpy()
+        for flat in range(som.n_rows * som.n_cols):
+            r, c = divmod(flat, som.n_cols)
+            lines = [f"<b>unit ({r}, {c})</b> U-matrix {som.u_matrix[r, c]:.2f}"]
+            rows = order[bounds[flat] : bounds[flat + 1]]
+            for cohort in self.cohorts:
+                members = ids[rows[cohorts[rows] == cohort]].tolist()
+                if members:
+                    more = " ..." if len(members) > MEMBER_IDS_ON_HOVER else ""
+                    lines.append(f"{cohort}: {len(members)} ({', '.join(members[:MEMBER_IDS_ON_HOVER])}{more})")
+            if len(lines) == 1:
+                lines.append("no members")
+            text[r, c] = "<br>".join(lines)
+        return text
+
+    @property
+    def label(self) -> str:
+        som = self.som
+        where = "the run's" if self.grid is None else "refitted here"
+        return f"{som.n_rows} × {som.n_cols} {som.topology} SOM ({where})"
+
 
 @dataclass(frozen=True, eq=False)
 class Explorer:
@@ -51,6 +123,7 @@ class Explorer:
 
     run: PublishedRun
     _tables: OrderedDict = field(default_factory=OrderedDict, init=False, repr=False)
+    _maps: OrderedDict = field(default_factory=OrderedDict, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     TABLES_KEPT = 8
@@ -95,36 +168,41 @@ class Explorer:
         return SliceGeometry(grid.shape, grid.affine)
 
     @cached_property
-    def positions(self) -> tuple[np.ndarray, np.ndarray]:
-        som = self.run.som
-        return unit_positions(som.n_rows, som.n_cols, som.topology)
-
-    @cached_property
-    def unit_flat(self) -> np.ndarray:
-        """Each subject's BMU as ``row * n_cols + col``."""
+    def run_map(self) -> MapView:
         s = self.run.subjects
-        return (s["bmu_row"] * self.run.som.n_cols + s["bmu_col"]).to_numpy()
+        flat = (s["bmu_row"] * self.run.som.n_cols + s["bmu_col"]).to_numpy()
+        return MapView(self.run.som, flat, None, s, self.run.cohorts)
 
-    @cached_property
+    def map(self, grid=None) -> MapView:
+        """The run's map (``grid`` None), or the map of another grid size (rows, cols, topology) fitted on the
+        run's score norms as the refresh and ``msma sweep`` fit theirs (deterministic, so it is the map the sweep
+        table describes); fitted on first use and remembered."""
+        if grid is None or tuple(grid) == (self.run.som.n_rows, self.run.som.n_cols, self.run.som.topology):
+            return self.run_map
+        grid = tuple(grid)
+        with self._lock:
+            if grid in self._maps:
+                self._maps.move_to_end(grid)
+                return self._maps[grid]
+        fitted = fit_grid_map(self.run, *grid)
+        with self._lock:
+            self._maps[grid] = fitted
+            while len(self._maps) > GRIDS_KEPT:
+                self._maps.popitem(last=False)
+        return fitted
+
+    @property
+    def positions(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.run_map.positions
+
+    @property
+    def unit_flat(self) -> np.ndarray:
+        """Each subject's BMU on the run's map as ``row * n_cols + col``."""
+        return self.run_map.bmu_flat
+
+    @property
     def unit_text(self) -> np.ndarray:
-        """Hover text of every SOM unit: its members per cohort, with the first few ids."""
-        som, subjects = self.run.som, self.run.subjects
-        text = np.empty((som.n_rows, som.n_cols), dtype=object)
-        groups = subjects.groupby([subjects["bmu_row"], subjects["bmu_col"]])
-        for r in range(som.n_rows):
-            for c in range(som.n_cols):
-                lines = [f"<b>unit ({r}, {c})</b> U-matrix {som.u_matrix[r, c]:.2f}"]
-                members = groups.get_group((r, c)) if (r, c) in groups.groups else subjects.iloc[:0]
-                for cohort in self.run.cohorts:
-                    ids = members.index[members["cohort"] == cohort].tolist()
-                    if ids:
-                        more = " ..." if len(ids) > MEMBER_IDS_ON_HOVER else ""
-                        shown = ", ".join(ids[:MEMBER_IDS_ON_HOVER]) + more
-                        lines.append(f"{cohort}: {len(ids)} ({shown})")
-                if len(lines) == 1:
-                    lines.append("no members")
-                text[r, c] = "<br>".join(lines)
-        return text
+        return self.run_map.unit_text
 
     @cached_property
     def region_names(self) -> np.ndarray:
@@ -168,23 +246,41 @@ class Explorer:
 # --- selection ---------------------------------------------------------------------------------------------------
 
 
-def prototype_units(ex: Explorer, cohort: str) -> list[list[int]]:
+def fit_grid_map(run: PublishedRun, rows: int, cols: int, topology: str = "rectangular") -> MapView:
+    """The map of one grid size fitted on the run's score norms, standardised by its reference cohort, with every
+    cohort's maximal prototype: :func:`analysis.exploration.sweep.fit_grid`, so a cohort's members are those its
+    sweep table records for that grid."""
+    norms = run.score_norms.to_numpy(dtype=float)
+    labels = run.subjects["cohort"].to_numpy()
+    som = fit_grid(norms, labels, run.cohorts[0], labels == run.reference_cohort, rows, cols, topology).som
+    ids = run.subjects.index.to_numpy()
+    prototypes = {}
+    for cohort in run.cohorts:
+        p = som.maximal_prototype(labels, cohort)
+        prototypes[cohort] = {"unit": list(p.unit), "size": p.size, "cohort_size": p.cohort_size,
+                              "members": ids[p.members].tolist()}
+    mapped = SomMap(rows, cols, topology, som.u_matrix_, som.weights_, prototypes)
+    return MapView(mapped, som.bmu_[:, 0] * cols + som.bmu_[:, 1], (rows, cols, topology), run.subjects, run.cohorts)
+
+
+def prototype_units(ex: Explorer, cohort: str, grid=None) -> list[list[int]]:
     """The units a cohort starts from: those of the prototype the refresh's chain tested (its ``subgroup``, which
-    may gather several units), else its maximal prototype's unit."""
-    prototype = ex.run.som.prototypes.get(cohort)
+    may gather several units), else its maximal prototype's unit; on another grid, its maximal prototype's."""
+    prototype = ex.map(grid).som.prototypes.get(cohort)
     if not prototype:
         return []
     subgroup = prototype.get("subgroup")
     return [list(u) for u in subgroup["units"]] if subgroup else [list(prototype["unit"])]
 
 
-def selected_ids(ex: Explorer, units) -> list[str]:
-    """Every subject (of any cohort) whose BMU is one of ``units``."""
-    flat = [int(r) * ex.run.som.n_cols + int(c) for r, c in units]
-    return ex.run.subjects.index[np.isin(ex.unit_flat, flat)].tolist()
+def selected_ids(ex: Explorer, units, grid=None) -> list[str]:
+    """Every subject (of any cohort) whose BMU is one of ``units`` (on the run's map, or on ``grid``'s)."""
+    view = ex.map(grid)
+    flat = [int(r) * view.som.n_cols + int(c) for r, c in units]
+    return ex.run.subjects.index[np.isin(view.bmu_flat, flat)].tolist()
 
 
-def units_from_points(ex: Explorer, points) -> list[list[int]]:
+def units_from_points(ex: Explorer, points, grid=None) -> list[list[int]]:
     """The units named by a Plotly selection or click (each point's ``customdata`` is ``[row, col]``); anything
     else the browser sends, or a unit off the map, is ignored."""
     units = []
@@ -194,43 +290,51 @@ def units_from_points(ex: Explorer, points) -> list[list[int]]:
                 and all(isinstance(v, int | float) and float(v).is_integer() for v in custom)):
             continue
         unit = [int(custom[0]), int(custom[1])]
-        if 0 <= unit[0] < ex.run.som.n_rows and 0 <= unit[1] < ex.run.som.n_cols and unit not in units:
+        som = ex.map(grid).som
+        if 0 <= unit[0] < som.n_rows and 0 <= unit[1] < som.n_cols and unit not in units:
             units.append(unit)
     return units
 
 
-def cohort_members(ex: Explorer, cohort: str, units) -> tuple[list[str], list[str]]:
+def cohort_members(ex: Explorer, cohort: str, units, grid=None) -> tuple[list[str], list[str]]:
     """The cohort's members inside the selected units and the others."""
-    return split_cohort(ex.run.cohort_ids(cohort), selected_ids(ex, units))
+    return split_cohort(ex.run.cohort_ids(cohort), selected_ids(ex, units, grid))
 
 
 # --- SOM map ------------------------------------------------------------------------------------------------------
 
 
-def som_view(ex: Explorer, cohort: str, layer: str, units) -> go.Figure:
-    som = ex.run.som
+def som_view(ex: Explorer, cohort: str, layer: str, units, grid=None, subject: str | None = None) -> go.Figure:
+    view = ex.map(grid)
+    som = view.som
     prototypes = [
         PrototypeMarker(c, tuple(p["unit"]), int(p["size"]), int(p["cohort_size"]), ex.styles[c])
         for c, p in som.prototypes.items() if c in ex.styles
     ]
     if layer == "hits":
-        hits = np.bincount(ex.unit_flat[(ex.run.subjects["cohort"] == cohort).to_numpy()],
+        hits = np.bincount(view.bmu_flat[(ex.run.subjects["cohort"] == cohort).to_numpy()],
                            minlength=som.n_rows * som.n_cols).reshape(som.n_rows, som.n_cols)
         values, label, colours = hits, f"members of {cohort}", HIT_MAP_COLORS
         what = f"hit map of {cohort}"
     else:
         values, label, colours = som.u_matrix, "U-matrix (relative distance)", U_MATRIX_COLORS
         what = "U-matrix"
-    title = f"{som.n_rows} × {som.n_cols} {som.topology} SOM of the score norms: {what}"
-    return som_figure(MapLayer(values, label, colours), ex.positions, som.topology, prototypes, ex.unit_text,
-                      [tuple(u) for u in units], title)
+    title = f"{view.label} of the score norms: {what}"
+    marked = None
+    if subject is not None and subject in ex.run.row_of:
+        r, c = divmod(int(view.bmu_flat[ex.run.row_of[subject]]), som.n_cols)
+        marked = (subject, (r, c), ex.styles[ex.run.subjects.at[subject, "cohort"]])
+    return som_figure(MapLayer(values, label, colours), view.positions, som.topology, prototypes, view.unit_text,
+                      [tuple(u) for u in units], title, subject=marked)
 
 
 # --- region step: ROI box plots and the selection summary -----------------------------------------------------------
 
 
-def regions(ex: Explorer, cohort: str, units, correction: str, alpha: float, scores: str = "raw") -> RegionStep:
-    return region_step(ex.roi_table(scores), ex.run.reference_ids, ex.run.cohort_ids(cohort), selected_ids(ex, units),
+def regions(ex: Explorer, cohort: str, units, correction: str, alpha: float, scores: str = "raw",
+            grid=None) -> RegionStep:
+    return region_step(ex.roi_table(scores), ex.run.reference_ids, ex.run.cohort_ids(cohort),
+                       selected_ids(ex, units, grid),
                        alpha=alpha, correction=correction)
 
 
@@ -254,9 +358,10 @@ def power_note(step: RegionStep, n_selected: int, n_rest: int) -> str:
 
 
 def roi_view(ex: Explorer, cohort: str, units, step: RegionStep, shown: int, highlighted: str | None,
-             scores: str = "raw") -> go.Figure:
+             scores: str = "raw", context: ViewContext = ViewContext()) -> go.Figure:
     correction = CORRECTION_NAMES[step.correction]
-    inside, rest = cohort_members(ex, cohort, units)
+    grid, subject = context.grid, context.subject
+    inside, rest = cohort_members(ex, cohort, units, grid)
     title_base = "ROIs that set the selection apart"
     if not step.kept_rois:
         return empty_figure(title_base, f"No ROI's mean over {cohort} exceeds the reference 90th "
@@ -287,6 +392,9 @@ def roi_view(ex: Explorer, cohort: str, units, step: RegionStep, shown: int, hig
     ]
     title = (f"{len(rois)} of {len(step.significant_rois)} ROIs at {correction} p < {step.alpha:g} "
              f"({len(step.kept_rois)} kept), most significant on top")
+    if subject is not None and subject in table.index:
+        groups.append(SubjectMark(f"subject {subject}", table.loc[subject, rois],
+                                  ex.styles[ex.run.subjects.at[subject, "cohort"]].color))
     return roi_box_figure(rois, groups, ex.reference_p90(scores).to_dict(), stats, ex.score_unit(scores), title,
                           highlighted, power_note(step, len(inside), len(rest)))
 
@@ -297,12 +405,12 @@ def _fill(hex_colour: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
-def summary(ex: Explorer, cohort: str, units) -> dict:
+def summary(ex: Explorer, cohort: str, units, grid=None) -> dict:
     """The selection's make-up (:func:`~analysis.exploration.cohort_analysis.selection_summary`) and its members'
     covariates against the rest of the cohort (:func:`~analysis.exploration.balance.covariate_balance`)."""
-    result = selection_summary(ex.run.subjects, selected_ids(ex, units), cohort)
+    result = selection_summary(ex.run.subjects, selected_ids(ex, units, grid), cohort)
     study = ex.run.study
-    inside, rest = cohort_members(ex, cohort, units)
+    inside, rest = cohort_members(ex, cohort, units, grid)
     kinds = {c.name: c.kind for c in study.covariates}
     result["covariates"] = covariate_balance(study.covariate_table, kinds, inside, rest) if inside and rest else []
     return result
@@ -346,14 +454,20 @@ def correlation_view(ex: Explorer, cohort: str, rois, result: CorrelationResult 
                                       correlation_height(n_rows))
 
 
-def scatter_view(ex: Explorer, cohort: str, units, roi: str, behaviour: str, view: str, stats: dict,
-                 scores: str = "raw") -> go.Figure:
+def scatter_view(ex: Explorer, cohort: str, units, pair: tuple[str, str], view: str, stats: dict,
+                 scores: str = "raw", context: ViewContext = ViewContext()) -> go.Figure:
+    """The scatter of one ROI x behaviour ``pair`` over the cohort's members with both scores."""
+    roi, behaviour = pair
     members = [i for i in ex.run.cohort_ids(cohort) if i in ex.run.behaviour.index]
-    chosen = set(selected_ids(ex, units))
+    chosen = set(selected_ids(ex, units, context.grid))
     points = PairPoints(ex.roi_table(scores).loc[members, roi].to_numpy(),
                         ex.run.behaviour.loc[members, behaviour].to_numpy(), members,
-                        np.array([i in chosen for i in members]))
-    return pair_scatter_figure(roi, behaviour, points, ex.styles[cohort], cohort, ex.score_unit(scores), view, stats)
+                        np.array([i in chosen for i in members]),
+                        context.subject if context.subject in members else None)
+    figure = pair_scatter_figure(roi, behaviour, points, ex.styles[cohort], cohort, ex.score_unit(scores), view,
+                                 stats)
+    figure.update_layout(meta={"pair": [roi, behaviour]})
+    return figure
 
 
 # --- brain slices ---------------------------------------------------------------------------------------------------
@@ -375,9 +489,9 @@ def mean_volume(ex: Explorer, ids) -> np.ndarray | None:
     return (total / len(rows)).astype(np.float32)
 
 
-def selection_peak(ex: Explorer, cohort: str, units) -> list[int] | None:
+def selection_peak(ex: Explorer, cohort: str, units, grid=None) -> list[int] | None:
     """The strongest voxel of the mean heatmap of the cohort's members in ``units``, or None without any."""
-    inside, _ = cohort_members(ex, cohort, units)
+    inside, _ = cohort_members(ex, cohort, units, grid)
     volume = mean_volume(ex, inside)
     return None if volume is None else peak_voxel(volume)
 
@@ -436,3 +550,168 @@ PLANE_TITLES = {"axial": "Axial", "coronal": "Coronal", "sagittal": "Sagittal"}
 
 def slice_title(data: SliceData) -> str:
     return f"{PLANE_TITLES[data.plane]}, {data.depth}"
+
+
+# --- sweeps ---------------------------------------------------------------------------------------------------------
+
+STABLE_JACCARD = 0.8
+"""Membership overlap at which a neighbouring grid counts as finding the same subgroup."""
+NEIGHBOURHOOD = 3
+"""The badge compares the grid shown with the swept grids up to this many rows and columns away."""
+
+
+def sweep_table(ex: Explorer, cohort: str) -> pd.DataFrame | None:
+    """The run's sweep table of ``cohort`` (re-read when the file changes: a sweep may finish while the page is
+    open), or None when none has been run."""
+    path = ex.run.run_dir / run_layout.sweep_file(cohort)
+    try:
+        stamp = path.stat().st_mtime_ns
+    except OSError:
+        return None
+    key = ("sweep", cohort)
+    with ex._lock:
+        cached = ex._tables.get(key)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    table = pd.read_parquet(path)
+    with ex._lock:
+        ex._tables[key] = (stamp, table)
+    return table
+
+
+SWEEP_READING = [
+    "Each cell is one SOM grid size, fitted on the run's score norms exactly as the refresh fits its map "
+    "(PCA initialisation, batch training: deterministic). Left: how many of the cohort's subjects its maximal "
+    "prototype (the unit holding most of them) gathers. Right: how much of that membership the grids one row or "
+    "one column away keep (mean Jaccard overlap).",
+    " A band of outlined cells (overlap ≥ 0.8) means the subgroup does not hinge on the grid size: neighbouring "
+    "settings find the same subjects. Click a cell: its map replaces the map view with its prototype selected, "
+    "and every other view follows; the run's-map button goes back.",
+]
+
+
+def sweep_topology(ex: Explorer, cohort) -> str:
+    """The topology of the cohort's sweep (rectangular when the table predates the column or there is none)."""
+    table = sweep_table(ex, cohort) if cohort in ex.run.cohorts else None
+    if table is None or "topology" not in table.columns or table.empty:
+        return "rectangular"
+    return str(table["topology"].iloc[0])
+
+
+def sweep_view(ex: Explorer, cohort: str, grid=None) -> go.Figure:
+    """The cohort's sweep heatmaps with the grid on the map outlined, or what to do when there is no sweep."""
+    table = sweep_table(ex, cohort)
+    if table is None or table.empty:
+        return empty_figure(f"Grid-stability sweep of {cohort}",
+                            f"No sweep of {cohort} in this run yet: run one here (left), or from the shell:<br>"
+                            f"msma sweep --cohort {cohort}")
+    som = ex.map(grid).som
+    return sweep_figure(table, cohort, (som.n_rows, som.n_cols))
+
+
+def sweep_status(ex: Explorer, cohort: str) -> str:
+    table = sweep_table(ex, cohort)
+    if table is None:
+        return f"No sweep of {cohort} yet."
+    rows, cols = table["rows"], table["cols"]
+    return (f"This run's sweep of {cohort}: {len(table)} grids, rows {rows.min()}-{rows.max()} × columns "
+            f"{cols.min()}-{cols.max()}.")
+
+
+def stability_note(ex: Explorer, selection: dict) -> str:
+    """How stable the selection's members of its cohort are over the neighbouring grid sizes, from the cohort's
+    sweep ("the same 14 members in 41 of the 48 neighbouring grids"), or how to get a sweep."""
+    cohort = selection["cohort"]
+    grid = check_grid(selection.get("grid"))
+    som = ex.map(grid).som
+    inside, _ = cohort_members(ex, cohort, selection["units"], grid)
+    table = sweep_table(ex, cohort)
+    if table is None:
+        return f"Stability: no sweep of {cohort} yet (start one in the Grid sweep room)."
+    if "topology" in table.columns and (table["topology"] != som.topology).all():
+        return f"Stability: the sweep of {cohort} used another topology than this {som.topology} map."
+    if not inside:
+        return "Stability: the selection holds no member of the cohort."
+    near = table[((table["rows"] - som.n_rows).abs() <= NEIGHBOURHOOD)
+                 & ((table["cols"] - som.n_cols).abs() <= NEIGHBOURHOOD)
+                 & ~((table["rows"] == som.n_rows) & (table["cols"] == som.n_cols))]
+    if near.empty:
+        return f"Stability: the sweep of {cohort} has no grid within {NEIGHBOURHOOD} rows and columns of this one."
+    chosen = set(inside)
+    kept = sum(1 for members in near["members"]
+               if len(chosen & set(members)) / len(chosen | set(members)) >= STABLE_JACCARD)
+    return (f"Stability: these {len(inside)} members are the maximal prototype (Jaccard ≥ {STABLE_JACCARD:g}) in "
+            f"{kept} of the {len(near)} swept grids within ±{NEIGHBOURHOOD} rows and columns.")
+
+
+# --- provenance -----------------------------------------------------------------------------------------------------
+
+
+def provenance(ex: Explorer) -> dict:
+    """Where the run's numbers come from, from its ``run.json``: the manifest's path and digest, the date, profile
+    and device, the score model, the noise scales, the detection metrics (AUROC per norm set, detector and
+    cohort), versions and warnings. Sections a run lacks are None."""
+    record = ex.run.record
+    model = record.get("score_model") or None
+    schedule = record.get("schedule") or {}
+    detection: dict[str, dict[str, dict[str, float | None]]] = {}
+    for row in record.get("metrics") or []:
+        detection.setdefault(row.get("norms", "?"), {}).setdefault(row.get("detector", "?"), {})[
+            row.get("group", "?")] = row.get("auroc")
+    return {
+        "run_id": ex.run.run_id, "run_dir": str(ex.run.run_dir), "study": ex.run.study_name,
+        "created_utc": record.get("created_utc"), "manifest": record.get("manifest") or {},
+        "profile": record.get("profile"), "device": record.get("device"),
+        "score_model": None if model is None else {
+            "steps": model.get("steps"), "stopped": model.get("stopped"), "best_val_loss": model.get("best_val_loss"),
+            "parameters": model.get("parameters"), "reused": bool(model.get("reused")),
+        },
+        "sigmas": schedule.get("sigmas"), "detection": detection, "versions": record.get("versions") or {},
+        "warnings": record.get("warnings") or [],
+    }
+
+
+# --- one subject ----------------------------------------------------------------------------------------------------
+
+
+def subject_story(ex: Explorer, subject: str, scores: str):
+    """:func:`analysis.exploration.subject.subject_story` of the run, with the reference centile curves of the
+    default detector fitted once per run and remembered."""
+    from analysis.exploration.subject import default_detector, fit_reference_centiles
+    from analysis.exploration.subject import subject_story as story
+
+    detector = default_detector(ex.run.detector_scores.columns)
+    key = ("centiles", detector)
+    with ex._lock:
+        centiles = ex._tables.get(key)
+    if centiles is None:
+        held_out = ex.run.subjects.index.isin(ex.run.reference_ids)
+        centiles = fit_reference_centiles(ex.run.detector_scores[detector].to_numpy(dtype=float)[held_out],
+                                          ex.run.subjects["age"].to_numpy(dtype=float)[held_out])
+        with ex._lock:
+            ex._tables[key] = centiles
+    return story(ex.run, subject, scores, detector, centiles=centiles)
+
+
+def subject_view(ex: Explorer, subject: str | None, scores: str):
+    """The subject room: (header, norm-profile figure, centile chart, the subject's story or None); honest empty
+    states when no subject is found."""
+    if subject is None:
+        header = ("Find a subject by id in the box at the top right: its score-norm profile, its place on the "
+                  "reference cohort's centile chart and its most atypical ROIs appear here, and it is marked in "
+                  "every view.")
+        return (header, empty_figure("Score-norm profile", "No subject chosen."),
+                empty_figure("Detector score against age", "No subject chosen."), None)
+    from app.figures.subject import centile_figure, norm_profile_figure
+
+    story = subject_story(ex, subject, scores)
+    style = ex.styles[story.cohort]
+    bmu = ex.run.subjects.loc[subject, ["bmu_row", "bmu_col"]].astype(int).tolist()
+    age = "age unknown" if not np.isfinite(story.age) else f"{story.age:.1f} y"
+    header = (f"Subject {subject} · {story.cohort} · {story.sex or 'sex unknown'} · {age} · best-matching unit "
+              f"({bmu[0]}, {bmu[1]}) · {story.detector_name} {ex.run.detector_scores.at[subject, story.detector]:.4g} "
+              f"({story.detector_unit})")
+    profile = norm_profile_figure(story.profile, style, subject, story.cohort, story.reference_cohort, story.sigmas)
+    chart = centile_figure(story.chart, style, subject, story.cohort, story.reference_cohort, story.detector_name,
+                           story.detector_unit)
+    return header, profile, chart, story

@@ -176,7 +176,7 @@ def time_server(manifest: Path, ex: Explorer, cohort: str, selections: list[dict
                     f"{ids.SOM_LAYER}.value": "u_matrix", f"{ids.THRESHOLD}.value": DEFAULT_THRESHOLD,
                     f"{ids.OPACITY}.value": 0.85, f"{ids.RADIOLOGICAL}.value": False,
                     f"{ids.RANGE_MODE}.value": "auto", f"{ids.RANGE_MAX}.value": 3, f"{ids.COHORT}.value": cohort,
-                    f"{ids.ROI_SCORES}.value": ex.run.default_roi_scores}
+                    f"{ids.ROI_SCORES}.value": ex.run.default_roi_scores, f"{ids.RUN}.data": ex.run.run_id}
         for k, selection in enumerate([selections[0], *selections]):
             crosshair = {"voxel": views.start_voxel(ex, cohort), "roi": None, "plane": "axial", "moved": []}
             values = {**controls, f"{ids.SELECTION}.data": selection, f"{ids.CROSSHAIR}.data": crosshair,

@@ -274,11 +274,9 @@ def cmd_evaluate_lesions(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    import pandas as pd
-
-    from analysis.exploration.sweep import SweepGrids, grid_stability_sweep, parse_range
-    from analysis.runs import layout
-    from analysis.runs.store import RunNotFound, RunStore, write_table
+    from analysis.exploration.sweep import SweepGrids, parse_range
+    from analysis.runs.store import RunNotFound, RunStore
+    from analysis.runs.sweeps import sweep_run
     from analysis.study.errors import ManifestError
     from analysis.study.manifest import load_manifest
 
@@ -292,26 +290,13 @@ def cmd_sweep(args) -> int:
         run_dir = RunStore(manifest.output_dir).latest()
     except (ManifestError, RunNotFound) as exc:
         return _report_problems(exc)
-    norms = pd.read_parquet(run_dir / layout.SCORE_NORMS.name)
-    columns = [c for c in norms.columns if c.startswith("norm_")]
-    cohorts = sorted(set(norms["cohort"]))
-    if args.cohort not in cohorts:
-        expected = f"expected one of {cohorts} (cohorts of run {run_dir.name})"
-        print(f"--cohort: {expected}, got {args.cohort!r}", file=sys.stderr)
+    try:
+        table, out = sweep_run(run_dir, manifest.reference_cohort, args.cohort,
+                               SweepGrids(rows=rows, cols=cols, topology=args.topology), n_jobs=args.jobs,
+                               progress=not args.quiet)
+    except ValueError as exc:
+        print(f"--cohort: {exc}", file=sys.stderr)
         return 1
-    table = grid_stability_sweep(
-        norms[columns].to_numpy(),
-        norms["cohort"].to_numpy(),
-        args.cohort,
-        reference=(norms["cohort"] == manifest.reference_cohort).to_numpy(),
-        grids=SweepGrids(rows=rows, cols=cols, topology=args.topology),
-        n_jobs=args.jobs,
-        progress=not args.quiet,
-    )
-    ids = norms["subject_id"].to_numpy()
-    table["members"] = [[str(ids[i]) for i in m] for m in table["members"]]
-    out = run_dir / layout.sweep_file(args.cohort)
-    write_table(out, table)
     stable = table[table["jaccard_neighbours"] >= 0.8]
     print(
         f"{len(table)} grids, rows {rows[0]}-{rows[-1]} x cols {cols[0]}-{cols[-1]}: maximal prototype of "

@@ -7,7 +7,7 @@ members, with the map's quantisation and topographic errors. The Jaccard overlap
 neighbouring grid sizes (one row or one column more or fewer) shows the stable bands: where neighbouring settings
 find the same subjects, the subgroup does not hinge on the grid.
 
-The explorer runs a sweep as a background job: it follows it through ``on_progress``, can stop it through
+The explorer runs a sweep as a background job: it follows it through a ``progress`` callback, can stop it through
 ``should_stop`` (the sweep then raises :class:`SweepCancelled`), and redraws the map of any grid of the table with
 :func:`fit_grid`, which gives the same members as the sweep.
 """
@@ -220,8 +220,7 @@ def grid_stability_sweep(
     reference: np.ndarray | None = None,
     grids: SweepGrids = SweepGrids(),
     n_jobs: int | None = None,
-    progress: bool = True,
-    on_progress: Callable[[int, int], None] | None = None,
+    progress: bool | Callable[[int, int], None] = True,
     should_stop: Callable[[], bool] | None = None,
 ) -> pd.DataFrame:
     """Fit a map for every grid of ``grids`` and describe the maximal prototype of ``cohort``.
@@ -237,11 +236,10 @@ def grid_stability_sweep(
     grids : SweepGrids
     n_jobs : int, optional
         Worker processes (default: one per core this process may use); 1 fits every grid in this process.
-    progress : bool, default True
-        Show a progress bar on the terminal.
-    on_progress : callable ``(done, total) -> None``, optional
-        Called in this process after each grid is fitted, with the number of grids done so far and in all (grids
-        finish in no fixed order when workers fit them), e.g. to move the explorer's progress bar.
+    progress : bool or callable ``(done, total) -> None``, default True
+        True shows a progress bar on the terminal; a callable is called instead, in this process, after each grid
+        is fitted, with the number of grids done so far and in all (grids finish in no fixed order when workers
+        fit them), e.g. to move the explorer's progress bar.
     should_stop : callable ``() -> bool``, optional
         Asked before each grid in this process and, while workers fit grids, every few hundredths of a second;
         once it returns True the grids not yet started are dropped and the sweep raises :class:`SweepCancelled`
@@ -261,7 +259,8 @@ def grid_stability_sweep(
     """
     shared = _sweep_input(X, labels, cohort, reference)
     jobs = [(r, c) for r in grids.rows for c in grids.cols]
-    bar = tqdm(total=len(jobs), desc="SOM grid sweep", unit="grid", disable=not progress)
+    on_progress = progress if callable(progress) else None
+    bar = tqdm(total=len(jobs), desc="SOM grid sweep", unit="grid", disable=on_progress is not None or not progress)
     done = 0
 
     def report() -> None:

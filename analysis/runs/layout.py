@@ -71,7 +71,9 @@ LESION_EVALUATION = RunFile("lesion_evaluation.parquet", "per lesion subject and
 SCORE_MODEL = RunFile("score_model.pt", "the score network's checkpoint (state dict and config; "
                       "torch.load(..., weights_only=True))")
 SPATIAL_FLOW = RunFile("spatial_flow.pt", "the Spatial-MSMA flow's checkpoint")
-SWEEP = RunFile("sweep_<cohort>.parquet", "msma sweep's grid-stability table of a cohort's maximal prototype")
+SWEEP = RunFile("sweep_<cohort>.parquet",
+                "the grid-stability table of a cohort's maximal prototype, from msma sweep or the explorer's Grid "
+                "sweep room")
 
 RUN_FILES: tuple[RunFile, ...] = (
     RECORD, SCORE_NORMS, LOWRANK_NORMS, GAUSSIAN_NORMS, VOXEL_SCORES, DETECTOR_SCORES, DETECTION_METRICS,

@@ -203,6 +203,17 @@ def open_run(manifest: Manifest | str | os.PathLike, run_id: str | None = None) 
     return _read(run_dir, study)
 
 
+def open_sibling(run: PublishedRun, run_id: str) -> PublishedRun:
+    """Another published run of ``run``'s study, read with the study as already validated (the explorer's run
+    picker). Raises :class:`RunNotFound` for an id that is not a complete run of the same store."""
+    if not RUN_ID.match(str(run_id)):
+        raise RunNotFound(f"run id {run_id!r}: expected the form YYYYmmddTHHMMSSZ-xxxxxxxx")
+    run_dir = run.run_dir.parent / run_id
+    if not (run_dir / layout.RECORD.name).is_file():
+        raise RunNotFound(f"{run.run_dir.parent}: no published run {run_id}")
+    return _read(run_dir, run.study)
+
+
 def _read(run_dir: Path, study: Study) -> PublishedRun:
     files = {key: run_dir / name for key, name in RUN_FILES.items()}
     for key, path in files.items():

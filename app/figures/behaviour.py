@@ -88,6 +88,8 @@ class PairPoints:
     """(n_members,) ids, shown on hover."""
     in_selection: np.ndarray
     """(n_members,) bool: the member lies in the selection."""
+    marked: str | None = None
+    """The subject found by the search box, ringed when it is among the points."""
 
 
 def pair_scatter_figure(
@@ -102,7 +104,7 @@ def pair_scatter_figure(
 ) -> go.Figure:
     """ROI score against behaviour score over the cohort's members with both, the selection in the cohort's colour
     and the others in grey, and the least-squares line; ``view="rank"`` draws ranks (what Spearman's rho
-    correlates) instead of raw values."""
+    correlates) instead of raw values; the points' ``marked`` subject is ringed."""
     scores, values = np.asarray(points.scores, dtype=float), np.asarray(points.values, dtype=float)
     keep = np.isfinite(scores) & np.isfinite(values)
     x, y = scores[keep], values[keep]
@@ -130,6 +132,13 @@ def pair_scatter_figure(
         line_x = np.array([x.min(), x.max()])
         fig.add_trace(go.Scatter(x=line_x, y=slope * line_x + intercept, mode="lines", name="least-squares line",
                                  line={"color": "black", "width": 1.5}, hoverinfo="skip"))
+    subject = points.marked
+    if subject is not None and subject in set(ids.tolist()):
+        k = ids.tolist().index(subject)
+        fig.add_trace(go.Scatter(
+            x=[x[k]], y=[y[k]], mode="markers", name=f"subject {subject}", hoverinfo="skip",
+            marker={"size": 20, "symbol": "circle-open", "color": "black", "line": {"width": 2.5}},
+        ))
     fig.update_layout(
         xaxis={"title": {"text": x_title}, "zeroline": False},
         yaxis={"title": {"text": y_title}, "zeroline": False},

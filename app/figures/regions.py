@@ -25,6 +25,15 @@ class BoxGroup:
     """Plotly ``boxpoints``: "all" draws every subject, "outliers" only those beyond the whiskers."""
 
 
+@dataclass(frozen=True)
+class SubjectMark:
+    """One subject found by the search box, starred on every ROI's row: its name, scores per ROI and colour."""
+
+    name: str
+    scores: pd.Series
+    color: str
+
+
 def roi_box_figure(
     rois: Sequence[str],
     groups: Sequence[BoxGroup],
@@ -37,13 +46,15 @@ def roi_box_figure(
 ) -> go.Figure:
     """Horizontal box plots of ``rois`` (the first at the top), one box per group, with the reference 90th
     percentile of each ROI as a dashed line and the ROI's p-values and effect size on hover; ``note`` is a second,
-    smaller title line (what the test can see)."""
+    smaller title line (what the test can see); a :class:`SubjectMark` among ``groups`` stars one subject on
+    every ROI's row."""
     rois = list(rois)
     fig = go.Figure(layout=base_layout(title))
     if note is not None:  # under the title: what the test can see
         fig.update_layout(title_subtitle={"text": wrap_text(note, 100), "font": {"size": 10, "color": "#555555"}})
     order = rois[::-1]  # category axes run upwards: the most significant ROI on top
-    for group in groups:
+    marks = [g for g in groups if isinstance(g, SubjectMark)]
+    for group in (g for g in groups if not isinstance(g, SubjectMark)):
         frame = group.scores.reindex(columns=rois)
         long = frame.stack(future_stack=True).dropna()
         # numpy arrays, not lists: plotly validates lists element by element (a third of the callback's time)
@@ -67,6 +78,13 @@ def roi_box_figure(
           for k, roi in enumerate(order) if roi in reference_p90 and np.isfinite(reference_p90[roi])),
     ]
     fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", line=PERCENTILE_LINE, name="reference 90th pct."))
+    for mark in marks:
+        values = pd.Series(mark.scores).reindex(rois)
+        fig.add_trace(go.Scatter(
+            x=values.to_numpy(dtype=float), y=rois, mode="markers", name=mark.name,
+            marker={"size": 13, "symbol": "star", "color": mark.color, "line": {"color": "black", "width": 1}},
+            hovertemplate=f"{mark.name}: %{{x:.2f}} {unit} in %{{y}}<extra></extra>",
+        ))
     fig.update_layout(
         boxmode="group",
         shapes=shapes,

@@ -60,6 +60,7 @@ def som_figure(
     unit_text: np.ndarray,
     selected: Sequence[tuple[int, int]],
     title: str,
+    subject: tuple | None = None,
 ) -> go.Figure:
     """The SOM lattice coloured by ``layer`` (the U-matrix or a hit map), every cohort's maximal prototype as a
     marker whose area is proportional to its member count, and the selected units outlined.
@@ -71,6 +72,9 @@ def som_figure(
     positions : ``(across, up)`` arrays of shape (n_rows, n_cols), :func:`analysis.exploration.som.unit_positions`
     unit_text : (n_rows, n_cols) array of str
         Hover text of each unit.
+
+    subject : (id, (row, col), CohortStyle), optional
+        A subject found by the search box: a ring at its best-matching unit, in its cohort's colour.
 
     Every trace carries ``customdata = [row, col]`` per point, so a click or a box/lasso selection on any of them
     names units.
@@ -127,6 +131,14 @@ def som_figure(
                                f"{p.cohort_size} members<extra></extra>"),
                 unselected={"marker": {"opacity": 0.95}},
             ))
+    if subject is not None:
+        sid, (r, c), style = subject
+        fig.add_trace(go.Scatter(
+            x=[across[r, c]], y=[up[r, c]], mode="markers", name=f"subject {sid}",
+            marker={"size": 24, "symbol": "circle-open", "color": style.color, "line": {"width": 3}},
+            customdata=[[r, c]], hovertemplate=f"subject {sid}: best-matching unit ({r}, {c})<extra></extra>",
+            unselected={"marker": {"opacity": 1}},
+        ))
     outlines = []
     for r, c in selected:
         outlines.append(_unit_outline(topology, across[r, c], up[r, c], color="white", width=5))

@@ -276,7 +276,7 @@ def test_selecting_the_chains_prototype_reproduces_the_runs_roi_tests(ex, run, c
     holds the maximal prototype's unit when that one is enriched), and its live chain gives the stored tests."""
     subgroup = run.som.prototypes[cohort]["subgroup"]
     assert subgroup["definition"] == "enriched"
-    assert selection == {"cohort": cohort, "units": subgroup["units"]}
+    assert selection == {"cohort": cohort, "units": subgroup["units"], "grid": None}
     inside, _ = views.cohort_members(ex, cohort, selection["units"])
     assert sorted(inside) == sorted(subgroup["members"])
     assert run.default_roi_scores == "adjusted"  # the synthetic study has the default covariates, age and sex
@@ -290,11 +290,11 @@ def test_choosing_a_cohort_or_units(ex, run, selection):
     other = next(c for c in run.cohorts if c != selection["cohort"])
     assert callbacks.choose_selection(ex, ids.COHORT, other, None, selection) == {
         "cohort": other, "units": (run.som.prototypes[other].get("subgroup") or {}).get(
-            "units", [list(run.som.prototypes[other]["unit"])])}
+            "units", [list(run.som.prototypes[other]["unit"])]), "grid": None}
     picked = {"points": [{"curveNumber": 1, "customdata": [0, 1]}, {"curveNumber": 1, "customdata": [2, 3]},
                          {"curveNumber": 4, "customdata": [0, 1]}]}
     assert callbacks.choose_selection(ex, ids.SOM_GRAPH, other, picked, selection) == {
-        "cohort": selection["cohort"], "units": [[0, 1], [2, 3]]}
+        "cohort": selection["cohort"], "units": [[0, 1], [2, 3]], "grid": None}
     assert callbacks.choose_selection(ex, ids.SOM_GRAPH, other, {"points": []}, selection) is no_update
     assert callbacks.choose_selection(ex, ids.COHORT, "no such cohort", None, selection) is no_update
 

@@ -17,7 +17,7 @@ import pytest
 from analysis.demo.synthetic_run import write_synthetic_study
 from analysis.exploration.slices import PLANES
 from analysis.runs.reader import open_run
-from app import create_app, default_cohort
+from app import create_app, default_cohort, ids
 from app.views import Explorer, roi_centre
 
 REPO = Path(__file__).resolve().parents[2]
@@ -200,3 +200,65 @@ def test_the_radiological_switch_mirrors_the_axial_and_coronal_views(page):
         letters = [a.text_content() for a in page.locator(f"#slice-{plane} .annotation-text").all()]
         assert letters[:2] == ["R", "L"]
     assert x_of_tick("sagittal", "-50") < x_of_tick("sagittal", "50")  # anterior stays on the right
+
+
+def test_the_url_carries_the_view_and_a_link_restores_it(page, browser, run):
+    """Every change writes the view into the URL; opening that URL in a new page shows the same view."""
+    cohort = default_cohort(run)
+    page.locator("#correction input[value='bh']").check(force=True)
+    page.wait_for_function("() => window.location.hash.includes('correction=bh')")
+    other = next(c for c in run.cohorts if c not in (cohort, run.reference_cohort))
+    page.select_option("select#cohort", other)
+    page.wait_for_function(f"() => window.location.hash.includes('cohort={other}')")
+    url = page.evaluate("() => window.location.href")
+    page.wait_for_function("() => !document.querySelector('#roi-graph').classList.contains('dash-graph--pending')")
+    page.wait_for_timeout(1000)
+    title = _text(page, "#roi-graph .gtitle, #roi-graph .annotation-text")
+    fresh = browser.new_page(viewport={"width": 1600, "height": 1000})
+    errors = []
+    fresh.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    fresh.goto(url)
+    fresh.wait_for_function(f"() => document.querySelector('select#cohort')?.value === '{other}'")
+    fresh.wait_for_selector("#roi-graph .main-svg")
+    assert fresh.locator("#correction input[value='bh']").is_checked()
+    fresh.wait_for_function("(t) => (document.querySelector('#roi-graph .gtitle, #roi-graph .annotation-text')"
+                            "?.textContent || '') === t", arg=title)
+    assert errors == []
+    fresh.close()
+
+
+def test_a_found_subject_is_marked_in_every_view_and_told_in_its_room(page, run):
+    cohort = default_cohort(run)
+    sid = run.som.prototypes[cohort]["members"][0]
+    page.click(f"#{ids.SUBJECT}")  # Dash 4's dropdown: a button that opens a search box and the options
+    page.fill("input.dash-dropdown-search", sid)
+    page.get_by_role("option", name=sid).first.click()
+    page.wait_for_function(f"() => window.location.hash.includes('subject={sid}')")
+    page.wait_for_function(f"""() => [...document.querySelectorAll('#som-graph .legendtext')]
+                                      .some(t => t.textContent.includes('{sid}'))""")
+    page.wait_for_function(f"""() => [...document.querySelectorAll('#roi-graph .legendtext')]
+                                      .some(t => t.textContent.includes('{sid}'))""")
+    page.locator("#room label", has_text="Subject").click()
+    page.wait_for_selector(f"#{ids.ROOMS['subject']}:visible")
+    page.wait_for_function(f"() => (document.querySelector('#{ids.SUBJECT_HEADER}')?.textContent || '')"
+                           f".includes('{sid}')")
+    page.wait_for_selector(f"#{ids.SUBJECT_PROFILE} .scatterlayer .trace")
+
+
+def test_a_sweep_started_from_the_browser_shows_progress_and_its_heatmap(page, run):
+    page.locator("#room label", has_text="Grid sweep").click()
+    page.wait_for_selector(f"#{ids.ROOMS['sweep']}:visible")
+    page.fill(f"#{ids.SWEEP_ROWS}", "4:6")
+    page.fill(f"#{ids.SWEEP_COLS}", "5:7")
+    page.keyboard.press("Tab")
+    page.click(f"#{ids.SWEEP_START}")
+    page.wait_for_function(f"() => (document.querySelector('#{ids.SWEEP_PROGRESS}')?.textContent || '')"
+                           f".includes('9 of 9 grids')", timeout=120_000)
+    page.wait_for_function(f"() => (document.querySelector('#{ids.SWEEP_STATUS}')?.textContent || '')"
+                           f".includes('9 grids written')", timeout=30_000)
+    page.wait_for_selector(f"#{ids.SWEEP_GRAPH} .heatmaplayer image, #{ids.SWEEP_GRAPH} .hm", timeout=30_000)
+    assert "9 grids" in _text(page, f"#{ids.SWEEP_GRAPH} .gtitle")
+    # a second sweep of the same cohort while none runs starts again; the badge reads the finished sweep
+    page.locator("#room label", has_text="Explore").click()
+    page.wait_for_function(f"() => (document.querySelector('#{ids.STABILITY}')?.textContent || '')"
+                           f".includes('Stability')")
