@@ -511,13 +511,17 @@ def render_images(figures: Sequence[ExportFigure], formats: Sequence[str] = FORM
                   on_figure: Callable[[int, int, str], None] | None = None,
                   tabs: int = 2) -> dict[tuple[str, str], bytes]:
     """Every figure in every format, as bytes keyed by (figure name, format), from one Kaleido browser with
-    ``tabs`` pages rendering at once; ``on_figure(done, total, name)`` after each figure's last format."""
+    ``tabs`` pages rendering at once; ``on_figure(done, total, name)`` once before the browser starts (done 0,
+    name "") and after each figure's last format."""
     path = chromium_path()
     if path is None:
         raise ExportError("browser", "Chromium for PNG/SVG/PDF export (apt-get install chromium, or set BROWSER_PATH)",
                           "none found")
     if any(f not in FORMATS for f in formats):
         raise ExportError("formats", f"one or more of {list(FORMATS)}", list(formats))
+
+    if on_figure is not None:
+        on_figure(0, len(figures), "")
 
     async def render() -> dict[tuple[str, str], bytes]:
         images: dict[tuple[str, str], bytes] = {}
