@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="permutations of the correlation test (default: the refresh's count)")
     export.add_argument("--crosshair", type=_voxel, metavar="I,J,K",
                         help="voxel where the slices cut (default: the peak of the selection's mean heatmap)")
-    export.add_argument("--formats", type=_formats, default=("png", "svg", "pdf"), metavar="LIST",
+    export.add_argument("--formats", type=_formats, default="png,svg,pdf", metavar="LIST",
                         help="image formats, comma-separated (default png,svg,pdf)")
     export.add_argument("--quiet", action="store_true", help="no progress bar")
     export.set_defaults(run=commands.cmd_export)
