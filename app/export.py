@@ -246,20 +246,20 @@ def _som(ex: Explorer, cohort: str, units, settings: ExportSettings) -> ExportFi
 def som_data(figure: go.Figure, layer: str, units) -> pd.DataFrame:
     """Per SOM unit: its row, column and place on the map, the value colouring it (``layer``), whether it is one of
     the selected ``units`` (outlined) and the cohorts whose maximal prototype it holds, with their member counts."""
-    units = next(t for t in figure.data if t.name == "units")
-    cells = np.asarray(units.customdata, dtype=int)
+    cells_trace = next(t for t in figure.data if t.name == "units")
+    cells = np.asarray(cells_trace.customdata, dtype=int)
     heatmap = next((t for t in figure.data if t.type == "heatmap"), None)
     if heatmap is not None:
         values = np.asarray(heatmap.z, dtype=float)[cells[:, 0], cells[:, 1]]
     else:  # hexagonal: the cells are shapes, coloured from the units' marker colours
-        values = np.asarray(units.marker.color, dtype=float)
+        values = np.asarray(cells_trace.marker.color, dtype=float)
     prototypes: dict[tuple[int, int], list[str]] = {}
     for trace in figure.data:
         if trace.legendgroup:
             unit = tuple(int(v) for v in trace.customdata[0])
             prototypes.setdefault(unit, []).append(f"{trace.legendgroup} ({int(trace.marker.size[0])})")
-    frame = pd.DataFrame({"row": cells[:, 0], "col": cells[:, 1], "x": np.asarray(units.x, dtype=float),
-                          "y": np.asarray(units.y, dtype=float), layer: values})
+    frame = pd.DataFrame({"row": cells[:, 0], "col": cells[:, 1], "x": np.asarray(cells_trace.x, dtype=float),
+                          "y": np.asarray(cells_trace.y, dtype=float), layer: values})
     chosen = {tuple(u) for u in units}
     frame["selected"] = [(r, c) in chosen for r, c in zip(frame["row"], frame["col"], strict=True)]
     frame["maximal_prototype_of"] = ["; ".join(prototypes.get((r, c), [])) for r, c in zip(frame["row"], frame["col"],
@@ -562,8 +562,7 @@ def render_images(figures: Sequence[ExportFigure], formats: Sequence[str] = FORM
 def safe_name(text: str, fallback: str = "figure") -> str:
     """``text`` as a file name: runs of characters outside ``[A-Za-z0-9_.-]`` become ``_``, no leading dot or dash
     and no ``..`` (so never a hidden file, an option or a parent folder), at most :data:`NAME_LENGTH` characters."""
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text))
-    name = re.sub(r"\.{2,}", "_", name).lstrip(".-")[:NAME_LENGTH].rstrip(".")
+    name = re.sub(r"(?:[^A-Za-z0-9_.-]|\.{2,})+", "_", str(text)).lstrip(".-")[:NAME_LENGTH].rstrip(".")
     return name or fallback
 
 
