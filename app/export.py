@@ -58,6 +58,8 @@ PNG_SCALE = 3
 """PNG pixels per CSS pixel: about 290 dpi at the column width."""
 MIN_FONT = 9
 TITLE_FONT = 12
+TITLE_TOP_PX = 8
+"""Space between the top of a figure and its title."""
 """Smallest font in px (6.75 pt in print): the explorer's 8-9 px tick labels are raised to it."""
 PAPER_FONT = {"family": "Arial, Helvetica, Liberation Sans, DejaVu Sans, sans-serif", "size": 10, "color": "#000000"}
 SLICE_ORDER = ("axial", "coronal", "sagittal")
@@ -454,8 +456,32 @@ def for_paper(figure: go.Figure, width: int, height: int) -> go.Figure:
     if extra:  # colour bars and legends placed from the figure's top edge move down with the title
         _shift_from_top(layout, spec.get("data", []), extra, layout.get("height") or height, height + extra)
         height += extra
+    # plotly.js lifts a title of several lines above its anchor by about 0.7 em: anchor it lower, or it is cut
+    title.update(yref="container", yanchor="top", y=1 - (TITLE_TOP_PX + (0.7 * TITLE_FONT if lines > 1 else 0))
+                 / height)
+    _wrap_axis_titles(layout, width, height)
     layout.update(width=width, height=height, autosize=False, paper_bgcolor="white", font=dict(PAPER_FONT))
     return go.Figure(spec)
+
+
+def _wrap_axis_titles(layout: dict, width: int, height: int) -> None:
+    """Axis titles longer than their axis wrapped onto more lines (the axis then makes room for them)."""
+    for key, axis in layout.items():
+        title = axis.get("title") if isinstance(axis, dict) and re.fullmatch(r"[xy]axis\d*", key) else None
+        if not isinstance(title, dict) or not title.get("text"):
+            continue
+        length = (width - 90) if key.startswith("x") else (height - 110)
+        domain = axis.get("domain") or [0, 1]
+        size = (title.get("font") or {}).get("size", PAPER_FONT["size"])
+        text, lines = _rewrap(title["text"], max(80, int(length * (domain[1] - domain[0]))), size)
+        if lines > 1:
+            title["text"] = text
+            axis["automargin"] = True
+            legend = layout.get("legend") or {}
+            if key == "xaxis" and legend.get("yref", "paper") == "paper" and (legend.get("y") or 0) < 0:
+                margin = layout.get("margin") or {}
+                plot_height = max(100, height - margin.get("t", 80) - margin.get("b", 80))
+                legend["y"] = legend["y"] - (lines - 1) * 1.3 * size / plot_height  # below the longer title
 
 
 def _lines(text: str | None) -> int:
