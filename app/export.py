@@ -510,6 +510,9 @@ def chromium_path() -> str | None:
     return None
 
 
+PAGES = 2
+"""Kaleido pages rendering at once: each page's renderer is one process, so two use both cores of a 2-core machine
+(measured: an export of 47 figures 20-25 % faster than with one page, despite the second page's start)."""
 RELOAD_EVERY = 24
 """Images a Kaleido page renders before it is reloaded (to bound what a long export leaves in it)."""
 
@@ -533,12 +536,17 @@ def _browser_class():
     return ReusedPages if hasattr(kaleido.Kaleido, "_return_kaleido_tab") else kaleido.Kaleido
 
 
+def default_pages() -> int:
+    """Pages an export renders with: one per core, at most :data:`PAGES`."""
+    return max(1, min(PAGES, os.cpu_count() or 1))
+
+
 def render_images(figures: Sequence[ExportFigure], formats: Sequence[str] = FORMATS,
                   on_figure: Callable[[int, int, str], None] | None = None,
-                  tabs: int = 2) -> dict[tuple[str, str], bytes]:
+                  tabs: int | None = None) -> dict[tuple[str, str], bytes]:
     """Every figure in every format, as bytes keyed by (figure name, format), from one Kaleido browser with
-    ``tabs`` pages rendering at once; ``on_figure(done, total, name)`` once before the browser starts (done 0,
-    name "") and after each figure's last format."""
+    ``tabs`` pages rendering at once (default: one per core, at most :data:`PAGES`); ``on_figure(done, total,
+    name)`` once before the browser starts (done 0, name "") and after each figure's last format."""
     path = chromium_path()
     if path is None:
         raise ExportError("browser", "Chromium for PNG/SVG/PDF export (apt-get install chromium, or set BROWSER_PATH)",
@@ -546,23 +554,26 @@ def render_images(figures: Sequence[ExportFigure], formats: Sequence[str] = FORM
     if any(f not in FORMATS for f in formats):
         raise ExportError("formats", f"one or more of {list(FORMATS)}", list(formats))
 
+    pages = default_pages() if tabs is None else max(1, int(tabs))
     if on_figure is not None:
         on_figure(0, len(figures), "")
 
     async def render() -> dict[tuple[str, str], bytes]:
         images: dict[tuple[str, str], bytes] = {}
         done = 0
-        async with _browser_class()(n=max(1, tabs), timeout=RENDER_TIMEOUT_S, mathjax=False, path=path) as browser:
+        turns = asyncio.Semaphore(pages)
+        async with _browser_class()(n=pages, timeout=RENDER_TIMEOUT_S, mathjax=False, path=path) as browser:
             async def one(item: ExportFigure) -> str:
                 layout = item.figure.layout
-                for fmt in formats:
-                    opts = {"format": fmt, "width": layout.width, "height": layout.height,
-                            "scale": PNG_SCALE if fmt == "png" else 1}
-                    try:
-                        images[(item.name, fmt)] = await browser.calc_fig(item.figure, opts=opts)
-                    except Exception as exc:
-                        raise RenderError(f"{item.name}.{fmt}: Kaleido could not render it "
-                                          f"({type(exc).__name__}: {exc})") from exc
+                async with turns:  # a figure at a time per page, so figures finish (and report) one by one
+                    for fmt in formats:
+                        opts = {"format": fmt, "width": layout.width, "height": layout.height,
+                                "scale": PNG_SCALE if fmt == "png" else 1}
+                        try:
+                            images[(item.name, fmt)] = await browser.calc_fig(item.figure, opts=opts)
+                        except Exception as exc:
+                            raise RenderError(f"{item.name}.{fmt}: Kaleido could not render it "
+                                              f"({type(exc).__name__}: {exc})") from exc
                 return item.name
 
             for finished in asyncio.as_completed([one(item) for item in figures]):
