@@ -512,7 +512,10 @@ def chromium_path() -> str | None:
 
 PAGES = 2
 """Kaleido pages rendering at once: each page's renderer is one process, so two use both cores of a 2-core machine
-(measured: an export of 47 figures 20-25 % faster than with one page, despite the second page's start)."""
+(measured: an export of 47 figures 20-25 % faster than with one page)."""
+PAGE_FIGURES = 12
+"""Figures from which a second page pays: each page loads plotly.js on start (about 3 s on 2 cores), a figure's
+three images take 0.5-1 s."""
 RELOAD_EVERY = 24
 """Images a Kaleido page renders before it is reloaded (to bound what a long export leaves in it)."""
 
@@ -536,16 +539,17 @@ def _browser_class():
     return ReusedPages if hasattr(kaleido.Kaleido, "_return_kaleido_tab") else kaleido.Kaleido
 
 
-def default_pages() -> int:
-    """Pages an export renders with: one per core, at most :data:`PAGES`."""
-    return max(1, min(PAGES, os.cpu_count() or 1))
+def default_pages(n_figures: int) -> int:
+    """Pages an export of ``n_figures`` renders with: one, or one per core (at most :data:`PAGES`) from
+    :data:`PAGE_FIGURES` figures on."""
+    return max(1, min(PAGES, os.cpu_count() or 1)) if n_figures >= PAGE_FIGURES else 1
 
 
 def render_images(figures: Sequence[ExportFigure], formats: Sequence[str] = FORMATS,
                   on_figure: Callable[[int, int, str], None] | None = None,
                   tabs: int | None = None) -> dict[tuple[str, str], bytes]:
     """Every figure in every format, as bytes keyed by (figure name, format), from one Kaleido browser with
-    ``tabs`` pages rendering at once (default: one per core, at most :data:`PAGES`); ``on_figure(done, total,
+    ``tabs`` pages rendering at once (default :func:`default_pages`); ``on_figure(done, total,
     name)`` once before the browser starts (done 0, name "") and after each figure's last format."""
     path = chromium_path()
     if path is None:
@@ -554,7 +558,7 @@ def render_images(figures: Sequence[ExportFigure], formats: Sequence[str] = FORM
     if any(f not in FORMATS for f in formats):
         raise ExportError("formats", f"one or more of {list(FORMATS)}", list(formats))
 
-    pages = default_pages() if tabs is None else max(1, int(tabs))
+    pages = default_pages(len(figures)) if tabs is None else max(1, int(tabs))
     if on_figure is not None:
         on_figure(0, len(figures), "")
 

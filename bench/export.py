@@ -58,10 +58,10 @@ def synthetic_run(folder: Path):
     return run
 
 
-def kaleido_start() -> float:
+def kaleido_start(pages: int) -> float:
     """Seconds to start and close one Kaleido browser with its pages, as :func:`app.export.render_images` does."""
     async def start_and_close() -> None:
-        async with export._browser_class()(n=export.default_pages(), timeout=export.RENDER_TIMEOUT_S,
+        async with export._browser_class()(n=pages, timeout=export.RENDER_TIMEOUT_S,
                                            mathjax=False, path=export.chromium_path()):
             pass
 
@@ -116,14 +116,15 @@ def main() -> None:
             start = time.perf_counter()
             export.export_selection(ex, cohort, units, scratch / f"export-{k}")
             times.append(time.perf_counter() - start)
-        start_s = statistics.median(kaleido_start() for _ in range(2))
+        pages = export.default_pages(len(figures))
+        start_s = statistics.median(kaleido_start(pages) for _ in range(2))
 
     export_s = statistics.median(times)
     print(f"{len(figures)} figures ({', '.join(f.name for f in figures)}), {len(images)} images, {len(first)} files")
     print(json.dumps({
         "source": source, "run_id": run.run_id, "cohort": cohort, "units": units, "figures": len(figures),
         "images": len(images), "formats": list(settings.formats), "sweep": any(f.name == "sweep" for f in figures),
-        "cores": os.cpu_count(),
+        "cores": os.cpu_count(), "pages": pages, "load_average_1min": round(os.getloadavg()[0], 2),
         "export_s": round(export_s, 2), "export_runs_s": [round(t, 2) for t in times],
         "figures_s": round(figures_s, 2), "render_s": round(render_s, 2),
         "images_per_s": round(len(images) / render_s, 2), "first_export_s": round(first_s, 2),
