@@ -74,8 +74,10 @@ def sweep_figure(table: pd.DataFrame | None, cohort: str, shown: tuple[int, int]
     rows, cols = sorted({int(v) for v in data["rows"]}), sorted({int(v) for v in data["cols"]})
     size, share, stability = (_lattice(data, c, rows, cols) for c in ("size", "share", "jaccard_neighbours"))
     cohort_size, unit_row, unit_col = (_lattice(data, c, rows, cols) for c in ("cohort_size", "unit_row", "unit_col"))
-    grid_rows, grid_cols = np.meshgrid(rows, cols, indexing="ij")
-    custom = np.stack([grid_rows, grid_cols, share * 100, cohort_size, unit_row, unit_col], axis=-1)
+    # nested lists, not an array: Dash hands a point's customdata to callbacks only from plain JSON arrays
+    custom = [[[r, c, *(None if np.isnan(v) else float(v) for v in (100 * share[i, j], cohort_size[i, j],
+                                                                    unit_row[i, j], unit_col[i, j]))]
+               for j, c in enumerate(cols)] for i, r in enumerate(rows)]
     where = "%{customdata[0]} × %{customdata[1]} grid: prototype at unit (%{customdata[4]}, %{customdata[5]})<br>"
     x, y = np.arange(len(cols)), np.arange(len(rows))
     common = {"x": x, "y": y, "customdata": custom, "xgap": 1, "ygap": 1, "hoverongaps": False}

@@ -131,8 +131,9 @@ def test_sweep_figure_draws_size_and_stability_on_the_grid_lattice_with_the_stab
     assert (stability.zmin, stability.zmax) == (0, 1)
     assert size.colorscale != stability.colorscale  # cividis and viridis, both sequential
     assert size.colorbar.title.text == "members" and "Jaccard" in stability.colorbar.title.text
-    custom = np.asarray(size.customdata)
-    assert custom[1, 2, :2].tolist() == [4, 6]  # a click names the grid, whatever the positions
+    assert isinstance(size.customdata, tuple | list)  # plain JSON arrays: what Dash hands to a click callback
+    assert list(size.customdata[1][2][:2]) == [4, 6] and all(isinstance(v, int) for v in size.customdata[1][2][:2])
+    custom = np.asarray(size.customdata, dtype=float)
     np.testing.assert_allclose(custom[..., 2], expected.to_numpy() / 100 * 100)  # share of the cohort, %
     layout = fig.layout
     assert layout.xaxis.title.text == layout.xaxis2.title.text == "SOM columns"
