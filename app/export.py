@@ -27,8 +27,8 @@ import json
 import math
 import os
 import re
+import secrets
 import shutil
-import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -57,10 +57,10 @@ size (1 px = 0.75 pt), so a figure placed at its column width shows its fonts at
 PNG_SCALE = 3
 """PNG pixels per CSS pixel: about 290 dpi at the column width."""
 MIN_FONT = 9
+"""Smallest font in px (6.75 pt in print): the explorer's 8-9 px tick labels are raised to it."""
 TITLE_FONT = 12
 TITLE_TOP_PX = 8
 """Space between the top of a figure and its title."""
-"""Smallest font in px (6.75 pt in print): the explorer's 8-9 px tick labels are raised to it."""
 PAPER_FONT = {"family": "Arial, Helvetica, Liberation Sans, DejaVu Sans, sans-serif", "size": 10, "color": "#000000"}
 SLICE_ORDER = ("axial", "coronal", "sagittal")
 VERSIONED = ("msma-explorer", "plotly", "dash", "kaleido", "numpy", "pandas", "scipy", "statsmodels")
@@ -658,10 +658,9 @@ def export_files(run: PublishedRun | Explorer, cohort, units, settings: ExportSe
                                        "height_px": layout.height, "png_scale": PNG_SCALE,
                                        "empty": item.data.empty, **item.details},
                   "files": names}
-        files[f"{stem}.json"] = json.dumps(record, indent=2, default=_json_default).encode()
+        files[f"{stem}.json"] = _json(record)
         index.append({"name": item.name, "files": names})
-    files["export.json"] = json.dumps({**common, "figures": index, "files": [*files, "export.json"]}, indent=2,
-                                      default=_json_default).encode()
+    files["export.json"] = _json({**common, "figures": index, "files": [*files, "export.json"]})
     return files
 
 
@@ -677,16 +676,24 @@ def _plain(text: str | None) -> str | None:
     return None if text is None else re.sub(r"<br>", " ", text)
 
 
-def _json_default(value):
+def _plain_json(value):
+    """``value`` with numpy scalars and arrays as Python values, tuples as lists and NaN or infinities as None
+    (strict JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {str(k): _plain_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | np.ndarray):
+        return [_plain_json(v) for v in value]
+    if isinstance(value, np.bool_ | bool):
+        return bool(value)
     if isinstance(value, np.integer):
         return int(value)
-    if isinstance(value, np.floating):
-        return None if not np.isfinite(value) else float(value)
-    if isinstance(value, np.ndarray | tuple):
-        return value.tolist() if isinstance(value, np.ndarray) else list(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+def _json(record: dict) -> bytes:
+    return json.dumps(_plain_json(record), indent=2, allow_nan=False).encode()
 
 
 def _settings_record(ex: Explorer, settings: ExportSettings) -> dict:
@@ -711,11 +718,10 @@ def export_selection(run: PublishedRun | Explorer, cohort, units, out_dir: str |
         raise ExportError("out_dir", "a new or empty folder", str(out_dir))
     files = export_files(run, cohort, units, settings, on_figure)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{safe_name(out_dir.name)}.", suffix=".partial", dir=out_dir.parent))
+    staging = _staging_folder(out_dir)
     try:
         for name, content in files.items():
             inside(staging, name).write_bytes(content)
-        staging.chmod(0o777 & ~_umask())  # mkdtemp's folder is private; the export is an ordinary folder
         if out_dir.is_dir():
             out_dir.rmdir()  # empty (checked above); rename cannot replace a folder otherwise
         staging.rename(out_dir)
@@ -725,10 +731,16 @@ def export_selection(run: PublishedRun | Explorer, cohort, units, out_dir: str |
     return [out_dir / name for name in files]
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _staging_folder(out_dir: Path) -> Path:
+    """A new hidden folder beside ``out_dir``, with the permissions of an ordinary folder (the umask's, unlike
+    :func:`tempfile.mkdtemp`'s private one)."""
+    while True:
+        staging = out_dir.parent / f".{safe_name(out_dir.name)}.{secrets.token_hex(4)}.partial"
+        try:
+            staging.mkdir()
+            return staging
+        except FileExistsError:
+            continue
 
 
 def zip_name(run: PublishedRun | Explorer, cohort: str) -> str:

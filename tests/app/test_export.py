@@ -101,6 +101,10 @@ def _csv(path: Path) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
+def _no_nan(constant: str):
+    raise AssertionError(f"{constant} in a JSON record: strict JSON has no NaN or Infinity")
+
+
 def _stem(paths, name: str) -> str:
     return next(p.stem for p in paths if p.suffix == ".json" and p.stem.endswith(name))
 
@@ -367,7 +371,9 @@ def test_each_figure_gets_its_images_csv_and_json(stub_export, built):
     assert len(stems) == len(figures)
     for stem in stems:
         assert {p.suffix for p in paths if p.stem == stem} == {".png", ".svg", ".pdf", ".csv", ".json"}
-    assert out.stat().st_mode & 0o777 == 0o777 & ~export._umask()  # an ordinary folder, not mkdtemp's private one
+    probe = out.parent / "probe"
+    probe.mkdir()
+    assert out.stat().st_mode & 0o777 == probe.stat().st_mode & 0o777  # an ordinary folder, not a private one
 
 
 def test_each_csv_is_the_figures_data_and_each_json_names_the_run(stub_export, built, run, units):
@@ -385,7 +391,7 @@ def test_each_csv_is_the_figures_data_and_each_json_names_the_run(stub_export, b
             else:
                 assert written[column].fillna("").astype(str).tolist() == \
                     expected[column].fillna("").astype(str).tolist()
-        record = json.loads((out / f"{stem}.json").read_text())
+        record = json.loads((out / f"{stem}.json").read_text(), parse_constant=_no_nan)  # strict JSON
         assert record["run_id"] == run.run_id and record["figure"]["name"] == name
         assert record["selection"]["cohort"] == COHORT and record["selection"]["units"] == units
         assert record["settings"]["correction"] == "bonferroni" and record["settings"]["alpha"] == 0.05
