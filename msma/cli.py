@@ -155,7 +155,67 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
     sweep.set_defaults(run=commands.cmd_sweep)
+
+    export = subcommands.add_parser(
+        "export",
+        help="every figure of one selection (a cohort and SOM units) as PNG, SVG and PDF, each with a CSV of the "
+        "numbers it draws and a JSON of run, selection, settings and versions",
+        description="Export the explorer's figures of one selection of the latest (or a named) run for a paper: the "
+        "SOM map, the cohort's grid-stability sweep (when the run has one), the box plots of the significant ROIs, "
+        "their behaviour correlations, the scatter of every pair at BH p < --q and the three brain slices at the "
+        "crosshair. Needs Chromium (Debian's chromium, or BROWSER_PATH). The folder --out is written whole or not "
+        "at all.",
+    )
+    _add_manifest(export)
+    export.add_argument("--run", dest="run_id", metavar="RUN_ID", help="export from this run instead of the latest")
+    export.add_argument("--cohort", required=True, help="the selection's cohort")
+    export.add_argument("--units", nargs="+", type=_unit, metavar="R,C",
+                        help="the selection's SOM units as ROW,COL (default: the cohort's prototype, as the explorer "
+                        "selects it)")
+    export.add_argument("--out", required=True, type=Path, metavar="DIR",
+                        help="the export folder to create (it must not exist, or be empty)")
+    export.add_argument("--correction", default="bonferroni", choices=["bonferroni", "bh"],
+                        help="correction of the ROI tests (default bonferroni)")
+    export.add_argument("--alpha", type=float, default=0.05, help="level of the corrected ROI p-values (default 0.05)")
+    export.add_argument("--q", type=float, default=0.1,
+                        help="BH level of the behaviour correlations; each pair below it gets a scatter (default 0.1)")
+    export.add_argument("--scores", choices=["adjusted", "raw"],
+                        help="ROI scores: covariate-adjusted or raw (default: the run's, as its chain ran)")
+    export.add_argument("--permutations", type=int, metavar="N",
+                        help="permutations of the correlation test (default: the refresh's count)")
+    export.add_argument("--crosshair", type=_voxel, metavar="I,J,K",
+                        help="voxel where the slices cut (default: the peak of the selection's mean heatmap)")
+    export.add_argument("--formats", type=_formats, default="png,svg,pdf", metavar="LIST",
+                        help="image formats, comma-separated (default png,svg,pdf)")
+    export.add_argument("--quiet", action="store_true", help="no progress bar")
+    export.set_defaults(run=commands.cmd_export)
     return parser
+
+
+def _integers(value: str, count: int, form: str, example: str) -> tuple[int, ...]:
+    parts = value.split(",")
+    try:
+        numbers = tuple(int(p) for p in parts)
+    except ValueError:
+        numbers = ()
+    if len(numbers) != count or any(n < 0 for n in numbers):
+        raise argparse.ArgumentTypeError(f"expected {form} with whole numbers >= 0 (e.g. {example}), got {value!r}")
+    return numbers
+
+
+def _unit(value: str) -> list[int]:
+    return list(_integers(value, 2, "ROW,COL", "3,4"))
+
+
+def _voxel(value: str) -> tuple[int, ...]:
+    return _integers(value, 3, "I,J,K", "20,24,18")
+
+
+def _formats(value: str) -> tuple[str, ...]:
+    formats = tuple(f.strip().lower() for f in value.split(",") if f.strip())
+    if not formats or not set(formats) <= {"png", "svg", "pdf"}:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of png, svg and pdf, got {value!r}")
+    return formats
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:

@@ -305,3 +305,64 @@ def cmd_sweep(args) -> int:
     )
     print(f"table: {out}")
     return 0
+
+
+EXPORT_FLAGS = {"cohort": "--cohort", "units": "--units", "out_dir": "--out", "correction": "--correction",
+                "alpha": "--alpha", "q": "--q", "scores": "--scores", "n_permutations": "--permutations",
+                "crosshair": "--crosshair", "formats": "--formats"}
+"""The option of ``msma export`` behind each argument an :class:`app.export.ExportError` names."""
+
+
+def cmd_export(args) -> int:
+    from tqdm.auto import tqdm
+
+    from analysis.runs.reader import RunNotFound, RunUnreadable, open_run
+    from analysis.study.errors import ManifestError
+    from analysis.study.manifest import load_manifest
+    from app.export import ExportError, ExportSettings, RenderError, export_selection
+    from app.views import Explorer, prototype_units
+
+    try:
+        run = open_run(load_manifest(args.manifest), args.run_id)
+    except (ManifestError, RunNotFound, RunUnreadable) as exc:
+        return _report_problems(exc)
+    ex = Explorer(run)
+    if args.cohort not in run.cohorts:
+        print(f"--cohort: expected one of {run.cohorts} (cohorts of run {run.run_id}), got {args.cohort!r}",
+              file=sys.stderr)
+        return 2
+    units = args.units or prototype_units(ex, args.cohort)
+    if not units:
+        print(f"--units: {args.cohort} has no prototype on the map of run {run.run_id}; name units as ROW,COL",
+              file=sys.stderr)
+        return 2
+    settings = ExportSettings(correction=args.correction, alpha=args.alpha, q=args.q, scores=args.scores,
+                              n_permutations=args.permutations, crosshair=args.crosshair, formats=args.formats)
+    bars = []
+
+    def rendered(done: int, total: int, name: str) -> None:
+        if not bars:  # the figures are built: the browser starts
+            bars.append(tqdm(total=total, desc="rendering figures", unit="figure", disable=args.quiet))
+        if done:
+            bars[0].set_postfix_str(name, refresh=False)
+            bars[0].update(1)
+
+    start = time.perf_counter()
+    try:
+        paths = export_selection(ex, args.cohort, units, args.out, settings, on_figure=rendered)
+    except ExportError as exc:
+        flag = EXPORT_FLAGS.get(exc.argument, exc.argument)
+        print(f"{flag}: expected {exc.expected}; got {exc.found!r}", file=sys.stderr)
+        return 2 if exc.argument in EXPORT_FLAGS else 1
+    except (RenderError, OSError) as exc:
+        print(f"msma export: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for bar in bars:
+            bar.close()
+    images = [p for p in paths if p.suffix.lstrip(".") in settings.formats]
+    print(f"exported {len(images)} images of {len(images) // len(settings.formats)} figures of {args.cohort} "
+          f"(units {', '.join(f'{r},{c}' for r, c in units)}) from run {run.run_id} in "
+          f"{time.perf_counter() - start:.1f} s")
+    print(f"folder: {paths[0].parent}")
+    return 0
