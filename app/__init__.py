@@ -32,7 +32,7 @@ def create_app(run: PublishedRun, *, cohort: str | None = None):
     import dash_bootstrap_components as dbc  # noqa: F401  (registers the components before the layout is built)
 
     from app import callbacks, layout, page
-    from app.jobs import SweepJobs
+    from app.jobs import ExportJobs, SweepJobs
     from app.registry import RunRegistry
 
     if cohort is not None and cohort not in run.cohorts:
@@ -50,5 +50,6 @@ def create_app(run: PublishedRun, *, cohort: str | None = None):
     app.layout = layout.shell(page.build(ex, registry, state), run.run_id, state)
     jobs = SweepJobs()
     app.server.config["MSMA_SWEEP_JOBS"] = jobs  # so a test or the server can stop running sweeps
-    callbacks.register(app, registry, jobs, lambda explorer, target: page.build(explorer, registry, target))
+    callbacks.register(app, registry, jobs, lambda explorer, target: page.build(explorer, registry, target),
+                       ExportJobs())
     return app

@@ -126,7 +126,7 @@ def choose_selection(ex: Explorer, trigger: str | None, cohort: str, selected_da
         return {"cohort": current["cohort"], "units": views.prototype_units(ex, current["cohort"], grid),
                 "grid": _grid_value(grid)}
     if trigger == ids.RUN_MAP:
-        if current is None:
+        if current is None or not current["grid"]:
             return no_update
         return {"cohort": current["cohort"], "units": views.prototype_units(ex, current["cohort"]), "grid": None}
     if cohort not in ex.run.cohorts:
@@ -463,9 +463,11 @@ def start_sweep(ex: Explorer, jobs, trigger, *values):
     Returns (job store, poll disabled, status text, cancel disabled)."""
     from analysis.exploration.sweep import parse_range
 
-    _start, _cancel, selection, rows, cols, topology, job = values
+    start, cancel, selection, rows, cols, topology, job = values
     selection = _selection(ex, selection)
-    if selection is None:
+    # Dash also calls this when a link rebuilds the page (no click then): only a click starts or cancels
+    clicked = {ids.SWEEP_START: start, ids.SWEEP_CANCEL: cancel}.get(trigger)
+    if selection is None or not clicked:
         return no_update, no_update, no_update, no_update
     if trigger == ids.SWEEP_CANCEL:
         stopped = jobs.cancel((job or {}).get("job"))
@@ -486,33 +488,84 @@ def start_sweep(ex: Explorer, jobs, trigger, *values):
     return {"job": job_id, "cohort": selection["cohort"]}, False, message, False
 
 
-def poll_sweep(ex: Explorer, jobs, _tick, job, selection):
-    """The running sweep's progress bar; when it ends, the status and a redraw of the sweep heatmap and the
-    stability badge. Returns (progress value, progress max, progress label, poll disabled, status, cancel
-    disabled, sweep figure, badge)."""
-    status = jobs.status((job or {}).get("job"))
+def poll_sweep(ex: Explorer, jobs, _tick, job):
+    """The running sweep's progress bar; when it ends, its status and the job id in the done store (which
+    redraws the sweep heatmap and the badge in their own callback, so this answer stays fast: a slow answer
+    would be overtaken by the next poll's). Returns (progress value, progress max, progress label, poll
+    disabled, status, cancel disabled, done store)."""
+    job_id = (job or {}).get("job")
+    status = jobs.status(job_id)
     if status is None:
-        return no_update, no_update, no_update, True, no_update, True, no_update, no_update
+        return no_update, no_update, no_update, True, no_update, True, no_update
     done, total = status["done"], status["total"]
     label = f"{done} of {total} grids"
     if status["state"] == "running":
         return done, total, label, False, f"sweeping {status['cohort']}: {label}, {status['seconds']:.0f} s", \
-            False, no_update, no_update
-    figure = badge = no_update
-    selection = _selection(ex, selection)
-    if status["state"] == "finished" and selection is not None:
-        figure = views.sweep_view(ex, selection["cohort"], views.check_grid(selection["grid"]))
-        badge = views.stability_note(ex, selection)
+            False, no_update
     text = f"{status['cohort']}: {status['message']} ({status['seconds']:.0f} s)"
-    return done, total, label, True, text, True, figure, badge
+    return done, total, label, True, text, True, job_id if status["state"] == "finished" else no_update
 
 
-def draw_sweep(ex: Explorer, selection):
-    """The sweep heatmap of the selection's cohort with the grid shown marked, and how to read it."""
+def draw_sweep(ex: Explorer, selection, _done=None):
+    """The sweep heatmap of the selection's cohort with the grid shown marked, and the stability badge (after a
+    new selection, or a sweep finishing)."""
     selection = _selection(ex, selection)
     if selection is None:
+        return no_update, no_update
+    return (views.sweep_view(ex, selection["cohort"], views.check_grid(selection["grid"])),
+            views.stability_note(ex, selection))
+
+
+# --- export from the browser ---------------------------------------------------------------------------------
+
+
+def start_export(ex: Explorer, exports, *values):
+    """Start exporting every figure of the selection with the page's settings (:mod:`app.export`). ``values``: the
+    button's clicks (they only trigger), the selection, correction, alpha, q, ROI scores, permutations and
+    crosshair. Returns (job store, poll disabled, notice open, notice text)."""
+    from app.export import ExportSettings
+
+    clicks, selection, correction, alpha, q, scores, n_permutations, crosshair = values
+    selection, crosshair = _selection(ex, selection), _crosshair(ex, crosshair)
+    if not clicks or selection is None or correction not in state.CORRECTIONS or str(alpha) not in ALPHAS \
+            or str(q) not in FDR_LEVELS or scores not in ex.run.roi_tables:
+        return no_update, no_update, no_update, no_update
+    if selection["grid"] is not None:
+        return no_update, no_update, True, ("The export draws the run's own map: go back to it (run's map) to "
+                                            "export this selection; a sweep grid's selection is not exported.")
+    settings = ExportSettings(correction=correction, alpha=float(alpha), q=float(q), scores=scores,
+                              n_permutations=_permutations(ex, n_permutations) or ex.refresh_permutations(),
+                              crosshair=tuple(crosshair["voxel"]) if crosshair else None)
+    job_id, message = exports.start(ex, selection["cohort"], selection["units"], settings)
+    if job_id is None:
+        return no_update, no_update, True, message
+    return {"job": job_id}, False, True, f"{message}: preparing the figures ..."
+
+
+def poll_export(ex: Explorer, exports, _tick, job):
+    """The running export's progress in the notice; when it ends, the job id in the done store, which fetches the
+    zip (:func:`send_export`). Returns (done store, poll disabled, notice open, notice text)."""
+    job_id = (job or {}).get("job")
+    status = exports.status(job_id)
+    if status is None:
+        return no_update, True, no_update, no_update
+    if status["state"] == "running":
+        where = f"{status['done']} of {status['total']} figures rendered" if status["total"] else "building figures"
+        return no_update, False, True, f"Exporting: {where} ({status['seconds']:.0f} s) ..."
+    if status["state"] == "failed":
+        return no_update, True, True, f"The export failed: {status['message']}"
+    return job_id, True, True, f"{status['name']}: {status['message']} ({status['seconds']:.0f} s)."
+
+
+def send_export(ex: Explorer, exports, job_id):
+    """The finished export's zip, as a download (handed over once)."""
+    from dash import dcc
+
+    taken = exports.take(job_id)
+    if taken is None:
         return no_update
-    return views.sweep_view(ex, selection["cohort"], views.check_grid(selection["grid"]))
+    name, data = taken
+    return dcc.send_bytes(data, name)
 
 
 # --- the subject room ----------------------------------------------------------------------------------------------
@@ -527,9 +580,9 @@ def subject_room(ex: Explorer, subject, scores):
     return header, profile, chart, subject_rois(story)
 
 
-def show_subject_heatmap(ex: Explorer, _clicks, subject):
+def show_subject_heatmap(ex: Explorer, clicks, subject):
     """The subject room's button: the slice views show the subject's own heatmap, in the explore room."""
-    if _subject(ex, subject) is None:
+    if not clicks or _subject(ex, subject) is None:
         return no_update, no_update
     return True, "explore"
 
@@ -555,7 +608,9 @@ def _scatter_inputs(ex: Explorer, trigger: str | None, *values):
 def _crosshair_inputs(ex: Explorer, trigger: str | None, *values):
     """:func:`move_crosshair` from the callback's inputs: one click per plane, then the rest (the peak button's
     click count only triggers)."""
-    *clicks, roi_click, _peak, keys, crosshair, selection = values
+    *clicks, roi_click, peak, keys, crosshair, selection = values
+    if trigger == ids.PEAK and not peak:  # a rebuilt page's new button, not a click
+        return no_update
     return move_crosshair(ex, trigger, dict(zip(ids.PLANES, clicks, strict=True)), roi_click, keys, crosshair,
                           selection)
 
@@ -621,7 +676,9 @@ _WIRES = (
         Input(ids.RANGE_MODE, "value"), Input(ids.RANGE_MAX, "value"), Input(ids.SUBJECT, "value"),
         Input(ids.SUBJECT_HEATMAP, "value"))),
     _Wire(sync_url, False, (Output(ids.URL, "hash"), Output(ids.VIEW_STATE, "data"), *_STATE_INPUTS)),
-    _Wire(draw_sweep, False, (Output(ids.SWEEP_GRAPH, "figure"), Input(ids.SELECTION, "data"))),
+    _Wire(draw_sweep, False, (
+        Output(ids.SWEEP_GRAPH, "figure"), Output(ids.STABILITY, "children", allow_duplicate=True),
+        Input(ids.SELECTION, "data"), Input(ids.SWEEP_DONE, "data"))),
     _Wire(subject_room, False, (
         Output(ids.SUBJECT_HEADER, "children"), Output(ids.SUBJECT_PROFILE, "figure"),
         Output(ids.SUBJECT_CENTILES, "figure"), Output(ids.SUBJECT_ROIS, "children"), Input(ids.SUBJECT, "value"),
@@ -643,12 +700,25 @@ _SWEEP_WIRES = (
         Output(ids.SWEEP_PROGRESS, "value"), Output(ids.SWEEP_PROGRESS, "max"), Output(ids.SWEEP_PROGRESS, "label"),
         Output(ids.SWEEP_POLL, "disabled", allow_duplicate=True),
         Output(ids.SWEEP_STATUS, "children", allow_duplicate=True),
-        Output(ids.SWEEP_CANCEL, "disabled", allow_duplicate=True),
-        Output(ids.SWEEP_GRAPH, "figure", allow_duplicate=True),
-        Output(ids.STABILITY, "children", allow_duplicate=True), Input(ids.SWEEP_POLL, "n_intervals"),
-        State(ids.SWEEP_JOB, "data"), State(ids.SELECTION, "data"))),
+        Output(ids.SWEEP_CANCEL, "disabled", allow_duplicate=True), Output(ids.SWEEP_DONE, "data"),
+        Input(ids.SWEEP_POLL, "n_intervals"), State(ids.SWEEP_JOB, "data"))),
 )
 """The sweep job's callbacks: their handlers also take the explorer's :class:`app.jobs.SweepJobs`."""
+
+_EXPORT_WIRES = (
+    _Wire(start_export, False, (
+        Output(ids.EXPORT_JOB, "data"), Output(ids.EXPORT_POLL, "disabled"), Output(ids.EXPORT_NOTE, "is_open"),
+        Output(ids.EXPORT_NOTE, "children"), Input(ids.EXPORT, "n_clicks"), State(ids.SELECTION, "data"),
+        State(ids.CORRECTION, "value"), State(ids.ALPHA, "value"), State(ids.FDR, "value"),
+        State(ids.ROI_SCORES, "value"), State(ids.PERMUTATIONS, "value"), State(ids.CROSSHAIR, "data"))),
+    _Wire(poll_export, False, (
+        Output(ids.EXPORT_DONE, "data"), Output(ids.EXPORT_POLL, "disabled", allow_duplicate=True),
+        Output(ids.EXPORT_NOTE, "is_open", allow_duplicate=True),
+        Output(ids.EXPORT_NOTE, "children", allow_duplicate=True), Input(ids.EXPORT_POLL, "n_intervals"),
+        State(ids.EXPORT_JOB, "data"))),
+    _Wire(send_export, False, (Output(ids.EXPORT_DOWNLOAD, "data"), Input(ids.EXPORT_DONE, "data"))),
+)
+"""The browser export's callbacks: their handlers also take the explorer's :class:`app.jobs.ExportJobs`."""
 
 
 def _bind(registry, wire: _Wire, extra: tuple = ()) -> Callable:
@@ -681,7 +751,7 @@ function(n) { return window.location.href; }
 """
 
 
-def register(app, registry, jobs, build_page) -> None:
+def register(app, registry, jobs, build_page, exports=None) -> None:
     """Attach every callback to ``app``: those of a run's page (each finds its run in the registry), the sweep
     jobs', and the page frame's (the URL, the run picker, the newer-run notice, the rooms, the copy-link button)."""
     run = State(ids.RUN, "data")
@@ -689,6 +759,8 @@ def register(app, registry, jobs, build_page) -> None:
         app.callback(*wire.dependencies, run, prevent_initial_call=True)(_bind(registry, wire))
     for wire in _SWEEP_WIRES:
         app.callback(*wire.dependencies, run, prevent_initial_call=True)(_bind(registry, wire, (jobs,)))
+    for wire in _EXPORT_WIRES:
+        app.callback(*wire.dependencies, run, prevent_initial_call=True)(_bind(registry, wire, (exports,)))
 
     def _render(search, fragment, shown_state, shown_run):
         return render(registry, search, fragment, shown_state, shown_run, build_page)

@@ -64,7 +64,7 @@ class SweepJob:
                 if self.state == RUNNING:
                     self.state, self.message = FAILED, f"the sweep's worker stopped (exit code {self.process.exitcode})"
             return
-        self.process.join(timeout=5)
+        self.process.join(timeout=0.05)  # it exits right after its word; never hold a request waiting for it
 
     def status(self) -> dict:
         self.poll()
@@ -125,3 +125,76 @@ class SweepJobs:
             job.process.join(timeout=5)
             if job.process.is_alive():
                 job.process.terminate()
+
+
+@dataclass
+class ExportJob:
+    """One browser export: a thread rendering the selection's figures into a zip held in memory until sent."""
+
+    key: tuple
+    name: str
+    thread: threading.Thread | None = None
+    done: int = 0
+    total: int = 0
+    figure: str = ""
+    state: str = RUNNING
+    message: str = ""
+    data: bytes | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    def status(self) -> dict:
+        return {"state": self.state, "done": self.done, "total": self.total, "figure": self.figure,
+                "message": self.message, "name": self.name, "seconds": round(time.monotonic() - self.started, 1)}
+
+
+class ExportJobs:
+    """Exports started from the browser, by job id: each renders in a thread (Kaleido drives Chromium in its own
+    processes), reports figure by figure, and keeps its zip until the page fetches it. One export of the same
+    selection and settings at a time."""
+
+    KEPT = 8
+
+    def __init__(self):
+        self._jobs: dict[str, ExportJob] = {}
+        self._lock = threading.Lock()
+
+    def start(self, ex, cohort: str, units: list, settings) -> tuple[str | None, str]:
+        from app.export import export_zip, zip_name
+
+        key = (ex.run.run_id, cohort, tuple(map(tuple, units)), settings)
+        with self._lock:
+            if any(j.key == key and j.state == RUNNING for j in self._jobs.values()):
+                return None, "this selection is being exported already; its zip comes when it is done"
+            job_id = uuid.uuid4().hex
+            job = ExportJob(key, zip_name(ex, cohort))
+            self._jobs[job_id] = job
+            for old in [k for k, j in self._jobs.items() if j.state != RUNNING][: max(0, len(self._jobs) - self.KEPT)]:
+                del self._jobs[old]
+
+        def progress(done: int, total: int, figure: str) -> None:
+            job.done, job.total, job.figure = done, total, figure
+
+        def work() -> None:
+            try:
+                job.data = export_zip(ex, cohort, units, settings, on_figure=progress)
+            except Exception as exc:  # reported in the page, never raised into the server
+                job.state, job.message = FAILED, f"{type(exc).__name__}: {exc}"
+            else:
+                job.state, job.message = FINISHED, f"{job.total} figures as PNG, SVG and PDF, with their numbers"
+
+        job.thread = threading.Thread(target=work, name=f"msma-export-{cohort}", daemon=True)
+        job.thread.start()
+        return job_id, f"exporting the {cohort} selection"
+
+    def status(self, job_id) -> dict | None:
+        job = self._jobs.get(job_id) if isinstance(job_id, str) else None
+        return None if job is None else job.status()
+
+    def take(self, job_id) -> tuple[str, bytes] | None:
+        """The finished zip (name, bytes), handed over once."""
+        with self._lock:
+            job = self._jobs.get(job_id) if isinstance(job_id, str) else None
+            if job is None or job.state != FINISHED or job.data is None:
+                return None
+            data, job.data = job.data, None
+        return job.name, data

@@ -352,8 +352,9 @@ def sweep_room(ex, initial: dict, state: dict) -> html.Div:
         dbc.Progress(id=ids.SWEEP_PROGRESS, value=0, max=1, label="", style={"height": "18px"},
                      className="mb-1"),
         html.Div(initial["sweep_status"], id=ids.SWEEP_STATUS, className="text-secondary", style=SMALL),
-        dcc.Interval(id=ids.SWEEP_POLL, interval=400, disabled=True),
-        dcc.Store(id=ids.SWEEP_JOB, data=None),
+        dcc.Interval(id=ids.SWEEP_POLL, interval=500, disabled=True),
+        dcc.Store(id=ids.SWEEP_JOB, data={}),
+        dcc.Store(id=ids.SWEEP_DONE, data=""),
     ]
     return html.Div(
         [
@@ -424,6 +425,9 @@ def page(ex, registry, state: dict, initial: dict) -> list:
         dcc.Store(id=ids.KEYS, data=None),
         dcc.Store(id=ids.PAIR, data=state.get("pair") or []),  # [] not None: a Store of None fires on mount
         dcc.Download(id=ids.EXPORT_DOWNLOAD),
+        dcc.Store(id=ids.EXPORT_JOB, data={}),
+        dcc.Store(id=ids.EXPORT_DONE, data=""),
+        dcc.Interval(id=ids.EXPORT_POLL, interval=500, disabled=True),
     ]
     return [
         header(ex, registry, state),
@@ -452,8 +456,8 @@ def shell(children: list, run_id: str, state: dict) -> dbc.Container:
                       icon="info", style=toast),
             dbc.Toast(id=ids.LINK_NOTICE, header="The link named things this run does not have", is_open=False,
                       dismissable=True, icon="warning", duration=12_000, style={**toast, "top": 200}),
-            dbc.Toast(id=ids.EXPORT_NOTE, header="Export", is_open=False, dismissable=True, duration=10_000,
-                      icon="success", style={**toast, "top": 340}),
+            dbc.Toast(id=ids.EXPORT_NOTE, header="Export", is_open=False, dismissable=True, icon="primary",
+                      style={**toast, "top": 340}),
         ],
         fluid=True, className="p-0",
     )

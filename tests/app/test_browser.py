@@ -257,7 +257,8 @@ def test_a_sweep_started_from_the_browser_shows_progress_and_its_heatmap(page, r
     page.wait_for_function(f"() => (document.querySelector('#{ids.SWEEP_STATUS}')?.textContent || '')"
                            f".includes('9 grids written')", timeout=30_000)
     page.wait_for_selector(f"#{ids.SWEEP_GRAPH} .heatmaplayer image, #{ids.SWEEP_GRAPH} .hm", timeout=30_000)
-    assert "9 grids" in _text(page, f"#{ids.SWEEP_GRAPH} .gtitle")
+    notes = " ".join(a.text_content() for a in page.locator(f"#{ids.SWEEP_GRAPH} .annotation-text").all())
+    assert "of 9 grids stable" in notes
     # a second sweep of the same cohort while none runs starts again; the badge reads the finished sweep
     page.locator("#room label", has_text="Explore").click()
     page.wait_for_function(f"() => (document.querySelector('#{ids.STABILITY}')?.textContent || '')"

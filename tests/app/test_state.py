@@ -177,3 +177,48 @@ def test_a_found_subject_is_marked_in_the_map_the_box_plots_and_the_scatter(ex):
     assert grid[1].rowData and grid[1].rowData[0]["rank"] == 1
     empty = callbacks.subject_room(ex, None, default["scores"])
     assert "Find a subject" in empty[0] and "No subject chosen." in empty[3][0].children
+
+
+def test_the_export_button_renders_the_selection_in_the_background_and_hands_over_one_zip(ex, monkeypatch):
+    """The browser's export: a job per click, progress in the notice, the zip once; a second click on the same
+    selection while it runs is refused; a sweep grid's selection is not exported (the export draws the run's
+    map)."""
+    import io
+    import threading
+    import zipfile
+
+    import app.export as export
+    from app.jobs import ExportJobs
+
+    gate = threading.Event()
+
+    def fake_zip(run, cohort, units, settings, on_figure=None):
+        on_figure(1, 2, "som")
+        gate.wait(10)
+        on_figure(2, 2, "slices")
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr("x/export.json", "{}")
+        return buffer.getvalue()
+
+    monkeypatch.setattr(export, "export_zip", fake_zip)
+    default = callbacks.default_state(ex)
+    selection = {"cohort": default["cohort"], "units": default["units"], "grid": None}
+    crosshair = {"voxel": default["voxel"], "roi": None, "plane": "axial", "moved": []}
+    exports = ExportJobs()
+    values = (1, selection, "bonferroni", "0.05", "0.1", default["scores"], default["permutations"], crosshair)
+    job, poll_off, is_open, text = callbacks.start_export(ex, exports, *values)
+    assert poll_off is False and is_open is True and "exporting" in text
+    refused = callbacks.start_export(ex, exports, *values)
+    assert refused[0] is no_update and "already" in refused[3]
+    running = callbacks.poll_export(ex, exports, 1, job)
+    assert running[0] is no_update and running[1] is False and "1 of 2 figures" in running[3]
+    gate.set()
+    exports._jobs[job["job"]].thread.join(10)
+    done, poll_off, _, text = callbacks.poll_export(ex, exports, 2, job)
+    assert poll_off is True and done == job["job"] and "2 figures" in text
+    download = callbacks.send_export(ex, exports, done)
+    assert download["filename"].endswith(".zip") and download["base64"] is True
+    assert callbacks.send_export(ex, exports, done) is no_update  # handed over once
+    on_grid = {**selection, "grid": {"rows": 5, "cols": 6, "topology": "rectangular"}, "units": [[0, 0]]}
+    assert "run's own map" in callbacks.start_export(ex, exports, 1, on_grid, *values[2:])[3]
