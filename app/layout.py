@@ -490,12 +490,12 @@ def provenance_panel(data: dict, run_ids: list[str], latest: str) -> list:
     fact_rows = [html.Tr([html.Th(k, className="text-secondary fw-normal pe-3 text-nowrap align-top"),
                           html.Td(v, style={"wordBreak": "break-all"})]) for k, v in facts]
     tables = []
-    for norms, detectors in data["detection"].items():
+    for norms, detectors in data["detection"].items():  # one row per cohort: it stays narrow with many cohorts
         groups = sorted({g for per in detectors.values() for g in per})
-        head = html.Tr([html.Th(f"{NORM_NAMES.get(norms, norms)}: AUROC %"), *(html.Th(g) for g in groups)])
-        body = [html.Tr([html.Td(DETECTOR_NAMES.get(d, d)),
-                         *(html.Td("" if per.get(g) is None else f"{100 * per[g]:.1f}") for g in groups)])
-                for d, per in detectors.items()]
+        head = html.Tr([html.Th(f"{NORM_NAMES.get(norms, norms)}: AUROC %"),
+                        *(html.Th(DETECTOR_NAMES.get(d, d)) for d in detectors)])
+        body = [html.Tr([html.Td(g), *(html.Td("" if per.get(g) is None else f"{100 * per[g]:.1f}")
+                                       for per in detectors.values())]) for g in groups]
         tables.append(dbc.Table([html.Thead(head), html.Tbody(body)], size="sm", bordered=False, striped=True,
                                 className="mb-2", style={"fontSize": "0.75rem"}))
     if not tables:

@@ -640,8 +640,8 @@ def stability_note(ex: Explorer, selection: dict) -> str:
     chosen = set(inside)
     kept = sum(1 for members in near["members"]
                if len(chosen & set(members)) / len(chosen | set(members)) >= STABLE_JACCARD)
-    return (f"Stability: these {len(inside)} members are the maximal prototype (Jaccard ≥ {STABLE_JACCARD:g}) in "
-            f"{kept} of the {len(near)} swept grids within ±{NEIGHBOURHOOD} rows and columns.")
+    return (f"Stability: the same {len(inside)} members (Jaccard ≥ {STABLE_JACCARD:g}) in {kept} of {len(near)} "
+            f"swept grids within ±{NEIGHBOURHOOD} rows/cols")
 
 
 # --- provenance -----------------------------------------------------------------------------------------------------
