@@ -41,7 +41,6 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from analysis.exploration.cohort_analysis import CORRECTIONS
-from analysis.runs import layout as run_layout
 from analysis.runs.reader import PublishedRun
 from app import views
 from app.figures import wrap_text
@@ -269,14 +268,8 @@ def som_data(figure: go.Figure, layer: str, units) -> pd.DataFrame:
     return frame
 
 
-def read_sweep(run: PublishedRun, cohort: str) -> pd.DataFrame | None:
-    """The run's sweep table of ``cohort`` (``msma sweep``), or None without one."""
-    path = run.run_dir / run_layout.sweep_file(cohort)
-    return pd.read_parquet(path) if path.is_file() else None
-
-
 def _sweep(ex: Explorer, cohort: str) -> ExportFigure | None:
-    table = read_sweep(ex.run, cohort)
+    table = views.sweep_table(ex, cohort)
     if table is None or table.empty:
         return None
     shown = (ex.run.som.n_rows, ex.run.som.n_cols)

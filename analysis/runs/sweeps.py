@@ -14,12 +14,6 @@ from analysis.runs import layout
 from analysis.runs.store import write_table
 
 
-def read_sweep(run_dir: str | os.PathLike, cohort: str) -> pd.DataFrame | None:
-    """The run's sweep table of ``cohort``, or None when none has been run."""
-    path = Path(run_dir) / layout.sweep_file(cohort)
-    return pd.read_parquet(path) if path.is_file() else None
-
-
 def sweep_run(
     run_dir: str | os.PathLike,
     reference_cohort: str,
