@@ -124,6 +124,9 @@ class Explorer:
     run: PublishedRun
     _tables: OrderedDict = field(default_factory=OrderedDict, init=False, repr=False)
     _maps: OrderedDict = field(default_factory=OrderedDict, init=False, repr=False)
+    _lookups: dict = field(default_factory=dict, init=False, repr=False)
+    """Small per-run lookups (sweep tables with their file stamps, reference centile curves), kept apart from the
+    permutation tables so they never evict one."""
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     TABLES_KEPT = 8
@@ -570,12 +573,12 @@ def sweep_table(ex: Explorer, cohort: str) -> pd.DataFrame | None:
         return None
     key = ("sweep", cohort)
     with ex._lock:
-        cached = ex._tables.get(key)
+        cached = ex._lookups.get(key)
     if cached is not None and cached[0] == stamp:
         return cached[1]
     table = pd.read_parquet(path)
     with ex._lock:
-        ex._tables[key] = (stamp, table)
+        ex._lookups[key] = (stamp, table)
     return table
 
 
@@ -683,13 +686,13 @@ def subject_story(ex: Explorer, subject: str, scores: str):
     detector = default_detector(ex.run.detector_scores.columns)
     key = ("centiles", detector)
     with ex._lock:
-        centiles = ex._tables.get(key)
+        centiles = ex._lookups.get(key)
     if centiles is None:
         held_out = ex.run.subjects.index.isin(ex.run.reference_ids)
         centiles = fit_reference_centiles(ex.run.detector_scores[detector].to_numpy(dtype=float)[held_out],
                                           ex.run.subjects["age"].to_numpy(dtype=float)[held_out])
         with ex._lock:
-            ex._tables[key] = centiles
+            ex._lookups[key] = centiles
     return story(ex.run, subject, scores, detector, centiles=centiles)
 
 
