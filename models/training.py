@@ -14,6 +14,9 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import torch
+from torch import nn
+
 
 def evaluation_due(step: int, every: int, last: int) -> bool:
     """Whether a step-based trainer evaluates after optimiser step ``step``: every ``every`` steps and at ``last``."""
@@ -100,3 +103,86 @@ class EarlyStopping:
     @property
     def should_stop(self) -> bool:
         return self.bad_evaluations >= self.patience
+
+
+def ema_update(ema: dict[str, torch.Tensor], model: nn.Module, decay: float) -> None:
+    """Move the moving average ``ema`` of ``model``'s state towards its current values by ``1 - decay`` (integer
+    buffers are copied)."""
+    with torch.no_grad():
+        for name, value in model.state_dict().items():
+            if value.dtype.is_floating_point:
+                ema[name].mul_(decay).add_(value, alpha=1 - decay)
+            else:
+                ema[name].copy_(value)
+
+
+class TrainingState:
+    """What a step-based training run changes as it goes (weights, optimiser, learning-rate schedule, random
+    state, moving average of the weights, early stopping, history), and its round trip through a checkpoint.
+
+    Shared by the score model's trainer and GNSM's: each builds its optimiser (and optionally a schedule stepped
+    after every optimiser step) and calls :meth:`optimise` once per step.
+    """
+
+    def __init__(self, model: nn.Module, optimiser: torch.optim.Optimizer, seed: int, patience: int,
+                 schedule: torch.optim.lr_scheduler.LRScheduler | None = None):
+        self.model = model
+        self.optimiser = optimiser
+        self.schedule = schedule
+        self.generator = torch.Generator().manual_seed(seed)
+        self.ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.stopper = EarlyStopping(patience, lambda: {k: v.clone() for k, v in self.ema.items()})
+        self.history = TrainingHistory()
+        self.step = 0
+        self.stopped = ""
+        self.running: float | None = None
+        """Exponential moving average of the training loss (what the history reports as ``train_loss``)."""
+
+    def optimise(self, loss: torch.Tensor, grad_clip: float, ema_decay: float) -> None:
+        """One optimiser step on ``loss`` (gradient norm clipped to ``grad_clip``), the schedule's step, then the
+        EMA (decay warmed up over the first steps) and the running training loss."""
+        self.optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.model.parameters(), grad_clip)
+        self.optimiser.step()
+        if self.schedule is not None:
+            self.schedule.step()
+        self.step += 1
+        ema_update(self.ema, self.model, min(ema_decay, (1 + self.step) / (10 + self.step)))
+        value = loss.detach().item()
+        self.running = value if self.running is None else 0.98 * self.running + 0.02 * value
+
+    def payload(self, extra: dict) -> dict:
+        payload = {
+            "kind": "training_state",
+            "extra": extra,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimiser.state_dict(),
+            "ema": self.ema,
+            "best": self.stopper.best_state,
+            "history": self.history.as_dict(),
+            "step": self.step,
+            "best_val": self.stopper.best_loss,
+            "best_step": self.stopper.best_step,
+            "bad_validations": self.stopper.bad_evaluations,
+            "generator": self.generator.get_state(),
+            "stopped": self.stopped,
+            "running": self.running,
+        }
+        if self.schedule is not None:
+            payload["schedule"] = self.schedule.state_dict()
+        return payload
+
+    def restore(self, state: dict, device: str = "cpu") -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimiser.load_state_dict(state["optimizer"])
+        if self.schedule is not None:
+            self.schedule.load_state_dict(state["schedule"])
+        self.ema = {k: v.to(device) for k, v in state["ema"].items()}
+        self.stopper.best_state = state["best"]
+        self.stopper.best_loss, self.stopper.bad_evaluations = state["best_val"], state["bad_validations"]
+        self.stopper.best_step = state.get("best_step", 0)
+        self.history = TrainingHistory.from_dict(state["history"])
+        self.step = state["step"]
+        self.generator.set_state(state["generator"])
+        self.stopped, self.running = state["stopped"], state["running"]

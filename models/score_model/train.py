@@ -28,7 +28,7 @@ from analysis.checks import check_int, check_positive_float
 from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from models.score_model.losses import dsm_loss, get_dsm_loss_fn
 from models.score_model.sde import VESchedule
-from models.training import EarlyStopping, TrainingHistory, evaluation_due
+from models.training import TrainingState, evaluation_due
 
 
 @dataclass(frozen=True)
@@ -103,15 +103,6 @@ class TrainResult:
     resumed_from_step: int
 
 
-def _ema_update(ema: dict[str, torch.Tensor], model: nn.Module, decay: float) -> None:
-    with torch.no_grad():
-        for name, value in model.state_dict().items():
-            if value.dtype.is_floating_point:
-                ema[name].mul_(decay).add_(value, alpha=1 - decay)
-            else:
-                ema[name].copy_(value)
-
-
 def validation_loss(
     model: nn.Module, schedule: VESchedule, val: torch.Tensor, weight: torch.Tensor | None, seed: int, batch_size: int
 ) -> float:
@@ -131,61 +122,6 @@ def validation_loss(
                 count += len(x)
     model.train()
     return total / count
-
-
-class _TrainingState:
-    """Everything a run of :func:`train_score_model` changes as it goes, and its round trip through a checkpoint."""
-
-    def __init__(self, model: nn.Module, config: TrainConfig):
-        self.model = model
-        self.optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-        self.generator = torch.Generator().manual_seed(config.seed)
-        self.ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        self.stopper = EarlyStopping(config.patience, lambda: {k: v.clone() for k, v in self.ema.items()})
-        self.history = TrainingHistory()
-        self.step = 0
-        self.stopped = ""
-        self.running: float | None = None
-        """Exponential moving average of the training loss (what the history reports as ``train_loss``)."""
-
-    def optimise(self, loss: torch.Tensor, config: TrainConfig) -> None:
-        """One optimiser step on ``loss`` (gradient clipped), then the EMA and the running training loss."""
-        self.optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
-        self.optimiser.step()
-        self.step += 1
-        _ema_update(self.ema, self.model, min(config.ema_decay, (1 + self.step) / (10 + self.step)))
-        value = loss.detach().item()
-        self.running = value if self.running is None else 0.98 * self.running + 0.02 * value
-
-    def payload(self, extra: dict) -> dict:
-        return {
-            "kind": "training_state",
-            "extra": extra,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimiser.state_dict(),
-            "ema": self.ema,
-            "best": self.stopper.best_state,
-            "history": self.history.as_dict(),
-            "step": self.step,
-            "best_val": self.stopper.best_loss,
-            "bad_validations": self.stopper.bad_evaluations,
-            "generator": self.generator.get_state(),
-            "stopped": self.stopped,
-            "running": self.running,
-        }
-
-    def restore(self, state: dict, device: str) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimiser.load_state_dict(state["optimizer"])
-        self.ema = {k: v.to(device) for k, v in state["ema"].items()}
-        self.stopper.best_state = state["best"]
-        self.stopper.best_loss, self.stopper.bad_evaluations = state["best_val"], state["bad_validations"]
-        self.history = TrainingHistory.from_dict(state["history"])
-        self.step = state["step"]
-        self.generator.set_state(state["generator"])
-        self.stopped, self.running = state["stopped"], state["running"]
 
 
 def _resumable_state(checkpoint: TrainingCheckpoint | None) -> dict | None:
@@ -233,7 +169,8 @@ def train_score_model(
     memory_format = torch.channels_last_3d if data.train.dim() == 5 else torch.contiguous_format
     model.to(device=device, memory_format=memory_format)
     weight = None if data.weight is None else data.weight.to(device)
-    run = _TrainingState(model, config)
+    run = TrainingState(model, torch.optim.Adam(model.parameters(), lr=config.learning_rate), config.seed,
+                        config.patience)
     state = _resumable_state(checkpoint)
     if state is not None:
         run.restore(state, device)
@@ -269,7 +206,7 @@ def train_score_model(
         batch = to_device(data.train[index])
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
             loss = loss_fn(model, batch, run.generator)
-        run.optimise(loss, config)
+        run.optimise(loss, config.grad_clip, config.ema_decay)
         bar.update(1)
         if on_step is not None:
             on_step(run.step)
