@@ -109,3 +109,38 @@ def load_spatial_model(path: str | os.PathLike):
         raise CheckpointError(f"{path}: inconsistent Spatial-MSMA checkpoint ({exc})") from exc
     model.eval()
     return model, {k: v for k, v in payload.items() if k != "state_dict"}
+
+
+def save_gnsm_model(path: str | os.PathLike, net, *, metadata: dict) -> None:
+    """Save a trained GNSM network with its config, feature layout, noise scales and ``metadata`` (plain JSON-like
+    values only: the table encoder, the training summary)."""
+    save_checkpoint(
+        path,
+        {
+            "kind": "gnsm",
+            "net_config": net.config.as_dict(),
+            "sizes": list(net.sizes),
+            "n_continuous": int(net.n_continuous),
+            "scales": net.scales.as_dict(),
+            "metadata": metadata,
+            "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+        },
+    )
+
+
+def load_gnsm_model(path: str | os.PathLike):
+    """Rebuild a GNSM network from its checkpoint: (network in eval mode, the checkpoint's other fields)."""
+    from models.gnsm.network import GNSMNet, GNSMNetConfig
+    from models.gnsm.noise import NoiseScales
+
+    payload = load_checkpoint(path)
+    if payload.get("kind") != "gnsm":
+        raise CheckpointError(f"{path}: expected a GNSM checkpoint, found kind {payload.get('kind')!r}")
+    try:
+        net = GNSMNet(GNSMNetConfig.from_dict(payload["net_config"]), tuple(payload["sizes"]),
+                      int(payload["n_continuous"]), NoiseScales.from_dict(payload["scales"]))
+        net.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: inconsistent GNSM checkpoint ({exc})") from exc
+    net.eval()
+    return net, {k: v for k, v in payload.items() if k != "state_dict"}
