@@ -189,6 +189,49 @@ def build_parser() -> argparse.ArgumentParser:
                         help="image formats, comma-separated (default png,svg,pdf)")
     export.add_argument("--quiet", action="store_true", help="no progress bar")
     export.set_defaults(run=commands.cmd_export)
+
+    tabular = subcommands.add_parser(
+        "tabular",
+        help="GNSM on a table of categorical and continuous columns: fit the score network on its inlier rows, score "
+        "any table with it",
+        description="Gumbel-noise score matching (GNSM) for categorical and mixed tabular data: 'fit' trains the "
+        "score network on a table's inlier rows as a schema YAML declares them and scores every row; 'score' scores "
+        "another table with a fitted model. The anomaly score is MSMA's: a Gaussian mixture on each row's score "
+        "norms at every noise scale (higher = more anomalous).",
+    )
+    tabular_commands = tabular.add_subparsers(dest="tabular_command", metavar="{fit,score}", required=True)
+    fit = tabular_commands.add_parser(
+        "fit", help="fit GNSM on a table's inlier rows; writes the model folder with the table's scores",
+        description="Fit GNSM on the inlier rows of TABLE (CSV, TSV or Parquet) as SCHEMA declares its columns "
+        "(categorical with levels, or continuous) and inliers. Writes --out: gnsm.pt, fit.json, scores.parquet and "
+        "scores.csv (every row of TABLE scored). An existing folder is replaced only when the fit succeeds.",
+    )
+    fit.add_argument("table", type=Path, help="the table to fit on (CSV, TSV or Parquet)")
+    fit.add_argument("--schema", required=True, type=Path, help="YAML declaring each column and the inlier rows")
+    fit.add_argument("--out", required=True, type=Path, metavar="DIR", help="model folder to write")
+    fit.add_argument("--profile", default="default", choices=["default", "paper", "fast"],
+                     help="network size and step budget: default (2 CPU cores), paper (appendix A's, for a GPU), "
+                     "fast (tiny smoke-test model whose scores mean little) (default: default)")
+    fit.add_argument("--objective", choices=["kl", "mse"],
+                     help="GNSM objective: kl (eq. 4.12) or mse (eq. 4.11) (default: kl)")
+    fit.add_argument("--variant", default="paper", choices=["paper", "paper-mode", "smoothed"],
+                     help="categorical noise and read-out: paper (the reference implementation), paper-mode (scores "
+                     "read at each scale's noise-free relaxation), smoothed (the top scales also hide each level; "
+                     "docs/gnsm.md compares them) (default: paper)")
+    fit.add_argument("--seed", type=int, default=0, help="seed of the split, the noise and the weights (default 0)")
+    fit.add_argument("--max-minutes", type=float, help="stop training after this many minutes (best weights kept)")
+    fit.add_argument("--quiet", action="store_true", help="no progress bar")
+    fit.set_defaults(run=commands.cmd_tabular_fit)
+    score = tabular_commands.add_parser(
+        "score", help="score a table with a fitted GNSM model",
+        description="Score every row of TABLE with the model folder written by 'msma tabular fit'. The table must "
+        "hold the model's columns with levels it has seen. Writes --out (Parquet) and the same table as CSV beside "
+        "it: id, inlier, score (higher = more anomalous) and the score norm at each noise scale.",
+    )
+    score.add_argument("table", type=Path, help="the table to score (CSV, TSV or Parquet)")
+    score.add_argument("--model", required=True, type=Path, metavar="DIR", help="folder written by 'msma tabular fit'")
+    score.add_argument("--out", required=True, type=Path, metavar="FILE", help="scores to write (.parquet)")
+    score.set_defaults(run=commands.cmd_tabular_score)
     return parser
 
 

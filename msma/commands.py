@@ -366,3 +366,44 @@ def cmd_export(args) -> int:
           f"{time.perf_counter() - start:.1f} s")
     print(f"folder: {paths[0].parent}")
     return 0
+
+
+def cmd_tabular_fit(args) -> int:
+    from analysis.tabular.schema import TabularError
+    from pipeline.tabular import FitOptions, fit_tabular
+
+    options = FitOptions(profile=args.profile, objective=args.objective, seed=args.seed,
+                         max_minutes=args.max_minutes, progress=not args.quiet, variant=args.variant)
+    try:
+        result = fit_tabular(args.table, args.schema, args.out, options)
+    except TabularError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except ValueError as exc:  # a setting out of range (--seed, --max-minutes)
+        print(f"msma tabular fit: {exc}", file=sys.stderr)
+        return 2
+    training = result.training
+    scores = result.scores
+    print(f"fitted GNSM on {result.inliers} inlier rows of {result.rows} in {training.seconds:.0f} s "
+          f"({training.steps} steps, stopped by {training.stopped.replace('_', ' ')}, best validation loss "
+          f"{training.best_val_loss:.4f})")
+    if (~scores["inlier"]).any():
+        print(f"median score: inliers {scores.loc[scores['inlier'], 'score'].median():.2f}, other rows "
+              f"{scores.loc[~scores['inlier'], 'score'].median():.2f} (higher = more anomalous)")
+    print(f"model folder: {result.folder}")
+    return 0
+
+
+def cmd_tabular_score(args) -> int:
+    from analysis.tabular.schema import TabularError
+    from pipeline.tabular import score_tabular
+
+    try:
+        scores, paths = score_tabular(args.model, args.table, args.out)
+    except TabularError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(f"scored {len(scores)} rows of {args.table}; highest score {scores['score'].max():.2f} "
+          f"({scores.loc[scores['score'].idxmax(), 'id']})")
+    print("scores: " + ", ".join(str(p) for p in paths))
+    return 0

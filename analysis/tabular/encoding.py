@@ -57,6 +57,11 @@ class EncodedTable:
     categorical_names: tuple[str, ...]
     continuous_names: tuple[str, ...]
 
+    def subset(self, rows) -> EncodedTable:
+        """The rows at positions ``rows`` (an index array or a boolean mask), in that order."""
+        return EncodedTable(self.ids[rows], self.onehot[rows], self.sizes, self.continuous[rows], self.inlier[rows],
+                            self.categorical_names, self.continuous_names)
+
 
 @dataclass(frozen=True)
 class TableEncoder:
