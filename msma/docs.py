@@ -44,22 +44,32 @@ def _subcommands(parser: argparse.ArgumentParser) -> tuple[argparse._SubParsersA
     return commands, {choice.dest: choice.help for choice in commands._choices_actions}
 
 
-def commands_table(parser: argparse.ArgumentParser | None = None) -> str:
-    """One row per subcommand: its synopsis, what it does (its ``help``) and its options with their defaults."""
-    parser = parser or build_parser()
+def _rows(prefix: str, parser: argparse.ArgumentParser) -> list[str]:
+    """Table rows of every subcommand of ``parser`` (a command with subcommands of its own, such as
+    ``msma tabular``, gets a row per subcommand)."""
     commands, helps = _subcommands(parser)
-    rows = ["| command | what it does | options (default) |", "| --- | --- | --- |"]
+    rows = []
     for name, sub in commands.choices.items():
+        if any(isinstance(a, argparse._SubParsersAction) for a in sub._actions):
+            rows += _rows(f"{prefix} {name}", sub)
+            continue
         positional = [a for a in sub._actions if not a.option_strings]
         required = [a for a in sub._actions if a.option_strings and a.required]
         synopsis = " ".join(
-            [f"msma {name}"]
+            [f"{prefix} {name}"]
             + [f"[{a.dest.upper()}]" if a.nargs == "?" else a.dest.upper() for a in positional]
-            + [f"{a.option_strings[-1]} {a.dest.upper()}" for a in required]
+            + [f"{a.option_strings[-1]} {a.metavar or a.dest.upper()}" for a in required]
         )
         options = [_option(a) for a in sub._actions
                    if a.option_strings and not a.required and not isinstance(a, argparse._HelpAction)]
         rows.append(f"| `{synopsis}` | {helps[name]} | {', '.join(options)} |")
+    return rows
+
+
+def commands_table(parser: argparse.ArgumentParser | None = None) -> str:
+    """One row per subcommand: its synopsis, what it does (its ``help``) and its options with their defaults."""
+    rows = ["| command | what it does | options (default) |", "| --- | --- | --- |"]
+    rows += _rows("msma", parser or build_parser())
     rows.append("")
     rows.append(f"`MANIFEST` defaults to `{DEFAULT_MANIFEST}`. Every command has `--help`.")
     return "\n".join(rows)
