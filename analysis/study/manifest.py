@@ -4,7 +4,7 @@ This module checks the manifest's own structure (known keys, types, paths that s
 folder). Whether the files it names exist and agree with each other is checked by
 :mod:`analysis.study.validation`. Paths resolve relative to the manifest's folder.
 
-About 490 lines, kept whole: it is the schema of one file, and its sections share one reader and one pass.
+About 500 lines, kept whole: it is the schema of one file, and its sections share one reader and one pass.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from analysis.study.errors import ManifestError, Problem
+from analysis.study.gnsm_block import GNSMSpec, read_gnsm
 from analysis.study.settings import FieldReader, describe, safe_load_unique, settings_from_mapping
 
 MANIFEST_VERSION = 1
@@ -146,6 +147,8 @@ class Manifest:
     missing_values: tuple[str | int | float, ...] = ()
     """The study's own missing-value markers, besides empty cells and the usual ones
     (:data:`analysis.study.tables.DEFAULT_MISSING_MARKERS`)."""
+    gnsm: GNSMSpec | None = None
+    """Subject columns GNSM models next to the score norms (:mod:`analysis.study.gnsm_block`); None: no GNSM."""
 
     def resolve(self, value: str | os.PathLike) -> Path:
         """Resolve a path written in the manifest or one of its tables against the manifest's folder."""
@@ -166,6 +169,7 @@ _TOP_LEVEL = {
     "options": False,
     "demo": False,
     "missing_values": False,
+    "gnsm": False,
 }
 _STUDY_KEYS = {"name", "description"}
 
@@ -239,6 +243,7 @@ def load_manifest(path: str | os.PathLike, *, read_demo: SettingsReader | None =
     options = settings_from_mapping(Options, reader.mapping(doc.get("options"), "options"), reader, "options")
     demo = _read_demo(reader, doc.get("demo"), read_demo)
     missing_values = _read_missing_values(reader, doc.get("missing_values", []))
+    gnsm = read_gnsm(reader, doc.get("gnsm"), _reserved_columns(subjects))
     if model.n_scales < 1:
         reader.problem("model.n_scales", "a positive number of noise scales", str(model.n_scales))
     if model.min_train_subjects < 1:
@@ -291,6 +296,7 @@ def load_manifest(path: str | os.PathLike, *, read_demo: SettingsReader | None =
         options=options,
         demo=demo,
         missing_values=missing_values,
+        gnsm=gnsm,
     )
     _check_containment(manifest, reader, template, atlas, subjects, behaviour, output_dir)
     if lesions:
@@ -330,13 +336,17 @@ def _read_subjects(reader: FieldReader, value) -> dict:
             reader.string(column, f"subjects.images.{modality}")
         out["images"] = {str(k): str(v) for k, v in images.items()}
     if "covariates" in section:
-        # A covariate is a property of the subject; the columns that say who a subject is and where its images
-        # are cannot be one.
-        reserved = {out.get(k, getattr(SubjectsSpec, k)): f"subjects.{k}" for k in ("id_column", "cohort_column",
-                                                                                      "split_column")}
-        reserved.update({c: f"subjects.images.{m}" for m, c in out.get("images", {}).items()})
-        out["covariates"] = _read_covariates(reader, section["covariates"], reserved)
+        out["covariates"] = _read_covariates(reader, section["covariates"], _reserved_columns(out))
     return out
+
+
+def _reserved_columns(subjects: dict) -> dict[str, str]:
+    """Column -> the field naming it, for the columns that say who a subject is and where its images are: a
+    covariate or a GNSM column is a property of the subject and cannot be one of them."""
+    reserved = {subjects.get(k, getattr(SubjectsSpec, k)): f"subjects.{k}" for k in ("id_column", "cohort_column",
+                                                                                     "split_column")}
+    reserved.update({c: f"subjects.images.{m}" for m, c in subjects.get("images", {}).items()})
+    return reserved
 
 
 def _read_covariates(reader: FieldReader, value, reserved: Mapping[str, str]) -> dict[str, str | None] | None:

@@ -38,6 +38,9 @@ class Study:
     ones ``str`` objects (None = missing). Given None (the default), an empty frame with the subjects' index."""
     warnings: tuple[StudyWarning, ...] = ()
     """What validation found worth saying that does not stop the study (missing covariate values)."""
+    gnsm_table: pd.DataFrame | None = None
+    """The manifest's ``gnsm:`` columns, indexed like :attr:`subjects` (kinds and missing values as in
+    :attr:`covariate_table`); None without a ``gnsm:`` block."""
 
     def __post_init__(self):
         if self.covariate_table is None:

@@ -4,8 +4,8 @@
 expected, found) instead of stopping at the first; when there are none it returns the loaded
 :class:`~analysis.study.study.Study`. The images (template, brain mask, atlas, subject volumes) are checked here, the
 tables (subjects, behaviour, lesions) in :mod:`analysis.study.table_checks`, the covariates in
-:mod:`analysis.study.covariates`. What is worth saying but stops nothing (missing covariate values) comes back as
-``Study.warnings``.
+:mod:`analysis.study.covariates`, the GNSM columns in :mod:`analysis.study.gnsm_columns`. What is worth saying but
+stops nothing (missing covariate or GNSM values) comes back as ``Study.warnings``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from analysis.study.atlas import labels_present, read_label_table
 from analysis.study.covariates import check_covariates
 from analysis.study.errors import ManifestError
+from analysis.study.gnsm_columns import check_gnsm_columns
 from analysis.study.manifest import Manifest, check_inside
 from analysis.study.study import Study
 from analysis.study.table_checks import (
@@ -61,6 +62,7 @@ def validate_study(
     table = read_subjects(manifest, out)
     subjects = check_subjects(manifest, table, out)
     covariates, covariate_table = check_covariates(manifest, table, subjects, out)
+    gnsm_table = check_gnsm_columns(manifest, table, subjects, out)
     if subjects is not None and grid is not None and subject_volumes:
         _check_subject_volumes(manifest, subjects, grid, out, progress=progress, check_voxels=check_voxels)
     behaviour = check_behaviour(manifest, subjects, out)
@@ -69,7 +71,7 @@ def validate_study(
         raise ManifestError(out.problems)
     return Study(
         manifest, grid, mask, atlas, names, subjects, behaviour, lesions,
-        covariates=covariates, covariate_table=covariate_table, warnings=tuple(out.warnings),
+        covariates=covariates, covariate_table=covariate_table, warnings=tuple(out.warnings), gnsm_table=gnsm_table,
     )
 
 
