@@ -25,6 +25,8 @@ NORM_SETS = (
     Method("msma", "MSMA", "trained score network (low-rank Gaussian score + learned residual)"),
     Method("lowrank", "Low-rank Gaussian", "low-rank Gaussian score, no network"),
     Method("gaussian", "Per-voxel Gaussian", "per-voxel Gaussian score, no network (baseline)"),
+    Method("gnsm", "GNSM", "Gumbel-noise score matching on the manifest's gnsm: subject columns (with the log MSMA "
+           "norms when with_score_norms), its norms at each GNSM noise scale"),
 )
 DETECTORS = (
     Method("gmm", "GMM", "Gaussian mixture on the log norms, components chosen by held-out likelihood"),

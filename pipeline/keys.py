@@ -16,6 +16,8 @@ TRAINING_VERSION = 2
 """Part of a score-model checkpoint's key."""
 SPATIAL_VERSION = 3
 """Part of a Spatial-MSMA flow checkpoint's key."""
+GNSM_VERSION = 1
+"""Part of the refresh's GNSM checkpoint key."""
 
 
 def _digest(payload: dict, *, sort_keys: bool) -> str:
@@ -58,5 +60,15 @@ def flow_key(spatial: str, config: dict, train_ids: list[str], val_ids: list[str
     """A Spatial-MSMA flow checkpoint's key: :func:`spatial_key`, the flow's settings and its subjects."""
     return _digest(
         {"version": SPATIAL_VERSION, "data": spatial, "config": config, "train_ids": train_ids, "val_ids": val_ids},
+        sort_keys=True,
+    )
+
+
+def gnsm_key(settings: dict, rows_digest: str, train_ids: list[str], val_ids: list[str]) -> str:
+    """The refresh's GNSM network key: the manifest's ``gnsm:`` block, the tabular profile and the encoder
+    (``settings``), the digest of the encoded training and validation rows (which holds the score norms when they
+    join) and the exact train/val subjects."""
+    return _digest(
+        {"version": GNSM_VERSION, **settings, "rows": rows_digest, "train_ids": train_ids, "val_ids": val_ids},
         sort_keys=True,
     )

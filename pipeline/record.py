@@ -17,17 +17,18 @@ from pipeline import keys
 from pipeline.context import RefreshContext
 from pipeline.detection import Detection
 from pipeline.exploration import Exploration
+from pipeline.gnsm import GNSMOutputs
 from pipeline.score_model import ScoreModel, link_or_copy, norm_columns
 
 
 def write_tables(ctx: RefreshContext, norm_sets: dict[str, np.ndarray], detection: Detection,
-                 exploration: Exploration, score: ScoreModel) -> None:
-    """The norm, detector, SOM and hypothesis tables and arrays, and the score model's checkpoint, into the
-    staging folder."""
+                 exploration: Exploration, score: ScoreModel, gnsm: GNSMOutputs | None = None) -> None:
+    """The norm, detector, SOM and hypothesis tables and arrays, and the score model's (and GNSM's) checkpoint,
+    into the staging folder."""
     staging = ctx.staging
     for name, values in norm_sets.items():
         table = ctx.subject_table()
-        table[norm_columns(ctx.n_scales)] = values
+        table[norm_columns(values.shape[1])] = values  # GNSM has its own number of scales
         write_table(staging / layout.NORM_SET_FILES[name].name, table)
     detector_table = ctx.subject_table()
     for column, values in detection.scores.items():
@@ -40,6 +41,8 @@ def write_tables(ctx: RefreshContext, norm_sets: dict[str, np.ndarray], detectio
     np.save(staging / layout.SOM_WEIGHTS.name, exploration.som.weights_)
     np.save(staging / layout.SOM_U_MATRIX.name, exploration.som.u_matrix_)
     link_or_copy(score.checkpoint, staging / layout.SCORE_MODEL.name)
+    if gnsm is not None:
+        link_or_copy(gnsm.checkpoint, staging / layout.GNSM_MODEL.name)
 
 
 def versions() -> dict[str, str]:
@@ -98,12 +101,11 @@ def run_record(ctx: RefreshContext, run_id: str, score: ScoreModel, detection: D
             "rank": int(score.gaussian.rank_),
             "val_log_likelihood": {str(k): v for k, v in score.gaussian.val_log_likelihood_.items()},
         },
-        "norm_sets": descriptions(NORM_SETS),
+        "norm_sets": {k: v for k, v in descriptions(NORM_SETS).items() if k in detection.info},
         "detectors": detection.info,
         "tables": {
-            "score_norms": layout.SCORE_NORMS.name,
-            "lowrank_norms": layout.LOWRANK_NORMS.name,
-            "gaussian_norms": layout.GAUSSIAN_NORMS.name,
+            **{file.name.removesuffix(".parquet"): file.name for name, file in layout.NORM_SET_FILES.items()
+               if name in detection.info},
             "detector_scores": layout.DETECTOR_SCORES.name,
             "detection_metrics": layout.DETECTION_METRICS.name,
         },

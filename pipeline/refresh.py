@@ -6,7 +6,8 @@ each stage group lives in its own module of this package (docs/architecture.md d
 3. fit the Gaussian prior and train the score model on the reference ``train`` split, ``val`` for early
    stopping, or reuse the checkpoint whose key (:mod:`pipeline.keys`) matches; an interrupted training resumes;
 4. score every subject once per scale, or take the passes over from the published run when the same network scored
-   the same volumes; the no-network baseline norms;
+   the same volumes; the no-network baseline norms; GNSM's norms of the subject columns the manifest's ``gnsm:``
+   block names, with the score norms (:mod:`pipeline.gnsm`);
 5. Spatial-MSMA: patch norms, the conditional flow, heatmaps, ROI scores (:mod:`pipeline.spatial`), and the lesion
    evaluation when the manifest names lesion masks (:mod:`pipeline.lesions`);
 6. the MSMA detectors and their metrics (:mod:`pipeline.detection`);
@@ -35,6 +36,7 @@ from models.profiles import Profile, get_profile
 from pipeline.context import RefreshContext, RefreshError, Split, StageTimer, resolve_device
 from pipeline.detection import detection_stages
 from pipeline.exploration import exploration_stages
+from pipeline.gnsm import gnsm_stage
 from pipeline.lesions import lesion_stage
 from pipeline.normative import normative_stage
 from pipeline.record import run_record, run_warnings, write_tables
@@ -91,6 +93,9 @@ def _stages(ctx: RefreshContext) -> RefreshResult:
     ctx.staging = ctx.store.start(run_id)
     try:
         norm_sets, passes = score_subjects(ctx, images, score)
+        gnsm = gnsm_stage(ctx, norm_sets["msma"])
+        if gnsm is not None:
+            norm_sets["gnsm"] = gnsm.norms
         spatial = spatial_stages(ctx, images, score)
         if ctx.study.lesions is not None:
             with ctx.stage("lesions"):
@@ -100,10 +105,11 @@ def _stages(ctx: RefreshContext) -> RefreshResult:
         normative = normative_stage(ctx, spatial)
         exploration = exploration_stages(ctx, norm_sets["msma"], spatial, normative.adjusted)
         with ctx.stage("write"):
-            write_tables(ctx, norm_sets, detection, exploration, score)
+            write_tables(ctx, norm_sets, detection, exploration, score, gnsm)
         run = {
             **run_record(ctx, run_id, score, detection),
             "score_passes": passes,
+            "gnsm": gnsm.record if gnsm is not None else None,
             "spatial": spatial.record,
             "normative": normative.record,
             "som": exploration.som_record,

@@ -40,6 +40,8 @@ SCORE_NORMS = RunFile("score_norms.parquet", "per subject: id, cohort, split, ro
                       explorer=True)
 LOWRANK_NORMS = RunFile("lowrank_norms.parquet", "the same norms from the low-rank Gaussian's score alone (baseline)")
 GAUSSIAN_NORMS = RunFile("gaussian_norms.parquet", "the same norms from a per-voxel Gaussian's score (baseline)")
+GNSM_NORMS = RunFile("gnsm_norms.parquet", "GNSM's score norms of each subject's row of the manifest's gnsm: "
+                    "columns (and log score norms), one per GNSM noise scale (with a gnsm: block)")
 VOXEL_SCORES = RunFile("voxel_scores.npy", "sigma_i * s(x, sigma_i) per subject, scale and brain voxel (float16), "
                        "the input of Spatial-MSMA")
 DETECTOR_SCORES = RunFile("detector_scores.parquet", "per subject: every MSMA detector's anomaly score",
@@ -71,19 +73,21 @@ LESION_EVALUATION = RunFile("lesion_evaluation.parquet", "per lesion subject and
 SCORE_MODEL = RunFile("score_model.pt", "the score network's checkpoint (state dict and config; "
                       "torch.load(..., weights_only=True))")
 SPATIAL_FLOW = RunFile("spatial_flow.pt", "the Spatial-MSMA flow's checkpoint")
+GNSM_MODEL = RunFile("gnsm_model.pt", "the GNSM network of the gnsm: block, with its table encoder and schema "
+                    "(with a gnsm: block)")
 SWEEP = RunFile("sweep_<cohort>.parquet",
                 "the grid-stability table of a cohort's maximal prototype, from msma sweep or the explorer's Grid "
                 "sweep room")
 
 RUN_FILES: tuple[RunFile, ...] = (
-    RECORD, SCORE_NORMS, LOWRANK_NORMS, GAUSSIAN_NORMS, VOXEL_SCORES, DETECTOR_SCORES, DETECTION_METRICS,
+    RECORD, SCORE_NORMS, LOWRANK_NORMS, GAUSSIAN_NORMS, GNSM_NORMS, VOXEL_SCORES, DETECTOR_SCORES, DETECTION_METRICS,
     HEATMAP_STACK, HEATMAP_IMAGES, HEATMAP_FILES, ROI_SCORES, ROI_PERCENTILES, ROI_ADJUSTED,
     NORMATIVE_MODEL, SOM_TABLE, SOM_WEIGHTS, SOM_U_MATRIX,
-    ROI_TESTS, CORRELATIONS, LESION_MAPS, LESION_EVALUATION, SCORE_MODEL, SPATIAL_FLOW, SWEEP,
+    ROI_TESTS, CORRELATIONS, LESION_MAPS, LESION_EVALUATION, SCORE_MODEL, SPATIAL_FLOW, GNSM_MODEL, SWEEP,
 )
 """Every file a run may hold, in the order the README lists them."""
 
-NORM_SET_FILES = {"msma": SCORE_NORMS, "lowrank": LOWRANK_NORMS, "gaussian": GAUSSIAN_NORMS}
+NORM_SET_FILES = {"msma": SCORE_NORMS, "lowrank": LOWRANK_NORMS, "gaussian": GAUSSIAN_NORMS, "gnsm": GNSM_NORMS}
 """The table of each set of score norms (``run.json`` section ``norm_sets``)."""
 
 
@@ -123,6 +127,8 @@ RUN_SECTIONS: tuple[RunSection, ...] = (
     RunSection("metrics", "every detection metric (also in detection_metrics.parquet)"),
     RunSection("timings_s", "seconds spent in each stage of the refresh"),
     RunSection("score_passes", "the fingerprint of the scoring passes and the run they were reused from"),
+    RunSection("gnsm", "GNSM on the manifest's gnsm: columns: columns, levels, imputed values, key, training steps, "
+               "why it stopped, seconds (null without a gnsm: block)"),
     RunSection("spatial", "Spatial-MSMA: flow settings and history, heatmaps, ROI scores, the lesion evaluation"),
     RunSection("normative", "the normative model of the ROI scores: covariates, design, fit subjects, held-out fit "
                "(null without covariates)"),

@@ -31,8 +31,8 @@ def test_the_chain_reads_adjusted_scores(adjusted_run):
     run = json.loads((result.run_dir / layout.RECORD.name).read_text())
     assert list(run) == [section.key for section in layout.RUN_SECTIONS]
     written = {p.name + ("/" if p.is_dir() else "") for p in result.run_dir.iterdir()}
-    no_lesions = {layout.SWEEP, layout.LESION_MAPS, layout.LESION_EVALUATION}
-    assert written == {f.name for f in layout.RUN_FILES if f not in no_lesions}
+    no_lesions = {layout.SWEEP, layout.LESION_MAPS, layout.LESION_EVALUATION, layout.GNSM_NORMS, layout.GNSM_MODEL}
+    assert written == {f.name for f in layout.RUN_FILES if f not in no_lesions}  # nor a gnsm: block
     # Age and sex say nothing of this study's noise images: the held-out fit keeps each ROI's mean, and says so.
     assert run["normative"]["design"] == "mean"
     assert any("do not predict the ROI scores of held-out reference subjects" in w for w in run["warnings"])

@@ -62,9 +62,14 @@ def test_the_run_holds_exactly_the_files_and_sections_of_the_run_layout(first_ru
     assert list(run) == [section.key for section in layout.RUN_SECTIONS]
     written = {p.name + ("/" if p.is_dir() else "") for p in first_run.run_dir.iterdir()}
     # Too few held-out reference subjects for the normative model: its two files are left out, and the run says so.
-    optional = {layout.SWEEP, layout.ROI_ADJUSTED, layout.NORMATIVE_MODEL}
+    # Without a gnsm: block there is no GNSM network, no GNSM norm set and no gnsm_* detector.
+    optional = {layout.SWEEP, layout.ROI_ADJUSTED, layout.NORMATIVE_MODEL, layout.GNSM_NORMS, layout.GNSM_MODEL}
     described = {f.name for f in layout.RUN_FILES if f not in optional}
     assert written == described
+    assert run["gnsm"] is None and list(run["norm_sets"]) == ["msma", "lowrank", "gaussian"]
+    assert "gnsm_norms" not in run["tables"] and all(m["norms"] != "gnsm" for m in run["metrics"])
+    scores = pd.read_parquet(first_run.run_dir / layout.DETECTOR_SCORES.name)
+    assert not [c for c in scores.columns if c.startswith("gnsm_")]
     assert run["normative"] is None and any("normative model cannot be fitted" in w for w in run["warnings"])
     assert "recovery" not in run["som"]  # a study without a known answer has nothing to recover
 
