@@ -218,6 +218,13 @@ lesions:                                  # optional: ground-truth lesion masks,
   mask_column: mask                       # path of a binary mask (0/1) on the template grid
   group_column: group                     # optional: results are reported per group (here faint / bright)
 
+# gnsm:                                   # optional: GNSM (dissertation ch. 4), a metadata-aware anomaly score
+#   columns: {{sex: categorical, age: numeric, icv_ml: numeric}}   # subject-table columns it models
+#   with_score_norms: true                # the MSMA score norms join as continuous columns (default true)
+#                                         # its norms are the norm set gnsm (detectors gnsm_gmm, ...); missing
+#                                         # values are imputed from the reference train subjects (mean; most
+#                                         # frequent level). Off in the demo: it adds a training to each refresh.
+
 model:
   n_scales: 20                            # noise scales L of the multiscale score norms
   min_train_subjects: {min_train}               # fewest reference training subjects accepted
