@@ -76,6 +76,9 @@ class Study:
             "covariates: "
             + (", ".join(self._describe_covariate(c) for c in self.covariates) if self.covariates else "none")
         )
+        if m.gnsm is not None:
+            columns = ", ".join(f"{name} ({kind})" for name, kind in m.gnsm.columns.items())
+            lines.append(f"gnsm: {columns}" + (" with the score norms" if m.gnsm.with_score_norms else ""))
         if self.lesions is not None:
             groups = self.lesions["group"].value_counts().sort_index()
             lines.append(

@@ -86,9 +86,12 @@ def test_report_shows_gnsm_detection_rows(study, gnsm_run, capsys):
 
 
 def test_the_explorer_opens_a_run_with_gnsm(study, gnsm_run):
+    from app import create_app
+
     run = open_run(load_manifest(study.manifest), gnsm_run.run_dir.name)
     assert "gnsm_gmm" in run.detector_scores.columns
     assert detector_label("gnsm_gmm")[0] == "GNSM GMM"
+    assert create_app(run).layout is not None
 
 
 def test_a_second_refresh_reuses_the_network_and_a_changed_block_trains_anew(study, gnsm_run):

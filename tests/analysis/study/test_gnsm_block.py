@@ -67,9 +67,11 @@ def test_the_block_parses_into_a_frozen_spec_with_score_norms_by_default(small_s
     assert table["age"].dtype == np.float64 and table.loc["s07", "site"] == "A"
 
 
-def test_with_score_norms_false_is_read(small_study):
+def test_with_score_norms_false_is_read_and_the_summary_says_what_gnsm_models(small_study):
     with_gnsm(small_study, {"columns": {"sex": "categorical"}, "with_score_norms": False})
-    assert load_manifest(small_study.manifest).gnsm.with_score_norms is False
+    manifest = load_manifest(small_study.manifest)
+    assert manifest.gnsm.with_score_norms is False
+    assert "gnsm: sex (categorical)\n" in validate_study(manifest, progress=False).summary() + "\n"
 
 
 @pytest.mark.parametrize(

@@ -536,3 +536,4 @@ def test_readme_example_manifest_is_a_valid_manifest(tmp_path):
     manifest = load_manifest(tmp_path / "data_manifest.yaml")
     assert manifest.behaviour.scores == ("cbcl_withdrawn_depressed", "das_recall_of_designs")
     assert manifest.subjects.images == {"T1w": "t1_path"} and manifest.demo is None
+    assert manifest.gnsm.columns == {"sex": "categorical", "site": "categorical", "age": "numeric"}
