@@ -520,9 +520,10 @@ def draw_sweep(ex: Explorer, selection, _done=None):
 
 
 def start_export(ex: Explorer, exports, *values):
-    """Start exporting every figure of the selection with the page's settings (:mod:`app.export`). ``values``: the
-    button's clicks (they only trigger), the selection, correction, alpha, q, ROI scores, permutations and
-    crosshair. Returns (job store, poll disabled, notice open, notice text)."""
+    """Start exporting every figure of the selection, on the map it is on (the run's, or a sweep grid's), with the
+    page's settings (:mod:`app.export`). ``values``: the button's clicks (they only trigger), the selection,
+    correction, alpha, q, ROI scores, permutations and crosshair. Returns (job store, poll disabled, notice open,
+    notice text)."""
     from app.export import ExportSettings
 
     clicks, selection, correction, alpha, q, scores, n_permutations, crosshair = values
@@ -530,13 +531,11 @@ def start_export(ex: Explorer, exports, *values):
     if not clicks or selection is None or correction not in state.CORRECTIONS or str(alpha) not in ALPHAS \
             or str(q) not in FDR_LEVELS or scores not in ex.run.roi_tables:
         return no_update, no_update, no_update, no_update
-    if selection["grid"] is not None:
-        return no_update, no_update, True, ("The export draws the run's own map: go back to it (run's map) to "
-                                            "export this selection; a sweep grid's selection is not exported.")
     settings = ExportSettings(correction=correction, alpha=float(alpha), q=float(q), scores=scores,
                               n_permutations=_permutations(ex, n_permutations) or ex.refresh_permutations(),
                               crosshair=tuple(crosshair["voxel"]) if crosshair else None)
-    job_id, message = exports.start(ex, selection["cohort"], selection["units"], settings)
+    job_id, message = exports.start(ex, selection["cohort"], selection["units"], settings,
+                                    views.check_grid(selection["grid"]))
     if job_id is None:
         return no_update, no_update, True, message
     return {"job": job_id}, False, True, f"{message}: preparing the figures ..."

@@ -181,8 +181,7 @@ def test_a_found_subject_is_marked_in_the_map_the_box_plots_and_the_scatter(ex):
 
 def test_the_export_button_renders_the_selection_in_the_background_and_hands_over_one_zip(ex, monkeypatch):
     """The browser's export: a job per click, progress in the notice, the zip once; a second click on the same
-    selection while it runs is refused; a sweep grid's selection is not exported (the export draws the run's
-    map)."""
+    selection while it runs is refused; a sweep grid's selection is exported on that grid's map."""
     import io
     import threading
     import zipfile
@@ -191,8 +190,10 @@ def test_the_export_button_renders_the_selection_in_the_background_and_hands_ove
     from app.jobs import ExportJobs
 
     gate = threading.Event()
+    grids = []
 
-    def fake_zip(run, cohort, units, settings, on_figure=None):
+    def fake_zip(run, cohort, units, settings, on_figure=None, grid=None):
+        grids.append(grid)
         on_figure(1, 2, "som")
         gate.wait(10)
         on_figure(2, 2, "slices")
@@ -221,4 +222,8 @@ def test_the_export_button_renders_the_selection_in_the_background_and_hands_ove
     assert download["filename"].endswith(".zip") and download["base64"] is True
     assert callbacks.send_export(ex, exports, done) is no_update  # handed over once
     on_grid = {**selection, "grid": {"rows": 5, "cols": 6, "topology": "rectangular"}, "units": [[0, 0]]}
-    assert "run's own map" in callbacks.start_export(ex, exports, 1, on_grid, *values[2:])[3]
+    job, poll_off, is_open, text = callbacks.start_export(ex, exports, 1, on_grid, *values[2:])
+    assert poll_off is False and is_open is True and "exporting" in text and "5 × 6 rectangular map" in text
+    exports._jobs[job["job"]].thread.join(10)
+    assert grids == [None, (5, 6, "rectangular")]  # the run's map, then the grid's
+    assert exports.status(job["job"])["name"].endswith("_5x6.zip")
