@@ -144,13 +144,13 @@ def draw_som(ex: Explorer, selection: dict, layer: str, subject=None):
 
 def draw_maps(ex: Explorer, selection: dict, layer: str, subject=None):
     """The map view, the sweep room's copy of it, the run's-map button (shown on a sweep grid's map) and the
-    stability badge."""
+    stability badge with its full sentence as the tooltip."""
     figure = draw_som(ex, selection, layer, subject)
     if figure is no_update:
-        return no_update, no_update, no_update, no_update
+        return no_update, no_update, no_update, no_update, no_update
     selection = _selection(ex, selection)
     button = {} if selection["grid"] else {"display": "none"}
-    return figure, figure, button, views.stability_note(ex, selection)
+    return figure, figure, button, *views.stability_note(ex, selection)
 
 
 # --- region step ----------------------------------------------------------------------------------------------------
@@ -507,13 +507,13 @@ def poll_sweep(ex: Explorer, jobs, _tick, job):
 
 
 def draw_sweep(ex: Explorer, selection, _done=None):
-    """The sweep heatmap of the selection's cohort with the grid shown marked, and the stability badge (after a
-    new selection, or a sweep finishing)."""
+    """The sweep heatmap of the selection's cohort with the grid shown marked, and the stability badge and its
+    tooltip (after a new selection, or a sweep finishing)."""
     selection = _selection(ex, selection)
     if selection is None:
-        return no_update, no_update
+        return no_update, no_update, no_update
     return (views.sweep_view(ex, selection["cohort"], views.check_grid(selection["grid"])),
-            views.stability_note(ex, selection))
+            *views.stability_note(ex, selection))
 
 
 # --- export from the browser ---------------------------------------------------------------------------------
@@ -643,7 +643,8 @@ _WIRES = (
         State(ids.SELECTION, "data"))),
     _Wire(draw_maps, False, (
         Output(ids.SOM_GRAPH, "figure"), Output(ids.SWEEP_MAP, "figure"), Output(ids.RUN_MAP, "style"),
-        Output(ids.STABILITY, "children"), Input(ids.SELECTION, "data"), Input(ids.SOM_LAYER, "value"),
+        Output(ids.STABILITY, "children"), Output(ids.STABILITY, "title"), Input(ids.SELECTION, "data"),
+        Input(ids.SOM_LAYER, "value"),
         Input(ids.SUBJECT, "value"))),
     _Wire(update_regions, False, (
         Output(ids.ROI_GRAPH, "figure"), Output(ids.ROI_GRAPH, "style"), Output(ids.REGIONS, "data"),
@@ -677,7 +678,8 @@ _WIRES = (
     _Wire(sync_url, False, (Output(ids.URL, "hash"), Output(ids.VIEW_STATE, "data"), *_STATE_INPUTS)),
     _Wire(draw_sweep, False, (
         Output(ids.SWEEP_GRAPH, "figure"), Output(ids.STABILITY, "children", allow_duplicate=True),
-        Input(ids.SELECTION, "data"), Input(ids.SWEEP_DONE, "data"))),
+        Output(ids.STABILITY, "title", allow_duplicate=True), Input(ids.SELECTION, "data"),
+        Input(ids.SWEEP_DONE, "data"))),
     _Wire(subject_room, False, (
         Output(ids.SUBJECT_HEADER, "children"), Output(ids.SUBJECT_PROFILE, "figure"),
         Output(ids.SUBJECT_CENTILES, "figure"), Output(ids.SUBJECT_ROIS, "children"), Input(ids.SUBJECT, "value"),

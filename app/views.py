@@ -621,30 +621,40 @@ def sweep_status(ex: Explorer, cohort: str) -> str:
             f"{cols.min()}-{cols.max()}.")
 
 
-def stability_note(ex: Explorer, selection: dict) -> str:
+def stability_note(ex: Explorer, selection: dict) -> tuple[str, str]:
     """How stable the selection's members of its cohort are over the neighbouring grid sizes, from the cohort's
-    sweep ("the same 14 members in 41 of the 48 neighbouring grids"), or how to get a sweep."""
+    sweep, or how to get a sweep: (badge, sentence). The badge fits on one line under the map at 1600 px ("Stability:
+    same 14 members (Jaccard ≥ 0.8) in 41/48 grids ±3 rows/cols"); the sentence says the same in full, for its
+    tooltip."""
     cohort = selection["cohort"]
     grid = check_grid(selection.get("grid"))
     som = ex.map(grid).som
     inside, _ = cohort_members(ex, cohort, selection["units"], grid)
     table = sweep_table(ex, cohort)
     if table is None:
-        return f"Stability: no sweep of {cohort} yet (start one in the Grid sweep room)."
+        return (f"Stability: no sweep of {cohort} yet (Grid sweep room)",
+                f"Stability: no sweep of {cohort} yet (start one in the Grid sweep room).")
     if "topology" in table.columns and (table["topology"] != som.topology).all():
-        return f"Stability: the sweep of {cohort} used another topology than this {som.topology} map."
+        return (f"Stability: the sweep is not {som.topology}",
+                f"Stability: the sweep of {cohort} used another topology than this {som.topology} map.")
     if not inside:
-        return "Stability: the selection holds no member of the cohort."
+        return (f"Stability: no member of {cohort} selected",
+                f"Stability: the selection holds no member of {cohort}.")
     near = table[((table["rows"] - som.n_rows).abs() <= NEIGHBOURHOOD)
                  & ((table["cols"] - som.n_cols).abs() <= NEIGHBOURHOOD)
                  & ~((table["rows"] == som.n_rows) & (table["cols"] == som.n_cols))]
     if near.empty:
-        return f"Stability: the sweep of {cohort} has no grid within {NEIGHBOURHOOD} rows and columns of this one."
+        return (f"Stability: no swept grid within ±{NEIGHBOURHOOD} rows/cols",
+                f"Stability: the sweep of {cohort} has no grid within {NEIGHBOURHOOD} rows and columns of this "
+                f"{som.n_rows} × {som.n_cols} one.")
     chosen = set(inside)
     kept = sum(1 for members in near["members"]
                if len(chosen & set(members)) / len(chosen | set(members)) >= STABLE_JACCARD)
-    return (f"Stability: the same {len(inside)} members (Jaccard ≥ {STABLE_JACCARD:g}) in {kept} of {len(near)} "
-            f"swept grids within ±{NEIGHBOURHOOD} rows/cols")
+    return (f"Stability: same {len(inside)} members (Jaccard ≥ {STABLE_JACCARD:g}) in {kept}/{len(near)} grids "
+            f"±{NEIGHBOURHOOD} rows/cols",
+            f"Stability: these {len(inside)} members of {cohort} are the cohort's maximal prototype (Jaccard overlap "
+            f"≥ {STABLE_JACCARD:g}) in {kept} of the {len(near)} swept grids within ±{NEIGHBOURHOOD} rows and "
+            f"columns of this {som.n_rows} × {som.n_cols} map.")
 
 
 # --- provenance -----------------------------------------------------------------------------------------------------

@@ -379,6 +379,31 @@ def test_units_off_the_grids_map_are_refused(ex, run):
     assert caught.value.argument == "units" and "4 x 5 rectangular map refitted" in str(caught.value)
 
 
+BADGE_CHARS = 75
+"""Longest stability badge that fits on its one line under the map at 1600 px (about 86 characters are shown)."""
+
+
+def test_the_stability_badge_is_short_and_its_tooltip_says_it_in_full(ex, run):
+    selection = {"cohort": COHORT, "units": views.prototype_units(ex, COHORT, GRID),
+                 "grid": {"rows": GRID[0], "cols": GRID[1], "topology": GRID[2]}}
+    inside, _ = views.cohort_members(ex, COHORT, selection["units"], GRID)
+    table = pd.read_parquet(run.run_dir / run_layout.sweep_file(COHORT))
+    near = table[~((table["rows"] == GRID[0]) & (table["cols"] == GRID[1]))]  # all within 3 rows and columns
+    kept = sum(len(set(inside) & set(m)) / len(set(inside) | set(m)) >= 0.8 for m in near["members"])
+    badge, sentence = views.stability_note(ex, selection)
+    assert len(badge) <= BADGE_CHARS
+    assert badge == f"Stability: same {len(inside)} members (Jaccard ≥ 0.8) in {kept}/{len(near)} grids ±3 rows/cols"
+    assert sentence == (f"Stability: these {len(inside)} members of {COHORT} are the cohort's maximal prototype "
+                        f"(Jaccard overlap ≥ 0.8) in {kept} of the {len(near)} swept grids within ±3 rows and columns "
+                        f"of this 4 × 5 map.")
+    for other in ({**selection, "units": [[r, c] for r in range(4) for c in range(5)
+                                          if not set(views.selected_ids(ex, [[r, c]], GRID)) & set(inside)][:1]},
+                  {"cohort": "autism", "units": [[0, 0]], "grid": None},
+                  {**selection, "grid": {"rows": 20, "cols": 20, "topology": "rectangular"}, "units": [[0, 0]]}):
+        badge, sentence = views.stability_note(ex, other)
+        assert badge.startswith("Stability: ") and len(badge) <= BADGE_CHARS and len(sentence) > len(badge)
+
+
 # --- settings and names --------------------------------------------------------------------------------------------
 
 
