@@ -117,10 +117,10 @@ def choose_selection(ex: Explorer, trigger: str | None, cohort: str, selected_da
         return {"cohort": current["cohort"], "units": units, "grid": current["grid"]}
     if trigger == ids.SWEEP_GRAPH:
         points = (sweep_click or {}).get("points") or []
-        custom = points[0].get("customdata") if points and isinstance(points[0], dict) else None
-        if current is None or not isinstance(custom, list | tuple) or len(custom) < 2:
+        cell = views.sweep_cell(ex, current["cohort"], points[0]) if points and current else None
+        if cell is None:
             return no_update
-        grid = views.check_grid({"rows": custom[0], "cols": custom[1], "topology": topology or "rectangular"})
+        grid = views.check_grid({"rows": cell[0], "cols": cell[1], "topology": topology or "rectangular"})
         if grid is None:
             return no_update
         return {"cohort": current["cohort"], "units": views.prototype_units(ex, current["cohort"], grid),

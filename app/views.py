@@ -601,6 +601,27 @@ def sweep_topology(ex: Explorer, cohort) -> str:
     return str(table["topology"].iloc[0])
 
 
+def sweep_cell(ex: Explorer, cohort: str, point) -> tuple[int, int] | None:
+    """The grid (rows, cols) a click on the cohort's sweep heatmap names, or None. Its ``customdata`` starts with
+    [rows, cols] (:func:`app.figures.sweep.sweep_figure`), but Dash's Graph leaves a heatmap point's customdata out of
+    ``clickData`` (it copies it only for a numeric ``pointNumber``, a heatmap's is [i, j]); a browser's click names
+    the cell by its ``x``, ``y`` positions on the lattice instead, read against the sweep table's sizes as the figure
+    lays them out."""
+    if not isinstance(point, dict):
+        return None
+    custom = point.get("customdata")
+    if isinstance(custom, list | tuple) and len(custom) >= 2:
+        return tuple(custom[:2]) if all(isinstance(v, int) and not isinstance(v, bool) for v in custom[:2]) else None
+    table = sweep_table(ex, cohort) if cohort in ex.run.cohorts else None
+    x, y = point.get("x"), point.get("y")
+    if table is None or table.empty or not all(isinstance(v, int) and not isinstance(v, bool) for v in (x, y)):
+        return None
+    rows, cols = sorted({int(v) for v in table["rows"]}), sorted({int(v) for v in table["cols"]})
+    if not (0 <= y < len(rows) and 0 <= x < len(cols)):
+        return None
+    return rows[y], cols[x]
+
+
 def sweep_view(ex: Explorer, cohort: str, grid=None) -> go.Figure:
     """The cohort's sweep heatmaps with the grid on the map outlined, or what to do when there is no sweep."""
     table = sweep_table(ex, cohort)

@@ -3,6 +3,7 @@ that the run lacks is dropped and said, the run picker and the registry only ope
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import numpy as np
@@ -154,6 +155,37 @@ def test_a_sweep_cell_shows_that_grids_map_with_its_prototype(ex):
     assert back["grid"] is None and back["units"] == views.prototype_units(ex, current["cohort"])
     assert callbacks.choose_selection(ex, ids.SWEEP_GRAPH, None, None, current,
                                       {"points": [{"customdata": [1, 99]}]}) is no_update
+
+
+def test_a_browsers_click_on_a_sweep_cell_names_its_grid_by_position(run, tmp_path):
+    """Dash's Graph sends a heatmap click without its customdata (only x, y, z): the cell's positions on the sweep's
+    lattice name the grid, as :func:`app.figures.sweep.sweep_figure` lays it out (sizes sorted, gaps closed)."""
+    from analysis.exploration.sweep import SweepGrids, grid_stability_sweep
+    from analysis.runs import layout as run_layout
+    from analysis.runs.store import write_table
+    from app.views import Explorer
+
+    shutil.copytree(run.run_dir, tmp_path / run.run_id, symlinks=True)
+    copy = dataclasses.replace(run, run_dir=tmp_path / run.run_id)
+    ex = Explorer(copy)
+    cohort = callbacks.default_state(ex)["cohort"]
+    current = {"cohort": cohort, "units": [[0, 0]], "grid": None}
+    click = {"points": [{"curveNumber": 0, "x": 1, "y": 0, "z": 9}]}  # as the browser sends it
+    assert callbacks.choose_selection(ex, ids.SWEEP_GRAPH, cohort, None, current, click) is no_update  # no sweep
+    labels = copy.subjects["cohort"].to_numpy()
+    table = grid_stability_sweep(copy.score_norms.to_numpy(dtype=float), labels, cohort,
+                                 reference=labels == copy.reference_cohort, grids=SweepGrids(rows=[4, 6], cols=[3, 5]),
+                                 n_jobs=1, progress=False)
+    table["members"] = [[str(copy.subjects.index[i]) for i in m] for m in table["members"]]
+    write_table(copy.run_dir / run_layout.sweep_file(cohort), table)
+    chosen = callbacks.choose_selection(ex, ids.SWEEP_GRAPH, cohort, None, current, click)
+    assert chosen["grid"] == {"rows": 4, "cols": 5, "topology": "rectangular"}  # position (0, 1): 4 rows, 5 columns
+    assert chosen["units"] == views.prototype_units(ex, cohort, (4, 5, "rectangular"))
+    figure = views.sweep_view(ex, cohort, (4, 5, "rectangular"))
+    cell = figure.data[0].customdata[click["points"][0]["y"]][click["points"][0]["x"]]
+    assert list(cell[:2]) == [4, 5]  # what the hover shows for that cell
+    for point in ({"x": 2, "y": 0}, {"x": -1, "y": 0}, {"x": 0.5, "y": 0}, {"x": True, "y": 0}, {"y": 1}, "4,5"):
+        assert callbacks.choose_selection(ex, ids.SWEEP_GRAPH, cohort, None, current, {"points": [point]}) is no_update
 
 
 def test_a_found_subject_is_marked_in_the_map_the_box_plots_and_the_scatter(ex):
