@@ -46,6 +46,7 @@ from analysis.runs.reader import PublishedRun
 from app import views
 from app.figures import wrap_text
 from app.figures.slices import slice_figure
+from app.figures.som import MAP_DOMAIN
 from app.figures.sweep import sweep_data, sweep_figure
 from app.views import Explorer
 
@@ -271,9 +272,9 @@ def selection_figures(run: PublishedRun | Explorer, cohort, units, settings: Exp
 def _som(ex: Explorer, cohort: str, units, settings: ExportSettings, grid) -> ExportFigure:
     som = ex.map(grid).som
     figure = views.som_view(ex, cohort, settings.som_layer, units, grid)
-    map_width = 0.62 * (TWO_COLUMN_PX - 84)  # the map's domain, inside the margins
+    map_width = MAP_DOMAIN * (TWO_COLUMN_PX - 84)  # the map's domain, inside the margins
     aspect = (som.n_rows - 1) * (math.sqrt(3) / 2 if som.topology == "hexagonal" else 1) + 1
-    height = max(320, round(map_width * aspect / som.n_cols) + 150)
+    height = max(320, round(map_width * aspect / som.n_cols) + 118)  # title, margins, axis (the colour bar is beside)
     figure = for_paper(figure, TWO_COLUMN_PX, height)
     return ExportFigure("som_map", figure, som_data(figure, settings.som_layer, units),
                         {"kind": "SOM map", "layer": settings.som_layer, "grid": [som.n_rows, som.n_cols],
