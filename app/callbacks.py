@@ -117,10 +117,10 @@ def choose_selection(ex: Explorer, trigger: str | None, cohort: str, selected_da
         return {"cohort": current["cohort"], "units": units, "grid": current["grid"]}
     if trigger == ids.SWEEP_GRAPH:
         points = (sweep_click or {}).get("points") or []
-        custom = points[0].get("customdata") if points and isinstance(points[0], dict) else None
-        if current is None or not isinstance(custom, list | tuple) or len(custom) < 2:
+        cell = views.sweep_cell(ex, current["cohort"], points[0]) if points and current else None
+        if cell is None:
             return no_update
-        grid = views.check_grid({"rows": custom[0], "cols": custom[1], "topology": topology or "rectangular"})
+        grid = views.check_grid({"rows": cell[0], "cols": cell[1], "topology": topology or "rectangular"})
         if grid is None:
             return no_update
         return {"cohort": current["cohort"], "units": views.prototype_units(ex, current["cohort"], grid),
@@ -144,13 +144,13 @@ def draw_som(ex: Explorer, selection: dict, layer: str, subject=None):
 
 def draw_maps(ex: Explorer, selection: dict, layer: str, subject=None):
     """The map view, the sweep room's copy of it, the run's-map button (shown on a sweep grid's map) and the
-    stability badge."""
+    stability badge with its full sentence as the tooltip."""
     figure = draw_som(ex, selection, layer, subject)
     if figure is no_update:
-        return no_update, no_update, no_update, no_update
+        return no_update, no_update, no_update, no_update, no_update
     selection = _selection(ex, selection)
     button = {} if selection["grid"] else {"display": "none"}
-    return figure, figure, button, views.stability_note(ex, selection)
+    return figure, figure, button, *views.stability_note(ex, selection)
 
 
 # --- region step ----------------------------------------------------------------------------------------------------
@@ -507,22 +507,23 @@ def poll_sweep(ex: Explorer, jobs, _tick, job):
 
 
 def draw_sweep(ex: Explorer, selection, _done=None):
-    """The sweep heatmap of the selection's cohort with the grid shown marked, and the stability badge (after a
-    new selection, or a sweep finishing)."""
+    """The sweep heatmap of the selection's cohort with the grid shown marked, and the stability badge and its
+    tooltip (after a new selection, or a sweep finishing)."""
     selection = _selection(ex, selection)
     if selection is None:
-        return no_update, no_update
+        return no_update, no_update, no_update
     return (views.sweep_view(ex, selection["cohort"], views.check_grid(selection["grid"])),
-            views.stability_note(ex, selection))
+            *views.stability_note(ex, selection))
 
 
 # --- export from the browser ---------------------------------------------------------------------------------
 
 
 def start_export(ex: Explorer, exports, *values):
-    """Start exporting every figure of the selection with the page's settings (:mod:`app.export`). ``values``: the
-    button's clicks (they only trigger), the selection, correction, alpha, q, ROI scores, permutations and
-    crosshair. Returns (job store, poll disabled, notice open, notice text)."""
+    """Start exporting every figure of the selection, on the map it is on (the run's, or a sweep grid's), with the
+    page's settings (:mod:`app.export`). ``values``: the button's clicks (they only trigger), the selection,
+    correction, alpha, q, ROI scores, permutations and crosshair. Returns (job store, poll disabled, notice open,
+    notice text)."""
     from app.export import ExportSettings
 
     clicks, selection, correction, alpha, q, scores, n_permutations, crosshair = values
@@ -530,13 +531,11 @@ def start_export(ex: Explorer, exports, *values):
     if not clicks or selection is None or correction not in state.CORRECTIONS or str(alpha) not in ALPHAS \
             or str(q) not in FDR_LEVELS or scores not in ex.run.roi_tables:
         return no_update, no_update, no_update, no_update
-    if selection["grid"] is not None:
-        return no_update, no_update, True, ("The export draws the run's own map: go back to it (run's map) to "
-                                            "export this selection; a sweep grid's selection is not exported.")
     settings = ExportSettings(correction=correction, alpha=float(alpha), q=float(q), scores=scores,
                               n_permutations=_permutations(ex, n_permutations) or ex.refresh_permutations(),
                               crosshair=tuple(crosshair["voxel"]) if crosshair else None)
-    job_id, message = exports.start(ex, selection["cohort"], selection["units"], settings)
+    job_id, message = exports.start(ex, selection["cohort"], selection["units"], settings,
+                                    views.check_grid(selection["grid"]))
     if job_id is None:
         return no_update, no_update, True, message
     return {"job": job_id}, False, True, f"{message}: preparing the figures ..."
@@ -644,7 +643,8 @@ _WIRES = (
         State(ids.SELECTION, "data"))),
     _Wire(draw_maps, False, (
         Output(ids.SOM_GRAPH, "figure"), Output(ids.SWEEP_MAP, "figure"), Output(ids.RUN_MAP, "style"),
-        Output(ids.STABILITY, "children"), Input(ids.SELECTION, "data"), Input(ids.SOM_LAYER, "value"),
+        Output(ids.STABILITY, "children"), Output(ids.STABILITY, "title"), Input(ids.SELECTION, "data"),
+        Input(ids.SOM_LAYER, "value"),
         Input(ids.SUBJECT, "value"))),
     _Wire(update_regions, False, (
         Output(ids.ROI_GRAPH, "figure"), Output(ids.ROI_GRAPH, "style"), Output(ids.REGIONS, "data"),
@@ -678,7 +678,8 @@ _WIRES = (
     _Wire(sync_url, False, (Output(ids.URL, "hash"), Output(ids.VIEW_STATE, "data"), *_STATE_INPUTS)),
     _Wire(draw_sweep, False, (
         Output(ids.SWEEP_GRAPH, "figure"), Output(ids.STABILITY, "children", allow_duplicate=True),
-        Input(ids.SELECTION, "data"), Input(ids.SWEEP_DONE, "data"))),
+        Output(ids.STABILITY, "title", allow_duplicate=True), Input(ids.SELECTION, "data"),
+        Input(ids.SWEEP_DONE, "data"))),
     _Wire(subject_room, False, (
         Output(ids.SUBJECT_HEADER, "children"), Output(ids.SUBJECT_PROFILE, "figure"),
         Output(ids.SUBJECT_CENTILES, "figure"), Output(ids.SUBJECT_ROIS, "children"), Input(ids.SUBJECT, "value"),

@@ -1,7 +1,8 @@
 """Every figure of one selection of a published run, for a paper: PNG, SVG and PDF, the numbers each draws (CSV) and
 where they come from (JSON).
 
-A selection is a cohort and SOM units. Its figures are the explorer's own (built by :mod:`app.views`): the SOM map,
+A selection is a cohort and SOM units, on the run's map or on the map of another grid size (a sweep grid, refitted as
+:meth:`app.views.Explorer.map` fits it). Its figures are the explorer's own (built by :mod:`app.views`): the SOM map,
 the cohort's grid-stability sweep (when the run has one), the box plots of the significant ROIs, their behaviour
 correlations, the scatter of every pair at BH p < q, and the three brain slices at a crosshair; then restyled for
 print (:func:`for_paper`): a fixed width of one or two journal columns, white background, fonts of at least
@@ -13,7 +14,7 @@ Images come from Kaleido 1.x, which drives the system Chromium: one browser serv
 starting it is the slow part. :func:`export_selection` writes a folder, atomically (a failure leaves nothing);
 :func:`export_zip` returns the same files as one zip for the browser's download.
 
-Nothing a browser sends becomes a path unchecked: the cohort, units and settings are checked against the run
+Nothing a browser sends becomes a path unchecked: the cohort, grid, units and settings are checked against the run
 (:class:`ExportError` names the argument, what was expected and what was found), every file name is reduced to
 ``[A-Za-z0-9_.-]`` and every path is checked to stay inside the export folder once resolved.
 """
@@ -45,6 +46,7 @@ from analysis.runs.reader import PublishedRun
 from app import views
 from app.figures import wrap_text
 from app.figures.slices import slice_figure
+from app.figures.som import MAP_DOMAIN
 from app.figures.sweep import sweep_data, sweep_figure
 from app.views import Explorer
 
@@ -176,14 +178,46 @@ def _voxel(ex: Explorer, value) -> tuple[int, int, int]:
     return tuple(int(v) for v in value)
 
 
-def check_selection(ex: Explorer, cohort, units) -> tuple[str, list[list[int]]]:
+def check_grid(ex: Explorer, grid) -> tuple[int, int, str] | None:
+    """The grid whose map a selection is on: None (or the run's own grid) for the run's map, else (rows, cols,
+    topology), given as the browser's selection carries it (``{"rows", "cols", "topology"}``) or as a sequence
+    ``(rows, cols[, topology])``; the topology defaults to the run map's. Rows and columns from 2 to 30, as the
+    explorer fits them (:func:`app.views.check_grid`)."""
+    if grid is None:
+        return None
+    topology = ex.run.som.topology
+    if isinstance(grid, dict):
+        value = {"topology": topology, **grid}
+    elif isinstance(grid, list | tuple) and len(grid) in (2, 3):
+        value = {"rows": grid[0], "cols": grid[1], "topology": grid[2] if len(grid) == 3 else topology}
+    else:
+        value = None
+    if value is not None and _is_int(value.get("rows")) and _is_int(value.get("cols")):
+        value = {**value, "rows": int(value["rows"]), "cols": int(value["cols"])}
+    checked = views.check_grid(value)
+    if checked is None:
+        raise ExportError("grid", "ROWS, COLS from 2 to 30 and a topology 'rectangular' or 'hexagonal'", grid)
+    som = ex.run.som
+    return None if checked == (som.n_rows, som.n_cols, som.topology) else checked
+
+
+def grid_record(ex: Explorer, grid) -> dict:
+    """The grid of a (checked) selection as the JSON records it: its size and topology, and whether it is the
+    run's own map or one refitted on the run's score norms."""
+    som = ex.map(grid).som
+    return {"rows": som.n_rows, "cols": som.n_cols, "topology": som.topology,
+            "map": "the run's" if grid is None else "refitted on the run's score norms (as msma sweep fits it)"}
+
+
+def check_selection(ex: Explorer, cohort, units, grid=None) -> tuple[str, list[list[int]]]:
     """The cohort and units of a selection, checked against the run: a cohort of the run and one or more distinct
-    [row, col] units on its map."""
+    [row, col] units on its map, or on the map of ``grid`` (checked by :func:`check_grid`)."""
     run = ex.run
     if not isinstance(cohort, str) or cohort not in run.cohorts:
         raise ExportError("cohort", f"one of {run.cohorts} (cohorts of run {run.run_id})", cohort)
-    som = run.som
-    expected = f"one or more [row, col] units of the {som.n_rows} x {som.n_cols} map"
+    som = ex.map(grid).som
+    where = "map" if grid is None else f"{som.topology} map refitted on the run's score norms"
+    expected = f"one or more [row, col] units of the {som.n_rows} x {som.n_cols} {where}"
     if not isinstance(units, list | tuple) or not units:
         raise ExportError("units", expected, units)
     checked: list[list[int]] = []
@@ -211,37 +245,40 @@ class ExportFigure:
     """What the figure's JSON says about it beyond the common record (its pair, plane, test statistics ...)."""
 
 
-def selection_figures(run: PublishedRun | Explorer, cohort, units, settings: ExportSettings | None = None
-                      ) -> tuple[list[ExportFigure], ExportSettings]:
+def selection_figures(run: PublishedRun | Explorer, cohort, units, settings: ExportSettings | None = None, *,
+                      grid=None) -> tuple[list[ExportFigure], ExportSettings]:
     """Every figure of the selection, built by the explorer's views and styled for print, with the settings as
-    resolved (defaults filled in). Pure apart from reading the run; nothing is rendered or written."""
+    resolved (defaults filled in). ``grid``: the selection is on that grid's map (:func:`check_grid`), so the map,
+    the members of its units and every figure drawn from them are that map's. Pure apart from reading the run (and
+    fitting ``grid``'s map); nothing is rendered or written."""
     ex = run if isinstance(run, Explorer) else Explorer(run)
-    cohort, units = check_selection(ex, cohort, units)
+    grid = check_grid(ex, grid)
+    cohort, units = check_selection(ex, cohort, units, grid)
     settings = (settings or ExportSettings()).resolve(ex)
-    figures = [_som(ex, cohort, units, settings)]
-    sweep = _sweep(ex, cohort)
+    figures = [_som(ex, cohort, units, settings, grid)]
+    sweep = _sweep(ex, cohort, grid)
     if sweep is not None:
         figures.append(sweep)
-    step = views.regions(ex, cohort, units, settings.correction, settings.alpha, settings.scores)
-    figures.append(_boxes(ex, cohort, units, step, settings))
-    figures.extend(_correlations(ex, cohort, units, step.significant_rois, settings))
-    voxel = settings.crosshair or tuple(views.selection_peak(ex, cohort, units)
+    step = views.regions(ex, cohort, units, settings.correction, settings.alpha, settings.scores, grid)
+    figures.append(_boxes(ex, cohort, units, step, settings, grid))
+    figures.extend(_correlations(ex, cohort, units, step.significant_rois, settings, grid))
+    voxel = settings.crosshair or tuple(views.selection_peak(ex, cohort, units, grid)
                                         or [s // 2 for s in ex.geometry.shape])
     settings = replace(settings, crosshair=tuple(int(v) for v in voxel))
-    figures.extend(_slices(ex, cohort, units, settings))
+    figures.extend(_slices(ex, cohort, units, settings, grid))
     return figures, settings
 
 
-def _som(ex: Explorer, cohort: str, units, settings: ExportSettings) -> ExportFigure:
-    som = ex.run.som
-    figure = views.som_view(ex, cohort, settings.som_layer, units)
-    map_width = 0.62 * (TWO_COLUMN_PX - 84)  # the map's domain, inside the margins
+def _som(ex: Explorer, cohort: str, units, settings: ExportSettings, grid) -> ExportFigure:
+    som = ex.map(grid).som
+    figure = views.som_view(ex, cohort, settings.som_layer, units, grid)
+    map_width = MAP_DOMAIN * (TWO_COLUMN_PX - 84)  # the map's domain, inside the margins
     aspect = (som.n_rows - 1) * (math.sqrt(3) / 2 if som.topology == "hexagonal" else 1) + 1
-    height = max(320, round(map_width * aspect / som.n_cols) + 150)
+    height = max(320, round(map_width * aspect / som.n_cols) + 118)  # title, margins, axis (the colour bar is beside)
     figure = for_paper(figure, TWO_COLUMN_PX, height)
     return ExportFigure("som_map", figure, som_data(figure, settings.som_layer, units),
                         {"kind": "SOM map", "layer": settings.som_layer, "grid": [som.n_rows, som.n_cols],
-                         "topology": som.topology})
+                         "topology": som.topology, "map": grid_record(ex, grid)["map"]})
 
 
 def som_data(figure: go.Figure, layer: str, units) -> pd.DataFrame:
@@ -268,11 +305,12 @@ def som_data(figure: go.Figure, layer: str, units) -> pd.DataFrame:
     return frame
 
 
-def _sweep(ex: Explorer, cohort: str) -> ExportFigure | None:
+def _sweep(ex: Explorer, cohort: str, grid) -> ExportFigure | None:
     table = views.sweep_table(ex, cohort)
     if table is None or table.empty:
         return None
-    shown = (ex.run.som.n_rows, ex.run.som.n_cols)
+    som = ex.map(grid).som
+    shown = (som.n_rows, som.n_cols)
     figure = sweep_figure(table, cohort, shown)
     n_rows, n_cols = table["rows"].nunique(), table["cols"].nunique()
     heatmap_width = 0.36 * (TWO_COLUMN_PX - 90)
@@ -281,9 +319,9 @@ def _sweep(ex: Explorer, cohort: str) -> ExportFigure | None:
                         {"kind": "grid-stability sweep", "grids": len(table), "grid_shown": list(shown)})
 
 
-def _boxes(ex: Explorer, cohort: str, units, step, settings: ExportSettings) -> ExportFigure:
+def _boxes(ex: Explorer, cohort: str, units, step, settings: ExportSettings, grid) -> ExportFigure:
     shown = len(step.significant_rois) if settings.rois_shown is None else settings.rois_shown
-    figure = views.roi_view(ex, cohort, units, step, shown, None, settings.scores)
+    figure = views.roi_view(ex, cohort, units, step, shown, None, settings.scores, views.ViewContext(grid))
     rois = step.significant_rois[:shown]
     figure = for_paper(figure, TWO_COLUMN_PX, max(320, 150 + 30 * len(rois)))
     tests = step.tests[step.tests["roi"].isin(rois)] if len(step.tests) else step.tests
@@ -307,7 +345,8 @@ def box_data(figure: go.Figure, reference_p90: pd.Series) -> pd.DataFrame:
     return frame[columns]
 
 
-def _correlations(ex: Explorer, cohort: str, units, rois: list[str], settings: ExportSettings) -> list[ExportFigure]:
+def _correlations(ex: Explorer, cohort: str, units, rois: list[str], settings: ExportSettings,
+                  grid) -> list[ExportFigure]:
     result = views.correlations(ex, cohort, rois, settings.n_permutations, settings.scores)
     figure = views.correlation_view(ex, cohort, rois, result, settings.q, settings.correlation_mode == "significant")
     figure = for_paper(figure, TWO_COLUMN_PX, figure.layout.height or 404)
@@ -321,7 +360,8 @@ def _correlations(ex: Explorer, cohort: str, units, rois: list[str], settings: E
     hits = table[table["testable"].astype(bool) & (table["p_bh"] < settings.q)].sort_values(["p_bh", "roi"])
     for row in hits.itertuples():
         stats = {"rho": float(row.rho), "p_bh": float(row.p_bh)}
-        scatter = views.scatter_view(ex, cohort, units, (row.roi, row.behaviour), "raw", stats, settings.scores)
+        scatter = views.scatter_view(ex, cohort, units, (row.roi, row.behaviour), "raw", stats, settings.scores,
+                                     views.ViewContext(grid))
         scatter = for_paper(scatter, ONE_COLUMN_PX, 400)
         pair = {"roi": row.roi, "behaviour": row.behaviour, "n": int(row.n), "rho": float(row.rho),
                 "p_perm": float(row.p_perm), "p_bh": float(row.p_bh), "p_maxt": float(row.p_maxt)}
@@ -359,8 +399,8 @@ def scatter_data(figure: go.Figure) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["series", "subject_id", "x", "y"])
 
 
-def _slices(ex: Explorer, cohort: str, units, settings: ExportSettings) -> list[ExportFigure]:
-    inside, _ = views.cohort_members(ex, cohort, units)
+def _slices(ex: Explorer, cohort: str, units, settings: ExportSettings, grid) -> list[ExportFigure]:
+    inside, _ = views.cohort_members(ex, cohort, units, grid)
     rows = views.slice_rows(ex, inside)
     zrange = views.colour_range(views.mean_volume(ex, inside), "auto", None)
     voxel = list(settings.crosshair)
@@ -620,19 +660,22 @@ def package_versions() -> dict[str, str | None]:
 
 
 def export_files(run: PublishedRun | Explorer, cohort, units, settings: ExportSettings | None = None,
-                 on_figure: Callable[[int, int, str], None] | None = None) -> dict[str, bytes]:
-    """Every file of the selection's export, in memory: ``NN_<figure>.<format|csv|json>`` per figure and
-    ``export.json``; names are safe (:func:`safe_name`) and unique."""
+                 on_figure: Callable[[int, int, str], None] | None = None, *, grid=None) -> dict[str, bytes]:
+    """Every file of the selection's export (on ``grid``'s map, :func:`selection_figures`), in memory:
+    ``NN_<figure>.<format|csv|json>`` per figure and ``export.json``; names are safe (:func:`safe_name`) and
+    unique."""
     ex = run if isinstance(run, Explorer) else Explorer(run)
-    cohort, units = check_selection(ex, cohort, units)
-    figures, settings = selection_figures(ex, cohort, units, settings)
+    grid = check_grid(ex, grid)
+    cohort, units = check_selection(ex, cohort, units, grid)
+    figures, settings = selection_figures(ex, cohort, units, settings, grid=grid)
     images = render_images(figures, settings.formats, on_figure)
-    inside_ids, rest_ids = views.cohort_members(ex, cohort, units)
+    inside_ids, rest_ids = views.cohort_members(ex, cohort, units, grid)
+    shown = grid_record(ex, grid)
     common = {
         "run_id": ex.run.run_id,
         "study": ex.run.study_name,
         "created_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "selection": {"cohort": cohort, "units": units, "som_grid": [ex.run.som.n_rows, ex.run.som.n_cols],
+        "selection": {"cohort": cohort, "units": units, "som_grid": [shown["rows"], shown["cols"]], "grid": shown,
                       "members": inside_ids, "n_members": len(inside_ids), "n_rest_of_cohort": len(rest_ids)},
         "settings": _settings_record(ex, settings),
         "versions": package_versions(),
@@ -702,14 +745,14 @@ def _settings_record(ex: Explorer, settings: ExportSettings) -> dict:
 
 def export_selection(run: PublishedRun | Explorer, cohort, units, out_dir: str | os.PathLike,
                      settings: ExportSettings | None = None,
-                     on_figure: Callable[[int, int, str], None] | None = None) -> list[Path]:
-    """Write the selection's export into the new folder ``out_dir`` (it must not exist, or be empty) and return
-    its files. Written into a temporary folder beside it and renamed when complete, so a failure leaves no half
-    export."""
+                     on_figure: Callable[[int, int, str], None] | None = None, *, grid=None) -> list[Path]:
+    """Write the selection's export (on ``grid``'s map, :func:`selection_figures`) into the new folder ``out_dir``
+    (it must not exist, or be empty) and return its files. Written into a temporary folder beside it and renamed
+    when complete, so a failure leaves no half export."""
     out_dir = Path(out_dir).absolute()
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise ExportError("out_dir", "a new or empty folder", str(out_dir))
-    files = export_files(run, cohort, units, settings, on_figure)
+    files = export_files(run, cohort, units, settings, on_figure, grid=grid)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = _staging_folder(out_dir)
     try:
@@ -736,18 +779,22 @@ def _staging_folder(out_dir: Path) -> Path:
             continue
 
 
-def zip_name(run: PublishedRun | Explorer, cohort: str) -> str:
-    """The download's file name: ``msma-export_<run id>_<cohort>.zip`` (made safe)."""
+def zip_name(run: PublishedRun | Explorer, cohort: str, grid=None) -> str:
+    """The download's file name: ``msma-export_<run id>_<cohort>.zip``, with ``_<rows>x<cols>`` (and ``hex``) for
+    a selection on a sweep grid's map (a checked ``grid``), made safe."""
     run_id = (run.run if isinstance(run, Explorer) else run).run_id
-    return f"{safe_name(f'msma-export_{run_id}_{cohort}')}.zip"
+    where = "" if grid is None else f"_{grid[0]}x{grid[1]}" + ("hex" if grid[2] == "hexagonal" else "")
+    return f"{safe_name(f'msma-export_{run_id}_{cohort}{where}')}.zip"
 
 
 def export_zip(run: PublishedRun | Explorer, cohort, units, settings: ExportSettings | None = None,
-               on_figure: Callable[[int, int, str], None] | None = None) -> bytes:
-    """The selection's export as one zip (for the browser's download): its files in one folder named like
-    :func:`zip_name`."""
-    files = export_files(run, cohort, units, settings, on_figure)
-    folder = zip_name(run, cohort).removesuffix(".zip")
+               on_figure: Callable[[int, int, str], None] | None = None, *, grid=None) -> bytes:
+    """The selection's export (on ``grid``'s map, :func:`selection_figures`) as one zip (for the browser's
+    download): its files in one folder named like :func:`zip_name`."""
+    ex = run if isinstance(run, Explorer) else Explorer(run)
+    grid = check_grid(ex, grid)
+    files = export_files(ex, cohort, units, settings, on_figure, grid=grid)
+    folder = zip_name(ex, cohort, grid).removesuffix(".zip")
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for name, content in files.items():

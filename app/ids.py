@@ -94,7 +94,8 @@ SWEEP_JOB = "sweep-job"
 SWEEP_DONE = "sweep-done"
 """Store: the id of the last sweep this page saw finish (redraws the sweep heatmap and the badge)."""
 STABILITY = "stability"
-"""The map view's badge: how stable the selected prototype is over the neighbouring grids."""
+"""The map view's badge: how stable the selected prototype is over the neighbouring grids (its tooltip: the full
+sentence)."""
 SWEEP_MAP = "sweep-map"
 
 # subject room

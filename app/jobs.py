@@ -158,15 +158,16 @@ class ExportJobs:
         self._jobs: dict[str, ExportJob] = {}
         self._lock = threading.Lock()
 
-    def start(self, ex, cohort: str, units: list, settings) -> tuple[str | None, str]:
+    def start(self, ex, cohort: str, units: list, settings, grid=None) -> tuple[str | None, str]:
+        """Export the selection (on ``grid``'s map, a checked (rows, cols, topology); None: the run's map)."""
         from app.export import export_zip, zip_name
 
-        key = (ex.run.run_id, cohort, tuple(map(tuple, units)), settings)
+        key = (ex.run.run_id, cohort, tuple(map(tuple, units)), grid, settings)
         with self._lock:
             if any(j.key == key and j.state == RUNNING for j in self._jobs.values()):
                 return None, "this selection is being exported already; its zip comes when it is done"
             job_id = uuid.uuid4().hex
-            job = ExportJob(key, zip_name(ex, cohort))
+            job = ExportJob(key, zip_name(ex, cohort, grid))
             self._jobs[job_id] = job
             for old in [k for k, j in self._jobs.items() if j.state != RUNNING][: max(0, len(self._jobs) - self.KEPT)]:
                 del self._jobs[old]
@@ -176,7 +177,7 @@ class ExportJobs:
 
         def work() -> None:
             try:
-                job.data = export_zip(ex, cohort, units, settings, on_figure=progress)
+                job.data = export_zip(ex, cohort, units, settings, on_figure=progress, grid=grid)
             except Exception as exc:  # reported in the page, never raised into the server
                 job.state, job.message = FAILED, f"{type(exc).__name__}: {exc}"
             else:
@@ -184,7 +185,8 @@ class ExportJobs:
 
         job.thread = threading.Thread(target=work, name=f"msma-export-{cohort}", daemon=True)
         job.thread.start()
-        return job_id, f"exporting the {cohort} selection"
+        where = "" if grid is None else f" on the {grid[0]} × {grid[1]} {grid[2]} map"
+        return job_id, f"exporting the {cohort} selection{where}"
 
     def status(self, job_id) -> dict | None:
         job = self._jobs.get(job_id) if isinstance(job_id, str) else None

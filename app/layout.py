@@ -305,7 +305,8 @@ def explore_room(ex, initial: dict) -> html.Div:
     )
     som_body = html.Div([
         _graph(ids.SOM_GRAPH, initial["som"], "386px"),
-        html.Div(initial["stability"], id=ids.STABILITY, className="text-secondary px-2 text-truncate",
+        html.Div(initial["stability"], id=ids.STABILITY, title=initial["stability_title"],
+                 className="text-secondary px-2 text-truncate",
                  style={"fontSize": "0.75rem", "height": "20px"}),
     ])
     return html.Div(

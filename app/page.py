@@ -18,7 +18,7 @@ def initial(ex, registry, state: dict) -> dict:
                                                                              state["permutations"], "full")
     controls = callbacks.SliceControls(layout.DEFAULT_THRESHOLD, 0.85, False, "auto", 3)
     *slices, colorbar, note = callbacks.draw_slices(ex, None, selection, crosshair, controls, subject, False)
-    som, _, _, stability = callbacks.draw_maps(ex, selection, "u_matrix", subject)
+    som, _, _, stability, stability_title = callbacks.draw_maps(ex, selection, "u_matrix", subject)
     scatter, scatter_open = figures.empty_figure("ROI × behaviour", "Click a cell of the correlation heatmap."), False
     if state.get("pair") and state["pair"][0] in regions["significant"]:
         roi, behaviour = state["pair"]
@@ -30,7 +30,8 @@ def initial(ex, registry, state: dict) -> dict:
     header, profile, centiles, top = callbacks.subject_room(ex, subject, state["scores"])
     return {
         "selection": selection, "regions": regions, "crosshair": crosshair, "permutations": permutations,
-        "som": som, "stability": stability, "rois": rois, "roi_style": roi_style, "summary": summary,
+        "som": som, "stability": stability, "stability_title": stability_title, "rois": rois,
+        "roi_style": roi_style, "summary": summary,
         "correlations": correlations, "correlation_style": correlation_style, "p_floor": floor, "slices": slices,
         "colorbar": colorbar, "slice_note": note, "scatter": scatter, "scatter_open": scatter_open,
         "subject_heatmap": False,

@@ -601,6 +601,27 @@ def sweep_topology(ex: Explorer, cohort) -> str:
     return str(table["topology"].iloc[0])
 
 
+def sweep_cell(ex: Explorer, cohort: str, point) -> tuple[int, int] | None:
+    """The grid (rows, cols) a click on the cohort's sweep heatmap names, or None. Its ``customdata`` starts with
+    [rows, cols] (:func:`app.figures.sweep.sweep_figure`), but Dash's Graph leaves a heatmap point's customdata out of
+    ``clickData`` (it copies it only for a numeric ``pointNumber``, a heatmap's is [i, j]); a browser's click names
+    the cell by its ``x``, ``y`` positions on the lattice instead, read against the sweep table's sizes as the figure
+    lays them out."""
+    if not isinstance(point, dict):
+        return None
+    custom = point.get("customdata")
+    if isinstance(custom, list | tuple) and len(custom) >= 2:
+        return tuple(custom[:2]) if all(isinstance(v, int) and not isinstance(v, bool) for v in custom[:2]) else None
+    table = sweep_table(ex, cohort) if cohort in ex.run.cohorts else None
+    x, y = point.get("x"), point.get("y")
+    if table is None or table.empty or not all(isinstance(v, int) and not isinstance(v, bool) for v in (x, y)):
+        return None
+    rows, cols = sorted({int(v) for v in table["rows"]}), sorted({int(v) for v in table["cols"]})
+    if not (0 <= y < len(rows) and 0 <= x < len(cols)):
+        return None
+    return rows[y], cols[x]
+
+
 def sweep_view(ex: Explorer, cohort: str, grid=None) -> go.Figure:
     """The cohort's sweep heatmaps with the grid on the map outlined, or what to do when there is no sweep."""
     table = sweep_table(ex, cohort)
@@ -621,30 +642,40 @@ def sweep_status(ex: Explorer, cohort: str) -> str:
             f"{cols.min()}-{cols.max()}.")
 
 
-def stability_note(ex: Explorer, selection: dict) -> str:
+def stability_note(ex: Explorer, selection: dict) -> tuple[str, str]:
     """How stable the selection's members of its cohort are over the neighbouring grid sizes, from the cohort's
-    sweep ("the same 14 members in 41 of the 48 neighbouring grids"), or how to get a sweep."""
+    sweep, or how to get a sweep: (badge, sentence). The badge fits on one line under the map at 1600 px ("Stability:
+    same 14 members (Jaccard ≥ 0.8) in 41/48 grids ±3 rows/cols"); the sentence says the same in full, for its
+    tooltip."""
     cohort = selection["cohort"]
     grid = check_grid(selection.get("grid"))
     som = ex.map(grid).som
     inside, _ = cohort_members(ex, cohort, selection["units"], grid)
     table = sweep_table(ex, cohort)
     if table is None:
-        return f"Stability: no sweep of {cohort} yet (start one in the Grid sweep room)."
+        return (f"Stability: no sweep of {cohort} yet (Grid sweep room)",
+                f"Stability: no sweep of {cohort} yet (start one in the Grid sweep room).")
     if "topology" in table.columns and (table["topology"] != som.topology).all():
-        return f"Stability: the sweep of {cohort} used another topology than this {som.topology} map."
+        return (f"Stability: the sweep is not {som.topology}",
+                f"Stability: the sweep of {cohort} used another topology than this {som.topology} map.")
     if not inside:
-        return "Stability: the selection holds no member of the cohort."
+        return (f"Stability: no member of {cohort} selected",
+                f"Stability: the selection holds no member of {cohort}.")
     near = table[((table["rows"] - som.n_rows).abs() <= NEIGHBOURHOOD)
                  & ((table["cols"] - som.n_cols).abs() <= NEIGHBOURHOOD)
                  & ~((table["rows"] == som.n_rows) & (table["cols"] == som.n_cols))]
     if near.empty:
-        return f"Stability: the sweep of {cohort} has no grid within {NEIGHBOURHOOD} rows and columns of this one."
+        return (f"Stability: no swept grid within ±{NEIGHBOURHOOD} rows/cols",
+                f"Stability: the sweep of {cohort} has no grid within {NEIGHBOURHOOD} rows and columns of this "
+                f"{som.n_rows} × {som.n_cols} one.")
     chosen = set(inside)
     kept = sum(1 for members in near["members"]
                if len(chosen & set(members)) / len(chosen | set(members)) >= STABLE_JACCARD)
-    return (f"Stability: the same {len(inside)} members (Jaccard ≥ {STABLE_JACCARD:g}) in {kept} of {len(near)} "
-            f"swept grids within ±{NEIGHBOURHOOD} rows/cols")
+    return (f"Stability: same {len(inside)} members (Jaccard ≥ {STABLE_JACCARD:g}) in {kept}/{len(near)} grids "
+            f"±{NEIGHBOURHOOD} rows/cols",
+            f"Stability: these {len(inside)} members of {cohort} are the cohort's maximal prototype (Jaccard overlap "
+            f"≥ {STABLE_JACCARD:g}) in {kept} of the {len(near)} swept grids within ±{NEIGHBOURHOOD} rows and "
+            f"columns of this {som.n_rows} × {som.n_cols} map.")
 
 
 # --- provenance -----------------------------------------------------------------------------------------------------

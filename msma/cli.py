@@ -160,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
         "export",
         help="every figure of one selection (a cohort and SOM units) as PNG, SVG and PDF, each with a CSV of the "
         "numbers it draws and a JSON of run, selection, settings and versions",
-        description="Export the explorer's figures of one selection of the latest (or a named) run for a paper: the "
+        description="Export the explorer's figures of one selection of the latest (or a named) run for a paper, on "
+        "the run's map or (--grid) on the map of another grid size as the Grid sweep room shows it: the "
         "SOM map, the cohort's grid-stability sweep (when the run has one), the box plots of the significant ROIs, "
         "their behaviour correlations, the scatter of every pair at BH p < --q and the three brain slices at the "
         "crosshair. Needs Chromium (Debian's chromium, or BROWSER_PATH). The folder --out is written whole or not "
@@ -171,7 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--cohort", required=True, help="the selection's cohort")
     export.add_argument("--units", nargs="+", type=_unit, metavar="R,C",
                         help="the selection's SOM units as ROW,COL (default: the cohort's prototype, as the explorer "
-                        "selects it)")
+                        "selects it, on the --grid map if given)")
+    export.add_argument("--grid", type=_grid, metavar="ROWS,COLS",
+                        help="the selection is on the map of this grid size, refitted on the run's score norms as "
+                        "msma sweep and the Grid sweep room fit it (default: the run's map)")
+    export.add_argument("--topology", choices=["rectangular", "hexagonal"],
+                        help="topology of the --grid map (default: the run's map's)")
     export.add_argument("--out", required=True, type=Path, metavar="DIR",
                         help="the export folder to create (it must not exist, or be empty)")
     export.add_argument("--correction", default="bonferroni", choices=["bonferroni", "bh"],
@@ -248,6 +254,10 @@ def _integers(value: str, count: int, form: str, example: str) -> tuple[int, ...
 
 def _unit(value: str) -> list[int]:
     return list(_integers(value, 2, "ROW,COL", "3,4"))
+
+
+def _grid(value: str) -> tuple[int, ...]:
+    return _integers(value, 2, "ROWS,COLS", "5,6")
 
 
 def _voxel(value: str) -> tuple[int, ...]:

@@ -307,9 +307,9 @@ def cmd_sweep(args) -> int:
     return 0
 
 
-EXPORT_FLAGS = {"cohort": "--cohort", "units": "--units", "out_dir": "--out", "correction": "--correction",
-                "alpha": "--alpha", "q": "--q", "scores": "--scores", "n_permutations": "--permutations",
-                "crosshair": "--crosshair", "formats": "--formats"}
+EXPORT_FLAGS = {"cohort": "--cohort", "grid": "--grid", "units": "--units", "out_dir": "--out",
+                "correction": "--correction", "alpha": "--alpha", "q": "--q", "scores": "--scores",
+                "n_permutations": "--permutations", "crosshair": "--crosshair", "formats": "--formats"}
 """The option of ``msma export`` behind each argument an :class:`app.export.ExportError` names."""
 
 
@@ -319,7 +319,7 @@ def cmd_export(args) -> int:
     from analysis.runs.reader import RunNotFound, RunUnreadable, open_run
     from analysis.study.errors import ManifestError
     from analysis.study.manifest import load_manifest
-    from app.export import ExportError, ExportSettings, RenderError, export_selection
+    from app.export import ExportError, ExportSettings, RenderError, check_grid, export_selection
     from app.views import Explorer, prototype_units
 
     try:
@@ -331,9 +331,21 @@ def cmd_export(args) -> int:
         print(f"--cohort: expected one of {run.cohorts} (cohorts of run {run.run_id}), got {args.cohort!r}",
               file=sys.stderr)
         return 2
-    units = args.units or prototype_units(ex, args.cohort)
+    if args.topology is not None and args.grid is None:
+        print(f"--topology: only with --grid (the run's map is {run.som.topology}); got {args.topology!r}",
+              file=sys.stderr)
+        return 2
+    try:  # before any map is fitted: a grid the explorer cannot fit is a usage error naming --grid
+        grid = None if args.grid is None else check_grid(ex, (*args.grid, args.topology or run.som.topology))
+    except ExportError:
+        print(f"--grid: expected ROWS,COLS with rows and columns from 2 to 30 (e.g. 5,6); got "
+              f"{','.join(map(str, args.grid))!r}", file=sys.stderr)
+        return 2
+    som = ex.map(grid).som
+    where = f"the {som.n_rows} x {som.n_cols} {som.topology} map" + (" refitted" if grid else " of the run")
+    units = args.units or prototype_units(ex, args.cohort, grid)
     if not units:
-        print(f"--units: {args.cohort} has no prototype on the map of run {run.run_id}; name units as ROW,COL",
+        print(f"--units: {args.cohort} has no prototype on {where} (run {run.run_id}); name units as ROW,COL",
               file=sys.stderr)
         return 2
     settings = ExportSettings(correction=args.correction, alpha=args.alpha, q=args.q, scores=args.scores,
@@ -349,7 +361,7 @@ def cmd_export(args) -> int:
 
     start = time.perf_counter()
     try:
-        paths = export_selection(ex, args.cohort, units, args.out, settings, on_figure=rendered)
+        paths = export_selection(ex, args.cohort, units, args.out, settings, on_figure=rendered, grid=grid)
     except ExportError as exc:
         flag = EXPORT_FLAGS.get(exc.argument, exc.argument)
         print(f"{flag}: expected {exc.expected}; got {exc.found!r}", file=sys.stderr)
@@ -362,7 +374,7 @@ def cmd_export(args) -> int:
             bar.close()
     images = [p for p in paths if p.suffix.lstrip(".") in settings.formats]
     print(f"exported {len(images)} images of {len(images) // len(settings.formats)} figures of {args.cohort} "
-          f"(units {', '.join(f'{r},{c}' for r, c in units)}) from run {run.run_id} in "
+          f"(units {', '.join(f'{r},{c}' for r, c in units)} on {where}) from run {run.run_id} in "
           f"{time.perf_counter() - start:.1f} s")
     print(f"folder: {paths[0].parent}")
     return 0

@@ -15,6 +15,10 @@ from app.style import OUTLINE_COLOR, CohortStyle, base_layout
 PROTOTYPE_MAX_PX = 40
 """Diameter in pixels of the largest prototype marker; marker areas are proportional to member counts."""
 HEX_RADIUS = 1 / math.sqrt(3)
+MAP_DOMAIN = 0.62
+"""Share of the plot width the lattice may take (it keeps square units, so it may take less)."""
+LEGEND_COLUMN = (0.65, 0.97)
+"""Where the legend (top) and the colour bar (bottom) stand, right of the map, as shares of the plot width."""
 
 
 @dataclass(frozen=True)
@@ -85,8 +89,11 @@ def som_figure(
     rows, cols = np.meshgrid(np.arange(n_rows), np.arange(n_cols), indexing="ij")
     fig = go.Figure(layout=base_layout(title))
     lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
-    colorbar = {"title": {"text": value_label, "side": "top"}, "thickness": 10, "len": 0.6, "orientation": "h",
-                "x": 0.0, "xanchor": "left", "y": -0.14, "yanchor": "top"}
+    # The colour bar lies under the legend, in the column right of the map, so nothing shares the space under the
+    # map with the axis title: at any height the map is drawn (352 px in the sweep room) they cannot touch.
+    colorbar = {"title": {"text": value_label, "side": "top", "font": {"size": 11}}, "thickness": 10,
+                "len": LEGEND_COLUMN[1] - LEGEND_COLUMN[0], "orientation": "h", "x": LEGEND_COLUMN[0],
+                "xanchor": "left", "y": 0.0, "yanchor": "bottom"}
     if topology == "hexagonal":
         spread = (values - lo) / (hi - lo) if hi > lo else np.zeros_like(values)
         colours = np.array(sample_colorscale(colorscale, spread.ravel().tolist())).reshape(values.shape)
@@ -149,11 +156,14 @@ def som_figure(
         dragmode="select",
         xaxis={"title": {"text": "SOM column"}, "showgrid": False, "zeroline": False, "tickmode": "array",
                "tickvals": list(range(n_cols)) if topology != "hexagonal" else [], "constrain": "domain",
-               "domain": [0, 0.62]},
+               "domain": [0, MAP_DOMAIN]},
         yaxis={"title": {"text": "SOM row"}, "showgrid": False, "zeroline": False, "autorange": "reversed",
                "scaleanchor": "x", "tickmode": "array", "tickvals": list(range(n_rows)), "constrain": "domain"},
-        legend={"orientation": "v", "y": 1.0, "yanchor": "top", "x": 0.64, "xanchor": "left", "font": {"size": 11},
-                "itemsizing": "constant", "title": {"text": "maximal prototype<br>(members/cohort)", "side": "top"}},
-        margin={"l": 50, "r": 34, "t": 32, "b": 80},
+        # one legend group per cohort: without the groups' default 10 px gaps the legend of six cohorts and a found
+        # subject fits beside a 352 px map without scrolling
+        legend={"orientation": "v", "y": 1.0, "yanchor": "top", "x": LEGEND_COLUMN[0], "xanchor": "left",
+                "font": {"size": 11}, "itemsizing": "constant", "tracegroupgap": 0,
+                "title": {"text": "maximal prototype<br>(members/cohort)", "side": "top"}},
+        margin={"l": 50, "r": 34, "t": 32, "b": 48},
     )
     return fig

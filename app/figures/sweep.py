@@ -62,7 +62,9 @@ def sweep_figure(table: pd.DataFrame | None, cohort: str, shown: tuple[int, int]
     overlap of at least :data:`STABLE` are outlined in both; ``shown`` (rows, cols), the grid on the map, is marked.
 
     The lattice is drawn on the positions 0..n-1 labelled with the grid sizes, so a sweep with gaps keeps square
-    cells; each cell's ``customdata`` starts with ``[rows, cols]``, so a click names a grid. ``table`` is a sweep
+    cells; each cell's ``customdata`` starts with ``[rows, cols]`` (the hover reads it). A click in the browser names
+    a cell by its positions (Dash leaves a heatmap point's customdata out of ``clickData``), which
+    :func:`app.views.sweep_cell` reads back against the table's sizes. ``table`` is a sweep
     table (:func:`analysis.exploration.sweep.grid_stability_sweep`); None or an empty one gives a figure saying how
     to make one.
     """

@@ -18,7 +18,7 @@ from analysis.demo.synthetic_run import write_synthetic_study
 from analysis.exploration.slices import PLANES
 from analysis.runs.reader import open_run
 from app import create_app, default_cohort, ids
-from app.views import Explorer, roi_centre
+from app.views import Explorer, prototype_units, roi_centre
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
@@ -263,3 +263,58 @@ def test_a_sweep_started_from_the_browser_shows_progress_and_its_heatmap(page, r
     page.locator("#room label", has_text="Explore").click()
     page.wait_for_function(f"() => (document.querySelector('#{ids.STABILITY}')?.textContent || '')"
                            f".includes('Stability')")
+
+
+_SWEEP_CELL = """([rows, cols]) => {
+  const gd = document.querySelector('#sweep-graph .js-plotly-plot');
+  const cells = gd._fullData[0].customdata.flat();
+  const ys = [...new Set(cells.map(c => c[0]))].sort((a, b) => a - b);
+  const xs = [...new Set(cells.map(c => c[1]))].sort((a, b) => a - b);
+  const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, box = gd.getBoundingClientRect();
+  return [box.left + xa._offset + xa.l2p(xs.indexOf(cols)), box.top + ya._offset + ya.l2p(ys.indexOf(rows))];
+}"""
+
+
+def test_a_clicked_sweep_cell_shows_its_map_and_the_export_draws_that_grid(page, server, run):
+    """A real click on a sweep cell (Dash sends a heatmap click without its customdata) shows that grid's map in
+    both rooms, and the export button then exports the selection on that grid: the zip is named after it and its
+    export.json records the grid and that map's members."""
+    import io
+    import json
+    import zipfile
+
+    from analysis.exploration.sweep import SweepGrids, grid_stability_sweep
+    from analysis.runs import layout as run_layout
+    from analysis.runs.store import write_table
+    from app.export import chromium_path
+
+    cohort = default_cohort(run)
+    labels = run.subjects["cohort"].to_numpy()
+    table = grid_stability_sweep(run.score_norms.to_numpy(dtype=float), labels, cohort,
+                                 reference=labels == run.reference_cohort, grids=SweepGrids(rows=[4, 5], cols=[5, 6]),
+                                 n_jobs=1, progress=False)
+    table["members"] = [[str(run.subjects.index[i]) for i in m] for m in table["members"]]
+    write_table(run.run_dir / run_layout.sweep_file(cohort), table)
+    page.goto(server + f"#tab=sweep&cohort={cohort}")
+    page.wait_for_selector(f"#{ids.SWEEP_GRAPH} .hm, #{ids.SWEEP_GRAPH} .heatmaplayer image", timeout=30_000)
+    page.mouse.click(*page.evaluate(_SWEEP_CELL, [5, 6]))
+    page.wait_for_function(f"() => (document.querySelector('#{ids.SWEEP_MAP} .gtitle')?.textContent || '')"
+                           f".includes('5 × 6')", timeout=60_000)
+    page.wait_for_function(f"() => (document.querySelector('#{ids.SOM_GRAPH} .gtitle')?.textContent || '')"
+                           f".includes('5 × 6')")
+    assert "grid=5x6r" in page.evaluate("() => window.location.hash")
+    if chromium_path() is None:
+        return
+    with page.expect_download(timeout=300_000) as caught:
+        page.click(f"#{ids.EXPORT}")
+    download = caught.value
+    assert download.suggested_filename.endswith(f"_{cohort}_5x6.zip")
+    archive = zipfile.ZipFile(io.BytesIO(Path(download.path()).read_bytes()))
+    index = json.loads(archive.read(next(n for n in archive.namelist() if n.endswith("/export.json"))))
+    ex, grid = Explorer(run), (5, 6, "rectangular")
+    assert index["selection"]["grid"]["rows"] == 5 and index["selection"]["grid"]["cols"] == 6
+    assert index["selection"]["units"] == prototype_units(ex, cohort, grid)
+    view = ex.map(grid)
+    on_units = set(run.subjects.index[[divmod(int(f), 6) in {tuple(u) for u in index["selection"]["units"]}
+                                       for f in view.bmu_flat]])
+    assert index["selection"]["members"] == [i for i in run.cohort_ids(cohort) if i in on_units]

@@ -278,6 +278,132 @@ def test_paper_style_keeps_the_data_and_wraps_a_long_title():
     assert paper.layout.legend.y < 0.9  # moved down with the added title lines
 
 
+# --- a selection on a sweep grid's map ------------------------------------------------------------------------------
+
+GRID = (4, 5, "rectangular")
+"""A grid of the fixture's sweep (rows 3-4 x columns 3-5), not the run's own."""
+
+
+@pytest.fixture(scope="module")
+def on_grid(ex, run):
+    assert (run.som.n_rows, run.som.n_cols) != GRID[:2]
+    units = views.prototype_units(ex, COHORT, GRID)
+    grid = {"rows": GRID[0], "cols": GRID[1], "topology": GRID[2]}  # as the browser's selection carries it
+    figures, settings = export.selection_figures(ex, COHORT, units, SETTINGS, grid=grid)
+    return units, {f.name: f for f in figures}, settings
+
+
+def _grid_members(ex, run, units) -> list[str]:
+    """The cohort's members in ``units`` of :data:`GRID`'s map, read from :meth:`Explorer.map` directly."""
+    view = ex.map(GRID)
+    flat = [r * view.som.n_cols + c for r, c in units]
+    on_units = set(run.subjects.index[np.isin(view.bmu_flat, flat)])
+    return [i for i in run.cohort_ids(COHORT) if i in on_units]
+
+
+def test_a_sweep_grid_selection_exports_that_grids_map_and_its_members(ex, run, on_grid):
+    units, figures, settings = on_grid
+    view = ex.map(GRID)
+    members = _grid_members(ex, run, units)
+    assert members and set(members) != set(views.cohort_members(ex, COHORT, views.prototype_units(ex, COHORT))[0])
+    som = figures["som_map"]
+    assert len(som.data) == GRID[0] * GRID[1] and som.details["grid"] == list(GRID[:2])
+    assert som.details["topology"] == GRID[2] and som.details["map"].startswith("refitted")
+    np.testing.assert_allclose(som.data["u_matrix"], view.som.u_matrix[som.data["row"], som.data["col"]])
+    assert som.data.loc[som.data["selected"], ["row", "col"]].values.tolist() == sorted(units)
+    assert f"{GRID[0]} × {GRID[1]}" in som.figure.layout.title.text
+    assert figures["sweep"].details["grid_shown"] == list(GRID[:2])
+    assert figures["sweep"].data.loc[figures["sweep"].data["shown"], ["rows", "cols"]].values.tolist() == [
+        list(GRID[:2])]
+    boxes = figures["roi_boxes"].data
+    assert not boxes.empty and any(n.startswith("scatter_") for n in figures)
+    assert set(boxes.loc[boxes["group"].str.startswith("selection"), "subject_id"]) == set(members)
+    step = views.regions(ex, COHORT, units, settings.correction, settings.alpha, settings.scores, GRID)
+    assert figures["roi_boxes"].details["significant_rois"] == step.significant_rois
+    for name, item in figures.items():
+        if name.startswith("scatter_"):
+            roi, behaviour = item.details["pair"]["roi"], item.details["pair"]["behaviour"]
+            drawn = [i for i in members if i in run.behaviour.index and np.isfinite(run.behaviour.at[i, behaviour])
+                     and np.isfinite(run.roi_scores.at[i, roi])]
+            chosen = item.data[item.data["series"].str.contains("in the selection")]
+            assert sorted(chosen["subject_id"]) == sorted(drawn)
+    assert settings.crosshair == tuple(views.selection_peak(ex, COHORT, units, GRID))
+    i, j, k = settings.crosshair
+    mean = np.asarray(run.heatmaps[sorted(run.row_of[s] for s in members)], dtype=np.float64).mean(axis=0)
+    axial = figures["slice_axial"]
+    assert axial.details["averaged_subjects"] == len(members)
+    np.testing.assert_allclose(axial.data["heatmap"].to_numpy(), mean[:, :, k].T.ravel(), rtol=1e-5, atol=1e-6)
+
+
+def test_the_json_of_a_sweep_grid_export_records_the_grid_and_its_members(ex, run, on_grid, monkeypatch):
+    units, figures, _ = on_grid
+    monkeypatch.setattr(export, "render_images", _fake_images)
+    files = export.export_files(ex, COHORT, units, SETTINGS, grid=GRID)
+    index = json.loads(files["export.json"], parse_constant=_no_nan)
+    selection = index["selection"]
+    assert selection["grid"]["rows"] == GRID[0] and selection["grid"]["cols"] == GRID[1]
+    assert selection["grid"]["topology"] == GRID[2] and selection["grid"]["map"].startswith("refitted")
+    assert selection["som_grid"] == list(GRID[:2]) and selection["units"] == units
+    assert selection["members"] == _grid_members(ex, run, units)
+    som_json = json.loads(files[next(n for n in files if n.endswith("som_map.json"))])
+    assert som_json["selection"] == selection and som_json["figure"]["grid"] == list(GRID[:2])
+    own = json.loads(export.export_files(ex, COHORT, views.prototype_units(ex, COHORT), SETTINGS)["export.json"])
+    assert own["selection"]["grid"]["map"] == "the run's" and own["selection"]["som_grid"] == [
+        run.som.n_rows, run.som.n_cols]
+    archive = zipfile.ZipFile(io.BytesIO(export.export_zip(ex, COHORT, units, SETTINGS, grid=list(GRID))))
+    assert all(name.startswith(f"msma-export_{run.run_id}_{COHORT}_4x5/") for name in archive.namelist())
+
+
+def test_the_run_maps_own_grid_is_the_run_map(ex, run):
+    own = (run.som.n_rows, run.som.n_cols, run.som.topology)
+    assert export.check_grid(ex, own) is None and export.check_grid(ex, None) is None
+    assert export.check_grid(ex, (4, 5)) == (4, 5, run.som.topology)
+    assert export.check_grid(ex, {"rows": np.int64(4), "cols": 5, "topology": "hexagonal"}) == (4, 5, "hexagonal")
+
+
+@pytest.mark.parametrize("grid", [
+    {"rows": 1, "cols": 5}, (4, 40), (4,), "4x5", {"rows": 4, "cols": 5, "topology": "triangular"}, (True, 5),
+    {"rows": "4", "cols": 5}, [4.0, 5],
+])
+def test_a_bad_grid_is_refused_naming_it(ex, units, grid, tmp_path):
+    with pytest.raises(ExportError) as caught:
+        export.export_selection(ex, COHORT, units, tmp_path / "out", SETTINGS, grid=grid)
+    assert caught.value.argument == "grid" and str(caught.value).startswith("grid: expected ")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_units_off_the_grids_map_are_refused(ex, run):
+    off = [[GRID[0], 0]]  # a row past the 4 x 5 map
+    with pytest.raises(ExportError) as caught:
+        export.selection_figures(ex, COHORT, off, SETTINGS, grid=GRID)
+    assert caught.value.argument == "units" and "4 x 5 rectangular map refitted" in str(caught.value)
+
+
+BADGE_CHARS = 75
+"""Longest stability badge that fits on its one line under the map at 1600 px (about 86 characters are shown)."""
+
+
+def test_the_stability_badge_is_short_and_its_tooltip_says_it_in_full(ex, run):
+    selection = {"cohort": COHORT, "units": views.prototype_units(ex, COHORT, GRID),
+                 "grid": {"rows": GRID[0], "cols": GRID[1], "topology": GRID[2]}}
+    inside, _ = views.cohort_members(ex, COHORT, selection["units"], GRID)
+    table = pd.read_parquet(run.run_dir / run_layout.sweep_file(COHORT))
+    near = table[~((table["rows"] == GRID[0]) & (table["cols"] == GRID[1]))]  # all within 3 rows and columns
+    kept = sum(len(set(inside) & set(m)) / len(set(inside) | set(m)) >= 0.8 for m in near["members"])
+    badge, sentence = views.stability_note(ex, selection)
+    assert len(badge) <= BADGE_CHARS
+    assert badge == f"Stability: same {len(inside)} members (Jaccard ≥ 0.8) in {kept}/{len(near)} grids ±3 rows/cols"
+    assert sentence == (f"Stability: these {len(inside)} members of {COHORT} are the cohort's maximal prototype "
+                        f"(Jaccard overlap ≥ 0.8) in {kept} of the {len(near)} swept grids within ±3 rows and columns "
+                        f"of this 4 × 5 map.")
+    for other in ({**selection, "units": [[r, c] for r in range(4) for c in range(5)
+                                          if not set(views.selected_ids(ex, [[r, c]], GRID)) & set(inside)][:1]},
+                  {"cohort": "autism", "units": [[0, 0]], "grid": None},
+                  {**selection, "grid": {"rows": 20, "cols": 20, "topology": "rectangular"}, "units": [[0, 0]]}):
+        badge, sentence = views.stability_note(ex, other)
+        assert badge.startswith("Stability: ") and len(badge) <= BADGE_CHARS and len(sentence) > len(badge)
+
+
 # --- settings and names --------------------------------------------------------------------------------------------
 
 

@@ -3,6 +3,7 @@ that the run lacks is dropped and said, the run picker and the registry only ope
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import numpy as np
@@ -156,6 +157,37 @@ def test_a_sweep_cell_shows_that_grids_map_with_its_prototype(ex):
                                       {"points": [{"customdata": [1, 99]}]}) is no_update
 
 
+def test_a_browsers_click_on_a_sweep_cell_names_its_grid_by_position(run, tmp_path):
+    """Dash's Graph sends a heatmap click without its customdata (only x, y, z): the cell's positions on the sweep's
+    lattice name the grid, as :func:`app.figures.sweep.sweep_figure` lays it out (sizes sorted, gaps closed)."""
+    from analysis.exploration.sweep import SweepGrids, grid_stability_sweep
+    from analysis.runs import layout as run_layout
+    from analysis.runs.store import write_table
+    from app.views import Explorer
+
+    shutil.copytree(run.run_dir, tmp_path / run.run_id, symlinks=True)
+    copy = dataclasses.replace(run, run_dir=tmp_path / run.run_id)
+    ex = Explorer(copy)
+    cohort = callbacks.default_state(ex)["cohort"]
+    current = {"cohort": cohort, "units": [[0, 0]], "grid": None}
+    click = {"points": [{"curveNumber": 0, "x": 1, "y": 0, "z": 9}]}  # as the browser sends it
+    assert callbacks.choose_selection(ex, ids.SWEEP_GRAPH, cohort, None, current, click) is no_update  # no sweep
+    labels = copy.subjects["cohort"].to_numpy()
+    table = grid_stability_sweep(copy.score_norms.to_numpy(dtype=float), labels, cohort,
+                                 reference=labels == copy.reference_cohort, grids=SweepGrids(rows=[4, 6], cols=[3, 5]),
+                                 n_jobs=1, progress=False)
+    table["members"] = [[str(copy.subjects.index[i]) for i in m] for m in table["members"]]
+    write_table(copy.run_dir / run_layout.sweep_file(cohort), table)
+    chosen = callbacks.choose_selection(ex, ids.SWEEP_GRAPH, cohort, None, current, click)
+    assert chosen["grid"] == {"rows": 4, "cols": 5, "topology": "rectangular"}  # position (0, 1): 4 rows, 5 columns
+    assert chosen["units"] == views.prototype_units(ex, cohort, (4, 5, "rectangular"))
+    figure = views.sweep_view(ex, cohort, (4, 5, "rectangular"))
+    cell = figure.data[0].customdata[click["points"][0]["y"]][click["points"][0]["x"]]
+    assert list(cell[:2]) == [4, 5]  # what the hover shows for that cell
+    for point in ({"x": 2, "y": 0}, {"x": -1, "y": 0}, {"x": 0.5, "y": 0}, {"x": True, "y": 0}, {"y": 1}, "4,5"):
+        assert callbacks.choose_selection(ex, ids.SWEEP_GRAPH, cohort, None, current, {"points": [point]}) is no_update
+
+
 def test_a_found_subject_is_marked_in_the_map_the_box_plots_and_the_scatter(ex):
     default = callbacks.default_state(ex)
     cohort = default["cohort"]
@@ -181,8 +213,7 @@ def test_a_found_subject_is_marked_in_the_map_the_box_plots_and_the_scatter(ex):
 
 def test_the_export_button_renders_the_selection_in_the_background_and_hands_over_one_zip(ex, monkeypatch):
     """The browser's export: a job per click, progress in the notice, the zip once; a second click on the same
-    selection while it runs is refused; a sweep grid's selection is not exported (the export draws the run's
-    map)."""
+    selection while it runs is refused; a sweep grid's selection is exported on that grid's map."""
     import io
     import threading
     import zipfile
@@ -191,8 +222,10 @@ def test_the_export_button_renders_the_selection_in_the_background_and_hands_ove
     from app.jobs import ExportJobs
 
     gate = threading.Event()
+    grids = []
 
-    def fake_zip(run, cohort, units, settings, on_figure=None):
+    def fake_zip(run, cohort, units, settings, on_figure=None, grid=None):
+        grids.append(grid)
         on_figure(1, 2, "som")
         gate.wait(10)
         on_figure(2, 2, "slices")
@@ -221,4 +254,8 @@ def test_the_export_button_renders_the_selection_in_the_background_and_hands_ove
     assert download["filename"].endswith(".zip") and download["base64"] is True
     assert callbacks.send_export(ex, exports, done) is no_update  # handed over once
     on_grid = {**selection, "grid": {"rows": 5, "cols": 6, "topology": "rectangular"}, "units": [[0, 0]]}
-    assert "run's own map" in callbacks.start_export(ex, exports, 1, on_grid, *values[2:])[3]
+    job, poll_off, is_open, text = callbacks.start_export(ex, exports, 1, on_grid, *values[2:])
+    assert poll_off is False and is_open is True and "exporting" in text and "5 × 6 rectangular map" in text
+    exports._jobs[job["job"]].thread.join(10)
+    assert grids == [None, (5, 6, "rectangular")]  # the run's map, then the grid's
+    assert exports.status(job["job"])["name"].endswith("_5x6.zip")

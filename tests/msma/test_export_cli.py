@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from analysis.demo.synthetic_run import write_synthetic_study
@@ -31,6 +33,9 @@ def manifest(tmp_path_factory):
     (["--cohort", "down_syndrome", "--permutations", "0"], "--permutations", "0"),
     (["--cohort", "down_syndrome", "--crosshair", "0,0,999"], "--crosshair", "(0, 0, 999)"),
     (["--cohort", "down_syndrome", "--scores", "adjusted", "--correction", "bh", "--alpha", "-1"], "--alpha", "-1.0"),
+    (["--cohort", "down_syndrome", "--grid", "1,40"], "--grid", "'1,40'"),
+    (["--cohort", "down_syndrome", "--grid", "4,31", "--topology", "hexagonal"], "--grid", "'4,31'"),
+    (["--cohort", "down_syndrome", "--grid", "3,3", "--units", "3,0"], "--units", "[3, 0]"),
 ])
 def test_a_bad_value_names_its_option(manifest, tmp_path, capsys, arguments, option, found):
     assert main(["export", str(manifest), *arguments, "--out", str(tmp_path / "out"), "--quiet"]) == 2
@@ -41,11 +46,50 @@ def test_a_bad_value_names_its_option(manifest, tmp_path, capsys, arguments, opt
 
 @pytest.mark.parametrize(("arguments", "option"), [
     (["--units", "3;4"], "--units"), (["--crosshair", "1,2"], "--crosshair"), (["--formats", "png,gif"], "--formats"),
+    (["--grid", "5x6"], "--grid"), (["--grid", "5"], "--grid"), (["--grid", "5,6,7"], "--grid"),
+    (["--grid", "-5,6"], "--grid"),
 ])
 def test_a_malformed_value_is_a_usage_error_naming_its_option(manifest, tmp_path, capsys, arguments, option):
     with pytest.raises(SystemExit) as stopped:
         main(["export", str(manifest), "--cohort", "down_syndrome", *arguments, "--out", str(tmp_path / "o")])
     assert stopped.value.code == 2 and f"argument {option}: expected" in capsys.readouterr().err
+
+
+def test_a_topology_without_a_grid_is_refused_naming_both(manifest, tmp_path, capsys):
+    assert main(["export", str(manifest), "--cohort", "down_syndrome", "--topology", "hexagonal", "--out",
+                 str(tmp_path / "out"), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip().startswith("--topology: only with --grid")
+    assert not (tmp_path / "out").exists()
+
+
+def test_msma_export_grid_exports_the_selection_on_that_grids_map(manifest, tmp_path, capsys, monkeypatch):
+    """--grid: the figures are those of the map the Grid sweep room shows for that grid (Explorer.map), with the
+    cohort's prototype there as the default units; the JSON records the grid. The renderer is stubbed."""
+    def fake_images(figures, formats=export.FORMATS, on_figure=None, tabs=1):
+        return {(item.name, fmt): b"<svg/>" for item in figures for fmt in formats}
+
+    monkeypatch.setattr(export, "render_images", fake_images)
+    out = tmp_path / "figures"
+    assert main(["export", str(manifest), "--cohort", "down_syndrome", "--grid", "4,5", "--out", str(out),
+                 "--formats", "svg", "--permutations", "99", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "on the 4 x 5 rectangular map refitted" in printed
+    run = open_run(manifest)
+    ex = Explorer(run)
+    grid = (4, 5, run.som.topology)
+    view = ex.map(grid)
+    index = json.loads((out / "export.json").read_text())
+    selection = index["selection"]
+    assert selection["grid"] == {"rows": 4, "cols": 5, "topology": run.som.topology,
+                                 "map": selection["grid"]["map"]} and selection["grid"]["map"].startswith("refitted")
+    units = prototype_units(ex, "down_syndrome", grid)
+    assert selection["units"] == units and selection["som_grid"] == [4, 5]
+    flat = [r * 5 + c for r, c in units]
+    on_units = set(run.subjects.index[np.isin(view.bmu_flat, flat)])
+    assert selection["members"] == [i for i in run.cohort_ids("down_syndrome") if i in on_units]
+    som = pd.read_csv(next(out.glob("*_som_map.csv")))
+    assert len(som) == 20 and som.loc[som["selected"], ["row", "col"]].values.tolist() == sorted(units)
+    np.testing.assert_allclose(som["u_matrix"], view.som.u_matrix[som["row"], som["col"]])
 
 
 def test_an_existing_folder_with_files_is_not_overwritten(manifest, tmp_path, capsys):
