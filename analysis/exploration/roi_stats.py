@@ -92,10 +92,28 @@ def percentile_reference(ids: Sequence, cohorts: Sequence, trained_ids: Sequence
     return [i for i in reference if i not in trained] or reference
 
 
+def column_nanpercentile(values: np.ndarray, percentile: float) -> np.ndarray:
+    """``np.nanpercentile(values, percentile, axis=0)`` (linear interpolation) for a 2-D array, vectorised: numpy
+    falls back to one Python-level call per column as soon as one value is NaN (a fifth of a selection change's
+    time in the explorer). NaN for a column without values."""
+    values = np.asarray(values, dtype=float)
+    ordered = np.sort(values, axis=0)  # NaN sorts last
+    count = (~np.isnan(values)).sum(axis=0)
+    position = (np.maximum(count, 1) - 1) * (percentile / 100.0)
+    low = np.floor(position).astype(int)
+    high = np.minimum(low + 1, np.maximum(count - 1, 0))
+    columns = np.arange(values.shape[1])
+    fraction = position - low
+    result = ordered[low, columns] * (1 - fraction) + ordered[high, columns] * fraction
+    result[fraction == 0] = ordered[low, columns][fraction == 0]
+    result[count == 0] = np.nan
+    return result
+
+
 def reference_percentile(roi_scores: pd.DataFrame, reference_ids: Sequence, percentile: float = 90.0) -> pd.Series:
     """Per ROI, the ``percentile`` of the reference subjects' scores (NaN ignored)."""
     reference = roi_scores.loc[list(reference_ids)]
-    return pd.Series(np.nanpercentile(reference.to_numpy(dtype=float), percentile, axis=0), index=roi_scores.columns)
+    return pd.Series(column_nanpercentile(reference.to_numpy(dtype=float), percentile), index=roi_scores.columns)
 
 
 def atypical_rois(

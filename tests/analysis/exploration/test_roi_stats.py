@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -96,3 +98,18 @@ def test_prototype_vs_rest_equals_scipy_column_by_column_with_ties_and_missing_v
         assert table.loc[roi, "u"] == expected.statistic
         assert table.loc[roi, "n_prototype"] == len(a) and table.loc[roi, "median_rest"] == pytest.approx(b.median())
         assert table.loc[roi, "rank_biserial"] == pytest.approx(2 * expected.statistic / (len(a) * len(b)) - 1)
+
+
+@pytest.mark.parametrize("percentile", [0, 37.5, 90, 100])
+def test_column_nanpercentile_equals_numpys(percentile):
+    from analysis.exploration.roi_stats import column_nanpercentile
+
+    rng = np.random.default_rng(5)
+    values = rng.normal(size=(23, 7))
+    values[rng.random(values.shape) < 0.3] = np.nan
+    values[:, 2] = np.nan  # a column without values
+    values[1:, 4] = np.nan  # one value
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        expected = np.nanpercentile(values, percentile, axis=0)
+    np.testing.assert_allclose(column_nanpercentile(values, percentile), expected, rtol=1e-12, equal_nan=True)
