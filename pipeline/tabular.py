@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ import torch
 
 from analysis.detection.detectors import GaussianMixtureDetector
 from analysis.runs.store import write_table
-from analysis.study.volumes import atomic_write_bytes
+from analysis.study.volumes import atomic_write_bytes, swap_in_folder
 from analysis.tabular.encoding import EncodedTable, TableEncoder, fit_encoder, load_table
 from analysis.tabular.schema import TabularError, TabularSchema, load_schema
 from models.checkpoint import CheckpointError, load_gnsm_model, save_gnsm_model
@@ -40,7 +39,7 @@ from models.gnsm.losses import MixedLayout
 from models.gnsm.network import PAPER, GNSMNet, GNSMNetConfig
 from models.gnsm.noise import NoiseScales
 from models.gnsm.train import GNSMTrainConfig, score_norms, train_gnsm
-from models.score_model.train import TrainingCheckpoint, TrainResult
+from models.training import TrainingCheckpoint, TrainResult
 
 MODEL_FILE = "gnsm.pt"
 FIT_FILE = "fit.json"
@@ -224,20 +223,8 @@ def fit_tabular(table_path: str | os.PathLike, schema_path: str | os.PathLike, o
     atomic_write_bytes(staging / FIT_FILE, json.dumps(summary, indent=2).encode())
     write_scores(scores, staging / SCORES_FILE)
     (staging / "training_state.pt").unlink(missing_ok=True)
-    _replace_folder(staging, out_dir)
+    swap_in_folder(staging, out_dir)
     return FitResult(out_dir, len(encoded.ids), len(inliers), result, scores)
-
-
-def _replace_folder(staging: Path, out_dir: Path) -> None:
-    """Move ``staging`` to ``out_dir``; an existing ``out_dir`` is kept aside until the move has succeeded."""
-    old = out_dir.with_name(f".{out_dir.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if out_dir.exists():
-        os.replace(out_dir, old)
-    os.replace(staging, out_dir)
-    if old.exists():
-        shutil.rmtree(old)
 
 
 @dataclass(frozen=True)

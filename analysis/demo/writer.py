@@ -23,7 +23,7 @@ from analysis.demo.config import GENERATOR_VERSION, PRESETS, DemoConfig, Effects
 from analysis.demo.plan import PLANTED_REGIONS, REFERENCE, lesion_kind, plan_cohort
 from analysis.demo.simulator import DemoSimulator
 from analysis.study.reference_space import ReferenceSpace
-from analysis.study.volumes import atomic_write_bytes, save_volume
+from analysis.study.volumes import atomic_write_bytes, save_volume, swap_in_folder
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -53,21 +53,11 @@ def build_demo_cohort(config: DemoConfig, folder: str | os.PathLike, *, progress
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.building-", dir=folder.parent))
     try:
         truth = _build_into(config, staging, progress=progress)
-        _swap_in(staging, folder)
+        swap_in_folder(staging, folder)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return truth
-
-
-def _swap_in(staging: Path, folder: Path) -> None:
-    old = None
-    if folder.exists():
-        old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-        os.replace(folder, old)
-    os.replace(staging, folder)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _build_into(config: DemoConfig, out: Path, *, progress: bool) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
 import tempfile
 import zlib
 from dataclasses import dataclass
@@ -143,6 +144,19 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def swap_in_folder(staging: str | os.PathLike, folder: str | os.PathLike) -> None:
+    """Put the finished folder ``staging`` where ``folder`` is: an existing ``folder`` is moved aside first and
+    removed only once ``staging`` has taken its place, so a reader finds the old folder or the new one."""
+    staging, folder = Path(staging), Path(folder)
+    old = None
+    if folder.exists():
+        old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+        os.replace(folder, old)
+    os.replace(staging, folder)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def save_volume(path: str | os.PathLike, data: np.ndarray, grid: Grid, dtype=np.float32) -> None:
