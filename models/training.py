@@ -1,5 +1,6 @@
 """What every trainer of :mod:`models` shares: when to evaluate, early stopping on the validation loss with the best
-state kept, and one history format.
+state kept, one history format, and, for the step-based trainers of the score model and GNSM, the training state,
+its resumable checkpoint and the result record.
 
 The score model (:func:`models.score_model.train.train_score_model`) and the Spatial-MSMA flow
 (:func:`models.spatial.flow.train_spatial_flow`) count optimiser steps and evaluate every few of them
@@ -11,8 +12,10 @@ evaluates after each. All three stop after ``patience`` evaluations without a lo
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -186,3 +189,42 @@ class TrainingState:
         self.step = state["step"]
         self.generator.set_state(state["generator"])
         self.stopped, self.running = state["stopped"], state["running"]
+
+
+@dataclass(frozen=True)
+class TrainingCheckpoint:
+    """Where the resumable training state lives, and what identifies the run it belongs to."""
+
+    path: str | Path
+    extra: dict = field(default_factory=dict)
+    """Identity of the configuration and the data; a saved state is resumed only if its ``extra`` is equal."""
+
+
+@dataclass
+class TrainResult:
+    """What training produced: the model holding the best EMA weights, and how it got there."""
+
+    model: nn.Module
+    steps: int
+    best_val_loss: float
+    history: dict[str, list[float]]
+    """:meth:`models.training.TrainingHistory.as_dict`, ``step`` in optimiser steps, losses the DSM loss."""
+    stopped: str
+    """Why training stopped: ``max_steps``, ``early_stopping`` or ``time_limit``."""
+    seconds: float
+    resumed_from_step: int
+
+
+def resumable_state(checkpoint: TrainingCheckpoint | None) -> dict | None:
+    """The training state saved at the checkpoint's path for the same ``extra``, or None (an unreadable one is
+    reported and ignored: training starts over)."""
+    from models.checkpoint import CheckpointError, load_checkpoint
+
+    if checkpoint is None or not Path(checkpoint.path).exists():
+        return None
+    try:
+        state = load_checkpoint(checkpoint.path)
+    except CheckpointError as exc:
+        warnings.warn(f"{exc}; training starts from the beginning", stacklevel=3)
+        return None
+    return state if state.get("kind") == "training_state" and state.get("extra") == checkpoint.extra else None

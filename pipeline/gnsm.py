@@ -27,7 +27,7 @@ from analysis.study.gnsm_columns import impute
 from analysis.tabular.encoding import EncodedTable, fit_encoder
 from analysis.tabular.schema import TabularError, TabularSchema, level_text
 from models.checkpoint import CheckpointError, load_gnsm_model, save_gnsm_model
-from models.score_model.train import TrainingCheckpoint
+from models.training import TrainingCheckpoint
 from pipeline import keys
 from pipeline.context import RefreshContext, RefreshError
 from pipeline.score_model import norm_columns

@@ -22,8 +22,7 @@ from analysis.checks import check_int, check_positive_float
 from models.checkpoint import save_checkpoint
 from models.gnsm.losses import OBJECTIVES, get_loss_fn, gnsm_loss, perturb
 from models.gnsm.network import GNSMNet
-from models.score_model.train import TrainingCheckpoint, TrainResult, _resumable_state
-from models.training import TrainingState, evaluation_due
+from models.training import TrainingCheckpoint, TrainingState, TrainResult, evaluation_due, resumable_state
 
 VALIDATION_ROWS = 2000
 """At most this many validation rows are evaluated (each at every scale)."""
@@ -102,7 +101,7 @@ def train_gnsm(net: GNSMNet, train: torch.Tensor, val: torch.Tensor, config: GNS
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=config.max_steps,
                                                           eta_min=config.min_learning_rate)
     run = TrainingState(net, optimiser, config.seed, config.patience, schedule)
-    state = _resumable_state(checkpoint)
+    state = resumable_state(checkpoint)
     if state is not None:
         run.restore(state)
     resumed_from = run.step

@@ -15,20 +15,18 @@ from __future__ import annotations
 import copy
 import math
 import time
-import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from analysis.checks import check_int, check_positive_float
-from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from models.checkpoint import save_checkpoint
 from models.score_model.losses import dsm_loss, get_dsm_loss_fn
 from models.score_model.sde import VESchedule
-from models.training import TrainingState, evaluation_due
+from models.training import TrainingCheckpoint, TrainingState, TrainResult, evaluation_due, resumable_state
 
 
 @dataclass(frozen=True)
@@ -79,30 +77,6 @@ class ScoreTrainingData:
     """Loss weights broadcastable to one sample, e.g. the brain mask (1, D, H, W); ``None``: all elements count."""
 
 
-@dataclass(frozen=True)
-class TrainingCheckpoint:
-    """Where the resumable training state lives, and what identifies the run it belongs to."""
-
-    path: str | Path
-    extra: dict = field(default_factory=dict)
-    """Identity of the configuration and the data; a saved state is resumed only if its ``extra`` is equal."""
-
-
-@dataclass
-class TrainResult:
-    """What training produced: the model holding the best EMA weights, and how it got there."""
-
-    model: nn.Module
-    steps: int
-    best_val_loss: float
-    history: dict[str, list[float]]
-    """:meth:`models.training.TrainingHistory.as_dict`, ``step`` in optimiser steps, losses the DSM loss."""
-    stopped: str
-    """Why training stopped: ``max_steps``, ``early_stopping`` or ``time_limit``."""
-    seconds: float
-    resumed_from_step: int
-
-
 def validation_loss(
     model: nn.Module, schedule: VESchedule, val: torch.Tensor, weight: torch.Tensor | None, seed: int, batch_size: int
 ) -> float:
@@ -122,19 +96,6 @@ def validation_loss(
                 count += len(x)
     model.train()
     return total / count
-
-
-def _resumable_state(checkpoint: TrainingCheckpoint | None) -> dict | None:
-    """The training state saved at the checkpoint's path for the same ``extra``, or None (an unreadable one is
-    reported and ignored: training starts over)."""
-    if checkpoint is None or not Path(checkpoint.path).exists():
-        return None
-    try:
-        state = load_checkpoint(checkpoint.path)
-    except CheckpointError as exc:
-        warnings.warn(f"{exc}; training starts from the beginning", stacklevel=3)
-        return None
-    return state if state.get("kind") == "training_state" and state.get("extra") == checkpoint.extra else None
 
 
 def train_score_model(
@@ -171,7 +132,7 @@ def train_score_model(
     weight = None if data.weight is None else data.weight.to(device)
     run = TrainingState(model, torch.optim.Adam(model.parameters(), lr=config.learning_rate), config.seed,
                         config.patience)
-    state = _resumable_state(checkpoint)
+    state = resumable_state(checkpoint)
     if state is not None:
         run.restore(state, device)
     resumed_from = run.step

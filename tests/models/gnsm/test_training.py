@@ -14,7 +14,7 @@ from models.gnsm.losses import MixedLayout, gnsm_loss, perturb
 from models.gnsm.network import GNSMNet, GNSMNetConfig
 from models.gnsm.noise import NoiseScales, exp_concrete_score, onehot_logits, score_from_logit_noise
 from models.gnsm.train import GNSMTrainConfig, score_norms, train_gnsm
-from models.score_model.train import TrainingCheckpoint
+from models.training import TrainingCheckpoint
 
 SIZES = (3, 4)
 TINY = GNSMNetConfig(width=32, layers=2, embedding_dim=8)
