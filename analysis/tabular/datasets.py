@@ -163,6 +163,18 @@ def _shuffled(rows: pd.DataFrame, is_anomaly: np.ndarray, oracle_nll: np.ndarray
     return rows.iloc[order].reset_index(drop=True), is_anomaly[order], oracle_nll[order]
 
 
+def _categorical_set(name: str, codes: np.ndarray, levels: list[list[str]], n_inliers: int,
+                     model: _LatentClassModel, rng: np.random.Generator, description: str) -> TabularSet:
+    """The set of level ``codes`` (inliers first, then anomalies), shuffled, columns ``c00...``, the oracle the
+    latent-class ``model``'s negative log-likelihood."""
+    names = _column_names("c", codes.shape[1])
+    is_anomaly = np.arange(len(codes)) >= n_inliers
+    table, is_anomaly, nll = _shuffled(_categorical_frame(codes, names, levels), is_anomaly,
+                                       -model.log_likelihood(codes), rng)
+    return TabularSet(name=name, table=table, columns=dict(zip(names, levels, strict=True)), is_anomaly=is_anomaly,
+                      description=description, oracle_nll=nll)
+
+
 def _check_sizes(n_inliers, n_anomalies, n_columns) -> tuple[int, int, int]:
     return (
         check_int(n_inliers, "n_inliers", minimum=10),
@@ -217,21 +229,11 @@ def rare_combinations(
         np.put_along_axis(anomaly_classes, swapped, second[:, None], axis=1)
     codes = model.draw_levels(np.concatenate([inlier_classes, anomaly_classes]), rng)
 
-    names = _column_names("c", n_columns)
-    levels = [_level_names(n_levels) for _ in range(n_columns)]
-    is_anomaly = np.arange(len(codes)) >= n_inliers
-    table, is_anomaly, nll = _shuffled(_categorical_frame(codes, names, levels), is_anomaly,
-                                       -model.log_likelihood(codes), rng)
-    return TabularSet(
-        name=f"rare_combinations_{difficulty}",
-        table=table,
-        columns=dict(zip(names, levels, strict=True)),
-        is_anomaly=is_anomaly,
-        description=(
-            f"{n_columns} categorical columns of {n_levels} levels tied by {n_classes} latent classes (peak {peak}); "
-            f"anomalies: {mixing}: common values, rare combinations"
-        ),
-        oracle_nll=nll,
+    return _categorical_set(
+        f"rare_combinations_{difficulty}", codes, [_level_names(n_levels) for _ in range(n_columns)], n_inliers, model,
+        rng,
+        f"{n_columns} categorical columns of {n_levels} levels tied by {n_classes} latent classes (peak {peak}); "
+        f"anomalies: {mixing}: common values, rare combinations",
     )
 
 
@@ -266,21 +268,10 @@ def rare_levels_set(
     anomaly_codes = codes[n_inliers:]
     np.put_along_axis(anomaly_codes, rare_columns, n_levels, axis=1)
 
-    names = _column_names("c", n_columns)
-    levels = [[*_level_names(n_levels), RARE_LEVEL] for _ in range(n_columns)]
-    is_anomaly = np.arange(len(codes)) >= n_inliers
-    table, is_anomaly, nll = _shuffled(_categorical_frame(codes, names, levels), is_anomaly,
-                                       -model.log_likelihood(codes), rng)
-    return TabularSet(
-        name="rare_levels",
-        table=table,
-        columns=dict(zip(names, levels, strict=True)),
-        is_anomaly=is_anomaly,
-        description=(
-            f"{n_columns} categorical columns of {n_levels} common levels tied by {n_classes} latent classes, plus a "
-            f"level inliers take with probability {rare_p}; anomalies carry it in {n_rare} columns"
-        ),
-        oracle_nll=nll,
+    return _categorical_set(
+        "rare_levels", codes, [[*_level_names(n_levels), RARE_LEVEL] for _ in range(n_columns)], n_inliers, model, rng,
+        f"{n_columns} categorical columns of {n_levels} common levels tied by {n_classes} latent classes, plus a "
+        f"level inliers take with probability {rare_p}; anomalies carry it in {n_rare} columns",
     )
 
 
