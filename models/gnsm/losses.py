@@ -69,15 +69,13 @@ class MixedLayout:
         unchanged and, for the blocks, the noise-free relaxation at that scale (``point="mode"``, eq. 4.1 without
         the Gumbel noise) or the scale-0 logits themselves (``point="clean"``, the reference implementation's)."""
         continuous, onehot = self.split(clean)
-        n = clean.shape[0]
-        delta = scales.deltas()[scale].expand(n).to(clean.device)
-        logits = onehot_logits(onehot, self.blocks, delta)
         if point == "clean":
             return torch.cat([continuous, onehot_logits(onehot, self.blocks, scales.delta_min)], dim=1)
         if point != "mode":
             raise ValueError(f"point must be 'mode' or 'clean'; received {point!r}")
-        lam = scales.temperatures()[scale].expand(n).to(clean.device)
-        return torch.cat([continuous, relaxed_mode(logits, lam, self.blocks)], dim=1)
+        logits = onehot_logits(onehot, self.blocks, float(scales.deltas()[scale]))
+        return torch.cat([continuous, relaxed_mode(logits, scales.temperatures()[scale].expand(len(clean)),
+                                                   self.blocks)], dim=1)
 
 
 def perturb(layout: MixedLayout, scales: NoiseScales, clean: torch.Tensor, scale: torch.Tensor,
