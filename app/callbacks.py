@@ -44,7 +44,7 @@ def _selection(ex: Explorer, value) -> dict | None:
         return None
     grid = value.get("grid")
     checked_grid = views.check_grid(grid) if grid is not None else None
-    if grid is not None and checked_grid is None:
+    if grid is not None and (checked_grid is None or checked_grid.norms not in ex.som_inputs):
         return None
     units = value.get("units")
     points = [{"customdata": u} for u in units] if isinstance(units, list) else None
@@ -54,9 +54,7 @@ def _selection(ex: Explorer, value) -> dict | None:
     return {"cohort": value["cohort"], "units": checked, "grid": _grid_value(checked_grid)}
 
 
-def _grid_value(grid) -> dict | None:
-    """A checked grid as the selection store keeps it."""
-    return None if grid is None else {"rows": grid[0], "cols": grid[1], "topology": grid[2]}
+_grid_value = views.grid_value
 
 
 def _subject(ex: Explorer, value) -> str | None:
@@ -132,6 +130,24 @@ def choose_selection(ex: Explorer, trigger: str | None, cohort: str, selected_da
     if cohort not in ex.run.cohorts:
         return no_update
     return {"cohort": cohort, "units": views.prototype_units(ex, cohort, grid), "grid": _grid_value(grid)}
+
+
+def switch_som_input(ex: Explorer, norms, current: dict | None) -> dict:
+    """The SOM-input control: the map of the same grid fitted on the chosen norms (the score norms, or the score and
+    GNSM norms), with the cohort's prototype selected; the score norms at the run's grid are the run's own map."""
+    current = _selection(ex, current)
+    if current is None or norms not in ex.som_inputs:
+        return no_update
+    grid = views.check_grid(current["grid"])
+    som = ex.run.som
+    rows, cols, topology = grid[:3] if grid is not None else (som.n_rows, som.n_cols, som.topology)
+    chosen = views.MapGrid(rows, cols, topology, norms)
+    if chosen == (som.n_rows, som.n_cols, som.topology, "msma"):
+        chosen = None
+    if views.grid_value(chosen) == current["grid"]:
+        return no_update
+    return {"cohort": current["cohort"], "units": views.prototype_units(ex, current["cohort"], chosen),
+            "grid": views.grid_value(chosen)}
 
 
 def draw_som(ex: Explorer, selection: dict, layer: str, subject=None):
@@ -589,11 +605,18 @@ def show_subject_heatmap(ex: Explorer, clicks, subject):
 # --- wiring ---------------------------------------------------------------------------------------------------------
 
 
-def _selection_inputs(ex: Explorer, trigger: str | None, cohort, som_data, sweep_click, sweep_map_data, _run_map,
-                      current):
-    """:func:`choose_selection` from the callback's inputs (the run's-map button's click count only triggers)."""
-    return choose_selection(ex, trigger, cohort, som_data, current, sweep_click, sweep_map_data,
-                            views.sweep_topology(ex, (current or {}).get("cohort")))
+def _selection_inputs(ex: Explorer, trigger: str | None, *values):
+    """:func:`choose_selection` (or :func:`switch_som_input`) from the callback's inputs (the run's-map button's
+    click count only triggers), and the SOM-input control's value for the selection's map."""
+    cohort, som_data, sweep_click, sweep_map_data, _run_map, som_input, current = values
+    if trigger == ids.SOM_INPUT:
+        selection = switch_som_input(ex, som_input, current)
+    else:
+        selection = choose_selection(ex, trigger, cohort, som_data, current, sweep_click, sweep_map_data,
+                                     views.sweep_topology(ex, (current or {}).get("cohort")))
+    if selection is no_update:
+        return no_update, no_update
+    return selection, (selection["grid"] or {}).get("norms", "msma")
 
 
 def _scatter_inputs(ex: Explorer, trigger: str | None, *values):
@@ -638,9 +661,9 @@ _STATE_INPUTS = (
 
 _WIRES = (
     _Wire(_selection_inputs, True, (
-        Output(ids.SELECTION, "data"), Input(ids.COHORT, "value"), Input(ids.SOM_GRAPH, "selectedData"),
-        Input(ids.SWEEP_GRAPH, "clickData"), Input(ids.SWEEP_MAP, "selectedData"), Input(ids.RUN_MAP, "n_clicks"),
-        State(ids.SELECTION, "data"))),
+        Output(ids.SELECTION, "data"), Output(ids.SOM_INPUT, "value"), Input(ids.COHORT, "value"),
+        Input(ids.SOM_GRAPH, "selectedData"), Input(ids.SWEEP_GRAPH, "clickData"), Input(ids.SWEEP_MAP, "selectedData"),
+        Input(ids.RUN_MAP, "n_clicks"), Input(ids.SOM_INPUT, "value"), State(ids.SELECTION, "data"))),
     _Wire(draw_maps, False, (
         Output(ids.SOM_GRAPH, "figure"), Output(ids.SWEEP_MAP, "figure"), Output(ids.RUN_MAP, "style"),
         Output(ids.STABILITY, "children"), Output(ids.STABILITY, "title"), Input(ids.SELECTION, "data"),

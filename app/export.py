@@ -178,35 +178,51 @@ def _voxel(ex: Explorer, value) -> tuple[int, int, int]:
     return tuple(int(v) for v in value)
 
 
-def check_grid(ex: Explorer, grid) -> tuple[int, int, str] | None:
-    """The grid whose map a selection is on: None (or the run's own grid) for the run's map, else (rows, cols,
-    topology), given as the browser's selection carries it (``{"rows", "cols", "topology"}``) or as a sequence
-    ``(rows, cols[, topology])``; the topology defaults to the run map's. Rows and columns from 2 to 30, as the
-    explorer fits them (:func:`app.views.check_grid`)."""
+def check_grid(ex: Explorer, grid) -> views.MapGrid | None:
+    """The grid whose map a selection is on: None (or the run's own grid on the score norms) for the run's map,
+    else a :class:`app.views.MapGrid`, given as the browser's selection carries it (``{"rows", "cols", "topology",
+    "norms"}``) or as a sequence ``(rows, cols[, topology[, norms]])``; the topology defaults to the run map's, the
+    norms to the score norms. Rows and columns from 2 to 30, as the explorer fits them
+    (:func:`app.views.check_grid`); GNSM norms only for a run that has them."""
     if grid is None:
         return None
     topology = ex.run.som.topology
     if isinstance(grid, dict):
         value = {"topology": topology, **grid}
-    elif isinstance(grid, list | tuple) and len(grid) in (2, 3):
-        value = {"rows": grid[0], "cols": grid[1], "topology": grid[2] if len(grid) == 3 else topology}
+    elif isinstance(grid, list | tuple) and len(grid) in (2, 3, 4):
+        value = {"rows": grid[0], "cols": grid[1], "topology": grid[2] if len(grid) >= 3 else topology}
+        if len(grid) == 4:
+            value["norms"] = grid[3]
     else:
         value = None
     if value is not None and _is_int(value.get("rows")) and _is_int(value.get("cols")):
         value = {**value, "rows": int(value["rows"]), "cols": int(value["cols"])}
     checked = views.check_grid(value)
     if checked is None:
-        raise ExportError("grid", "ROWS, COLS from 2 to 30 and a topology 'rectangular' or 'hexagonal'", grid)
+        raise ExportError("grid", "ROWS, COLS from 2 to 30, a topology 'rectangular' or 'hexagonal' and norms "
+                          f"{' or '.join(repr(k) for k in views.SOM_INPUTS)}", grid)
+    if checked.norms not in ex.som_inputs:
+        raise ExportError("grid", f"norms {' or '.join(repr(k) for k in ex.som_inputs)} (this run has no "
+                          f"{checked.norms} norms)", grid)
     som = ex.run.som
-    return None if checked == (som.n_rows, som.n_cols, som.topology) else checked
+    return None if checked == (som.n_rows, som.n_cols, som.topology, "msma") else checked
+
+
+def _map_description(grid) -> str:
+    """How the map of a checked grid was made, for the JSON and the messages."""
+    if grid is None:
+        return "the run's"
+    if grid.norms == "msma":
+        return "refitted on the run's score norms (as msma sweep fits it)"
+    return f"refitted on {views.SOM_INPUTS[grid.norms]}"
 
 
 def grid_record(ex: Explorer, grid) -> dict:
     """The grid of a (checked) selection as the JSON records it: its size and topology, and whether it is the
-    run's own map or one refitted on the run's score norms."""
+    run's own map or one refitted on the run's score norms (or on them and the GNSM norms)."""
     som = ex.map(grid).som
-    return {"rows": som.n_rows, "cols": som.n_cols, "topology": som.topology,
-            "map": "the run's" if grid is None else "refitted on the run's score norms (as msma sweep fits it)"}
+    return {"rows": som.n_rows, "cols": som.n_cols, "topology": som.topology, "map": _map_description(grid),
+            "norms": "msma" if grid is None else grid.norms}
 
 
 def check_selection(ex: Explorer, cohort, units, grid=None) -> tuple[str, list[list[int]]]:
@@ -216,7 +232,7 @@ def check_selection(ex: Explorer, cohort, units, grid=None) -> tuple[str, list[l
     if not isinstance(cohort, str) or cohort not in run.cohorts:
         raise ExportError("cohort", f"one of {run.cohorts} (cohorts of run {run.run_id})", cohort)
     som = ex.map(grid).som
-    where = "map" if grid is None else f"{som.topology} map refitted on the run's score norms"
+    where = "map" if grid is None else f"{som.topology} map {_map_description(grid)}"
     expected = f"one or more [row, col] units of the {som.n_rows} x {som.n_cols} {where}"
     if not isinstance(units, list | tuple) or not units:
         raise ExportError("units", expected, units)
@@ -309,14 +325,15 @@ def _sweep(ex: Explorer, cohort: str, grid) -> ExportFigure | None:
     table = views.sweep_table(ex, cohort)
     if table is None or table.empty:
         return None
-    som = ex.map(grid).som
-    shown = (som.n_rows, som.n_cols)
+    view = ex.map(grid)
+    shown = (view.som.n_rows, view.som.n_cols) if view.norms == "msma" else None  # as the explorer marks it
     figure = sweep_figure(table, cohort, shown)
     n_rows, n_cols = table["rows"].nunique(), table["cols"].nunique()
     heatmap_width = 0.36 * (TWO_COLUMN_PX - 90)
     figure = for_paper(figure, TWO_COLUMN_PX, max(300, round(heatmap_width * n_rows / n_cols) + 150))
     return ExportFigure("sweep", figure, sweep_data(table, shown),
-                        {"kind": "grid-stability sweep", "grids": len(table), "grid_shown": list(shown)})
+                        {"kind": "grid-stability sweep", "grids": len(table),
+                         "grid_shown": list(shown) if shown else None})
 
 
 def _boxes(ex: Explorer, cohort: str, units, step, settings: ExportSettings, grid) -> ExportFigure:
@@ -784,6 +801,8 @@ def zip_name(run: PublishedRun | Explorer, cohort: str, grid=None) -> str:
     a selection on a sweep grid's map (a checked ``grid``), made safe."""
     run_id = (run.run if isinstance(run, Explorer) else run).run_id
     where = "" if grid is None else f"_{grid[0]}x{grid[1]}" + ("hex" if grid[2] == "hexagonal" else "")
+    if grid is not None and len(grid) > 3 and grid[3] != "msma":
+        where += f"_{grid[3]}"
     return f"{safe_name(f'msma-export_{run_id}_{cohort}{where}')}.zip"
 
 

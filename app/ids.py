@@ -19,6 +19,7 @@ KEYS = "slice-keys"
 # SOM map
 SOM_GRAPH = "som-graph"
 SOM_LAYER = "som-layer"
+SOM_INPUT = "som-input"
 
 # brain slices
 SLICE_GRAPHS = {"axial": "slice-axial", "coronal": "slice-coronal", "sagittal": "slice-sagittal"}

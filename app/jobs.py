@@ -186,6 +186,8 @@ class ExportJobs:
         job.thread = threading.Thread(target=work, name=f"msma-export-{cohort}", daemon=True)
         job.thread.start()
         where = "" if grid is None else f" on the {grid[0]} × {grid[1]} {grid[2]} map"
+        if grid is not None and len(grid) > 3 and grid[3] == "gnsm":
+            where += " of the score and GNSM norms"
         return job_id, f"exporting the {cohort} selection{where}"
 
     def status(self, job_id) -> dict | None:

@@ -46,8 +46,9 @@ def _labelled(label: str, control, tip: str | None = None) -> html.Div:
 
 
 def summary_panel(summary: dict, styles: dict[str, CohortStyle]) -> list:
-    """The selection's make-up: per cohort, then its members of the chosen cohort against the others by sex and
-    age, with Fisher's exact and Mann-Whitney p-values, and warnings when a group is too small to test."""
+    """The selection's make-up: per cohort, then its members of the chosen cohort against the others by sex, age
+    and the other covariates, and by the subject-level anomaly scores (MSMA GMM, and GNSM GMM when the run has it),
+    with Fisher's exact and Mann-Whitney p-values, and warnings when a group is too small to test."""
     cohort = summary["cohort"]
     a, b = summary["selection"], summary["rest"]
 
@@ -76,6 +77,12 @@ def summary_panel(summary: dict, styles: dict[str, CohortStyle]) -> list:
         elif row["kind"] == "categorical" and row["name"] != "sex":
             rows += [{"what": f"{row['name']} {level}", "selection": n, "rest": row["rest"].get(level, 0)}
                      for level, n in row["selection"].items()]
+    anomaly = summary.get("anomaly") or []  # subject-level anomaly scores (MSMA GMM, GNSM GMM): findings, not confounds
+    def median(part):
+        return "unknown" if part["median"] is None else f"{part['median']:.3g}"
+
+    rows += [{"what": row["name"], "selection": median(row["selection"]), "rest": median(row["rest"])}
+             for row in anomaly]
     grid = dag.AgGrid(
         rowData=rows,
         columnDefs=[{"field": "what", "headerName": "", "width": 74},
@@ -92,6 +99,9 @@ def summary_panel(summary: dict, styles: dict[str, CohortStyle]) -> list:
         tests.append(f"sex: Fisher's exact p = {summary['sex_fisher_p']:.2g}")
     if "age" not in named and summary["age_mannwhitney_p"] is not None:
         tests.append(f"age: Mann-Whitney p = {summary['age_mannwhitney_p']:.2g}")
+    scored = [f"{row['name']} p = {row['p']:.2g}" for row in anomaly if row["p"] is not None]
+    if scored:
+        tests.append(f"MSMA/GNSM: median GMM anomaly score, Mann-Whitney {', '.join(scored)}")
     unbalanced = [row for row in balance if row["unbalanced"]]
     if unbalanced:
         names = ", ".join(f"{row['name']} (p = {row['p']:.2g})" for row in unbalanced)
@@ -271,16 +281,32 @@ def slice_tools(subject_heatmap: bool = False) -> html.Div:
     )
 
 
+SOM_INPUT_LABELS = {"msma": "score norms", "gnsm": "+ GNSM"}
+
+
+def som_input_control(ex, grid: dict | None) -> html.Div:
+    """What the map is fitted on: the score norms (the refresh's map), or those and the GNSM norms of the
+    manifest's gnsm: columns; shown only for a run with GNSM norms."""
+    options = [{"label": SOM_INPUT_LABELS[k], "value": k} for k in ex.som_inputs]
+    tip = ("the SOM's input: the MSMA score norms (the refresh's map), or those and each subject's GNSM norms "
+           "(metadata-aware: the manifest's gnsm: columns) side by side, each standardised by the reference cohort")
+    control = dbc.Select(id=ids.SOM_INPUT, value=(grid or {}).get("norms", "msma"), options=options, size="sm",
+                         className="py-0", style={"width": "7.2rem", "fontSize": "0.75rem"})
+    return html.Div(control, title=tip, style={} if len(options) > 1 else {"display": "none"})
+
+
 def explore_room(ex, initial: dict) -> html.Div:
     """The four linked views of dissertation ch. 6.3: the SOM map, the slices, the ROI box plots and the behaviour
     correlations."""
     grid_shown = initial["selection"].get("grid") is not None
     som_tools = html.Div([
-        dbc.Button("run's map", id=ids.RUN_MAP, size="sm", color="secondary", outline=True, className="py-0",
+        dbc.Button("run's map", id=ids.RUN_MAP, size="sm", color="secondary", outline=True,
+                   className="py-0 px-1 text-nowrap",
                    style={} if grid_shown else {"display": "none"},
                    title="back from the sweep grid's map to the map the refresh fitted"),
         dbc.RadioItems(id=ids.SOM_LAYER, value="u_matrix", inline=True, className="small",
                        options=[{"label": "U-matrix", "value": "u_matrix"}, {"label": "hit map", "value": "hits"}]),
+        som_input_control(ex, initial["selection"].get("grid")),
     ], className="d-flex align-items-center gap-2")
     roi_tools = html.Div([html.Span("show", className="small me-1"),
                           dbc.Select(id=ids.ROI_COUNT, value="10", size="sm", style={"width": "5rem"},
@@ -486,6 +512,7 @@ def provenance_panel(data: dict, run_ids: list[str], latest: str) -> list:
         ("profile", data["profile"] or "not recorded"), ("device", data["device"] or "not recorded"),
         ("score model", trained),
         ("noise scales", f"{len(sigmas)}, σ {min(sigmas):.3g} to {max(sigmas):.3g}" if sigmas else "not recorded"),
+        *([("GNSM", data["gnsm"])] if data.get("gnsm") else []),
         ("folder", data["run_dir"]),
     ]
     fact_rows = [html.Tr([html.Th(k, className="text-secondary fw-normal pe-3 text-nowrap align-top"),

@@ -1,10 +1,11 @@
 """The explorer's view state and its place in the URL, so a view can be sent to a colleague.
 
 The state is a small dict of plain values: the room, the cohort and selected SOM units (and the grid when a sweep
-cell's map is shown), the ROI scores, corrections and levels, the crosshair, the open correlation pair and the
-subject found by the search box. :func:`encode` writes it into the URL's fragment (``#cohort=...&units=6.8``);
-the run is the query (``?run=<id>``). :func:`restore` reads a fragment back, checking every field against the run
-and the controls' options: a field that names nothing known is dropped (and said so), never trusted.
+cell's map is shown, or a map fitted on the score and GNSM norms: ``grid=7x9r~gnsm``), the ROI scores, corrections
+and levels, the crosshair, the open correlation pair and the subject found by the search box. :func:`encode`
+writes it into the URL's fragment (``#cohort=...&units=6.8``); the run is the query (``?run=<id>``).
+:func:`restore` reads a fragment back, checking every field against the run and the controls' options: a field
+that names nothing known is dropped (and said so), never trusted.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ def _units_text(units) -> str:
 def _grid_text(grid) -> str | None:
     if not grid:
         return None
-    return f"{grid['rows']}x{grid['cols']}{grid.get('topology', 'rectangular')[0]}"
+    norms = grid.get("norms", "msma")
+    suffix = "" if norms == "msma" else f"~{norms}"
+    return f"{grid['rows']}x{grid['cols']}{grid.get('topology', 'rectangular')[0]}{suffix}"
 
 
 def encode(state: dict) -> str:
@@ -101,15 +104,20 @@ def restore(ex, fragment: str | None, default: dict, permutation_options) -> tup
     take("cohort", run.cohorts, "not a cohort of this run")
     grid = None
     if "grid" in raw:
-        text = raw["grid"]
+        text, _, norms = raw["grid"].partition("~")
         code = text[-1:] if text[-1:] in TOPOLOGY_CODES else "r"
         numbers = _int_list(text.rstrip("rh"), "x")
         candidate = ({"rows": numbers[0], "cols": numbers[1], "topology": TOPOLOGY_CODES[code]}
                      if numbers and len(numbers) == 2 else None)
-        if candidate is not None and check_grid(candidate) is not None:
+        if candidate is not None and norms:
+            candidate["norms"] = norms
+        if candidate is not None and check_grid(candidate) is not None and \
+                check_grid(candidate).norms in ex.som_inputs:
             grid = candidate
+        elif candidate is not None and norms and check_grid(candidate) is not None:
+            bad("grid", f"this run has no {norms} norms to fit a map on")
         else:
-            bad("grid", "expected ROWSxCOLS with 2-30 of each")
+            bad("grid", "expected ROWSxCOLS with 2-30 of each (and ~gnsm for a map with GNSM norms)")
     state["grid"] = grid
     som = ex.map(check_grid(grid)).som if grid else run.som
     if "units" in raw:

@@ -12,6 +12,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -47,19 +48,49 @@ MIN_COMPLETE = 10
 MEMBER_IDS_ON_HOVER = 6
 """Member ids listed per cohort in a SOM unit's hover (the count is always shown)."""
 
+SOM_TITLE_CHARS = 66
+"""Longest SOM title on one line in the map's card at 1600 px; a longer one is wrapped."""
+
 GRIDS_KEPT = 16
 """Maps of other grid sizes (fitted when a sweep cell is clicked) remembered per run."""
 
 
-def check_grid(value) -> tuple[int, int, str] | None:
-    """A grid as the browser sends it (``{"rows", "cols", "topology"}``), if it is one the explorer fits: 2-30 rows
-    and columns, a known topology; None for anything else."""
+SOM_INPUTS = {"msma": "the score norms", "gnsm": "the score + GNSM norms"}
+"""What a SOM can be fitted on: the run's MSMA score norms (the refresh's map), or those and the subject's GNSM score
+norms side by side (a metadata-aware map; runs with a ``gnsm:`` block)."""
+
+
+class MapGrid(NamedTuple):
+    """A map the explorer fits besides the run's: its grid and the norms it is fitted on."""
+
+    rows: int
+    cols: int
+    topology: str = "rectangular"
+    norms: str = "msma"
+    """A key of :data:`SOM_INPUTS`."""
+
+
+def check_grid(value) -> MapGrid | None:
+    """A grid as the browser sends it (``{"rows", "cols", "topology", "norms"}``), if it is one the explorer fits:
+    2-30 rows and columns, a known topology and SOM input; None for anything else."""
     if not isinstance(value, dict):
         return None
     rows, cols, topology = value.get("rows"), value.get("cols"), value.get("topology", "rectangular")
+    norms = value.get("norms", "msma")
     if not all(isinstance(v, int) and not isinstance(v, bool) and 2 <= v <= 30 for v in (rows, cols)):
         return None
-    return (rows, cols, topology) if topology in ("rectangular", "hexagonal") else None
+    if topology not in ("rectangular", "hexagonal") or norms not in SOM_INPUTS:
+        return None
+    return MapGrid(rows, cols, topology, norms)
+
+
+def grid_value(grid) -> dict | None:
+    """A checked grid as the selection store and the view state keep it (``norms`` only when not the default)."""
+    if grid is None:
+        return None
+    grid = MapGrid(*grid)
+    value = {"rows": grid.rows, "cols": grid.cols, "topology": grid.topology}
+    return value if grid.norms == "msma" else {**value, "norms": grid.norms}
 
 
 @dataclass(frozen=True)
@@ -79,8 +110,8 @@ class MapView:
     som: SomMap
     bmu_flat: np.ndarray
     """Each subject's BMU as ``row * n_cols + col``, in the run's subject order."""
-    grid: tuple[int, int, str] | None
-    """None for the run's map, else (rows, cols, topology)."""
+    grid: MapGrid | None
+    """None for the run's map, else the grid and input it was fitted on."""
     subjects: pd.DataFrame
     cohorts: list[str]
 
@@ -111,10 +142,15 @@ class MapView:
         return text
 
     @property
+    def norms(self) -> str:
+        """The key of :data:`SOM_INPUTS` the map was fitted on."""
+        return "msma" if self.grid is None else self.grid.norms
+
+    @property
     def label(self) -> str:
         som = self.som
         where = "the run's" if self.grid is None else "refitted here"
-        return f"{som.n_rows} × {som.n_cols} {som.topology} SOM ({where})"
+        return f"{som.n_rows} × {som.n_cols} {som.topology} SOM ({where}) of {SOM_INPUTS[self.norms]}"
 
 
 @dataclass(frozen=True, eq=False)
@@ -176,13 +212,22 @@ class Explorer:
         flat = (s["bmu_row"] * self.run.som.n_cols + s["bmu_col"]).to_numpy()
         return MapView(self.run.som, flat, None, s, self.run.cohorts)
 
+    @property
+    def som_inputs(self) -> list[str]:
+        """The keys of :data:`SOM_INPUTS` this run can fit a map on."""
+        return ["msma"] if self.run.gnsm_norms is None else ["msma", "gnsm"]
+
     def map(self, grid=None) -> MapView:
-        """The run's map (``grid`` None), or the map of another grid size (rows, cols, topology) fitted on the
-        run's score norms as the refresh and ``msma sweep`` fit theirs (deterministic, so it is the map the sweep
-        table describes); fitted on first use and remembered."""
-        if grid is None or tuple(grid) == (self.run.som.n_rows, self.run.som.n_cols, self.run.som.topology):
+        """The run's map (``grid`` None), or the map of another grid size or input (a :class:`MapGrid`, or rows,
+        cols, topology) fitted as the refresh and ``msma sweep`` fit theirs (deterministic, so on the score norms it
+        is the map the sweep table describes); fitted on first use and remembered."""
+        if grid is None:
             return self.run_map
-        grid = tuple(grid)
+        grid = MapGrid(*grid)
+        if grid.norms not in self.som_inputs:
+            raise ValueError(f"this run has no {grid.norms} norms to fit a map on (runs with a gnsm: block do)")
+        if grid == (self.run.som.n_rows, self.run.som.n_cols, self.run.som.topology, "msma"):
+            return self.run_map
         with self._lock:
             if grid in self._maps:
                 self._maps.move_to_end(grid)
@@ -249,13 +294,26 @@ class Explorer:
 # --- selection ---------------------------------------------------------------------------------------------------
 
 
-def fit_grid_map(run: PublishedRun, rows: int, cols: int, topology: str = "rectangular") -> MapView:
-    """The map of one grid size fitted on the run's score norms, standardised by its reference cohort, with every
-    cohort's maximal prototype: :func:`analysis.exploration.sweep.fit_grid`, so a cohort's members are those its
-    sweep table records for that grid."""
-    norms = run.score_norms.to_numpy(dtype=float)
+def som_input(run: PublishedRun, norms: str = "msma") -> np.ndarray:
+    """The (subjects, features) table a map of ``norms`` (a key of :data:`SOM_INPUTS`) is fitted on: the score
+    norms, or the score norms and the GNSM norms side by side. Each column is standardised by the reference cohort
+    when the map is fitted, so every scale of either method weighs the same."""
+    if norms == "msma":
+        return run.score_norms.to_numpy(dtype=float)
+    if norms == "gnsm" and run.gnsm_norms is not None:
+        return np.hstack([run.score_norms.to_numpy(dtype=float), run.gnsm_norms.to_numpy(dtype=float)])
+    raise ValueError(f"this run has no {norms} norms to fit a map on")
+
+
+def fit_grid_map(run: PublishedRun, rows: int, cols: int, topology: str = "rectangular",
+                 norms: str = "msma") -> MapView:
+    """The map of one grid size fitted on the run's score norms (or on them and the GNSM norms, ``norms="gnsm"``),
+    standardised by its reference cohort, with every cohort's maximal prototype:
+    :func:`analysis.exploration.sweep.fit_grid`, so on the score norms a cohort's members are those its sweep table
+    records for that grid."""
     labels = run.subjects["cohort"].to_numpy()
-    som = fit_grid(norms, labels, run.cohorts[0], labels == run.reference_cohort, rows, cols, topology).som
+    som = fit_grid(som_input(run, norms), labels, run.cohorts[0], labels == run.reference_cohort, rows, cols,
+                   topology).som
     ids = run.subjects.index.to_numpy()
     prototypes = {}
     for cohort in run.cohorts:
@@ -263,7 +321,8 @@ def fit_grid_map(run: PublishedRun, rows: int, cols: int, topology: str = "recta
         prototypes[cohort] = {"unit": list(p.unit), "size": p.size, "cohort_size": p.cohort_size,
                               "members": ids[p.members].tolist()}
     mapped = SomMap(rows, cols, topology, som.u_matrix_, som.weights_, prototypes)
-    return MapView(mapped, som.bmu_[:, 0] * cols + som.bmu_[:, 1], (rows, cols, topology), run.subjects, run.cohorts)
+    return MapView(mapped, som.bmu_[:, 0] * cols + som.bmu_[:, 1], MapGrid(rows, cols, topology, norms),
+                   run.subjects, run.cohorts)
 
 
 def prototype_units(ex: Explorer, cohort: str, grid=None) -> list[list[int]]:
@@ -322,7 +381,8 @@ def som_view(ex: Explorer, cohort: str, layer: str, units, grid=None, subject: s
     else:
         values, label, colours = som.u_matrix, "U-matrix (relative distance)", U_MATRIX_COLORS
         what = "U-matrix"
-    title = f"{view.label} of the score norms: {what}"
+    title = f"{view.label}: {what}"
+    title = title if len(title) <= SOM_TITLE_CHARS else wrap_text(title, SOM_TITLE_CHARS)
     marked = None
     if subject is not None and subject in ex.run.row_of:
         r, c = divmod(int(view.bmu_flat[ex.run.row_of[subject]]), som.n_cols)
@@ -416,7 +476,32 @@ def summary(ex: Explorer, cohort: str, units, grid=None) -> dict:
     inside, rest = cohort_members(ex, cohort, units, grid)
     kinds = {c.name: c.kind for c in study.covariates}
     result["covariates"] = covariate_balance(study.covariate_table, kinds, inside, rest) if inside and rest else []
+    result["anomaly"] = anomaly_balance(ex, inside, rest) if inside and rest else []
     return result
+
+
+SUMMARY_DETECTORS = ("msma_gmm", "gnsm_gmm")
+"""The subject-level anomaly scores the selection summary compares: MSMA's GMM on the score norms, and GNSM's on the
+metadata-aware norms (runs with a ``gnsm:`` block)."""
+
+
+def anomaly_balance(ex: Explorer, inside, rest) -> list[dict]:
+    """The selection's members against the rest of the cohort on each subject-level anomaly score of
+    :data:`SUMMARY_DETECTORS` the run has (higher = more anomalous): rows as
+    :func:`~analysis.exploration.balance.covariate_balance` gives them (mean, SD, two-sided Mann-Whitney U), each
+    group with its ``median`` too (anomaly scores are heavy-tailed), named by norm set ("MSMA", "GNSM")."""
+    columns = [c for c in SUMMARY_DETECTORS if c in ex.run.detector_scores.columns]
+    if not columns:
+        return []
+    table = ex.run.detector_scores[columns].astype(float)
+    rows = covariate_balance(table, dict.fromkeys(columns, "numeric"), inside, rest)
+    for row, column in zip(rows, columns, strict=True):
+        row["name"] = column.split("_")[0].upper()
+        row["detector"] = column
+        for group, ids in (("selection", inside), ("rest", rest)):
+            known = table.loc[list(ids), column].dropna()
+            row[group]["median"] = float(known.median()) if len(known) else None
+    return rows
 
 
 # --- behaviour correlations ----------------------------------------------------------------------------------------
@@ -629,8 +714,10 @@ def sweep_view(ex: Explorer, cohort: str, grid=None) -> go.Figure:
         return empty_figure(f"Grid-stability sweep of {cohort}",
                             f"No sweep of {cohort} in this run yet: run one here (left), or from the shell:<br>"
                             f"msma sweep --cohort {cohort}")
-    som = ex.map(grid).som
-    return sweep_figure(table, cohort, (som.n_rows, som.n_cols))
+    view = ex.map(grid)
+    # The sweep's maps are fitted on the score norms: a map with GNSM norms is none of its cells.
+    shown = (view.som.n_rows, view.som.n_cols) if view.norms == "msma" else None
+    return sweep_figure(table, cohort, shown)
 
 
 def sweep_status(ex: Explorer, cohort: str) -> str:
@@ -649,9 +736,14 @@ def stability_note(ex: Explorer, selection: dict) -> tuple[str, str]:
     tooltip."""
     cohort = selection["cohort"]
     grid = check_grid(selection.get("grid"))
-    som = ex.map(grid).som
+    view = ex.map(grid)
+    som = view.som
     inside, _ = cohort_members(ex, cohort, selection["units"], grid)
     table = sweep_table(ex, cohort)
+    if view.norms != "msma":
+        return ("Stability: sweeps measure score-norm maps only",
+                f"Stability: a grid sweep fits its maps on the score norms alone, so it says nothing of this map of "
+                f"{SOM_INPUTS[view.norms]}; switch the SOM input back to compare.")
     if table is None:
         return (f"Stability: no sweep of {cohort} yet (Grid sweep room)",
                 f"Stability: no sweep of {cohort} yet (start one in the Grid sweep room).")
@@ -701,8 +793,24 @@ def provenance(ex: Explorer) -> dict:
             "parameters": model.get("parameters"), "reused": bool(model.get("reused")),
         },
         "sigmas": schedule.get("sigmas"), "detection": detection, "versions": record.get("versions") or {},
-        "warnings": record.get("warnings") or [],
+        "warnings": record.get("warnings") or [], "gnsm": gnsm_provenance(record.get("gnsm")),
     }
+
+
+def gnsm_provenance(section) -> str | None:
+    """The run's GNSM fit in one line ("sex, age, icv_ml + 20 score norms; 1200 steps (early_stopping), best
+    validation loss 11.56, 21.5 s"), or None for a run without a gnsm: block."""
+    if not isinstance(section, dict):
+        return None
+    modelled = ", ".join(section.get("columns") or {}) or "no subject columns"
+    if section.get("with_score_norms"):
+        modelled += f" + {sum(1 for c in section.get('continuous') or [] if c.startswith('norm_'))} score norms"
+    loss = section.get("best_val_loss")
+    fit = (f"{section.get('steps', '?')} steps ({section.get('stopped', '?')}), best validation loss "
+           f"{'n/a' if loss is None else f'{loss:.4g}'}")
+    fit += " (reused checkpoint)" if section.get("reused") else (
+        f", {section['seconds']:.1f} s" if isinstance(section.get("seconds"), int | float) else "")
+    return f"{modelled}; {section.get('n_scales', '?')} scales; {fit}"
 
 
 # --- one subject ----------------------------------------------------------------------------------------------------
@@ -745,6 +853,11 @@ def subject_view(ex: Explorer, subject: str | None, scores: str):
     header = (f"Subject {subject} · {story.cohort} · {story.sex or 'sex unknown'} · {age} · best-matching unit "
               f"({bmu[0]}, {bmu[1]}) · {story.detector_name} {ex.run.detector_scores.at[subject, story.detector]:.4g} "
               f"({story.detector_unit})")
+    if "gnsm_gmm" in ex.run.detector_scores.columns and story.detector != "gnsm_gmm":
+        from analysis.exploration.subject import detector_label
+
+        name, unit = detector_label("gnsm_gmm")
+        header += f" · {name} {ex.run.detector_scores.at[subject, 'gnsm_gmm']:.4g} ({unit})"
     profile = norm_profile_figure(story.profile, style, subject, story.cohort, story.reference_cohort, story.sigmas)
     chart = centile_figure(story.chart, style, subject, story.cohort, story.reference_cohort, story.detector_name,
                            story.detector_unit)

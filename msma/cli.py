@@ -178,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "msma sweep and the Grid sweep room fit it (default: the run's map)")
     export.add_argument("--topology", choices=["rectangular", "hexagonal"],
                         help="topology of the --grid map (default: the run's map's)")
+    export.add_argument("--som-input", default="msma", choices=["msma", "gnsm"],
+                        help="what the map is fitted on: msma, the score norms (default), or gnsm, the score and "
+                        "GNSM norms side by side, refitted at the --grid size or the run's (runs with a gnsm: block)")
     export.add_argument("--out", required=True, type=Path, metavar="DIR",
                         help="the export folder to create (it must not exist, or be empty)")
     export.add_argument("--correction", default="bonferroni", choices=["bonferroni", "bh"],

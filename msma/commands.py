@@ -335,14 +335,22 @@ def cmd_export(args) -> int:
         print(f"--topology: only with --grid (the run's map is {run.som.topology}); got {args.topology!r}",
               file=sys.stderr)
         return 2
+    if args.som_input not in ex.som_inputs:
+        print(f"--som-input: run {run.run_id} has no {args.som_input} norms (a refresh with a gnsm: block writes "
+              f"them); expected {' or '.join(ex.som_inputs)}", file=sys.stderr)
+        return 2
+    refit = args.grid is not None or args.som_input != "msma"
+    size = args.grid or (run.som.n_rows, run.som.n_cols)
     try:  # before any map is fitted: a grid the explorer cannot fit is a usage error naming --grid
-        grid = None if args.grid is None else check_grid(ex, (*args.grid, args.topology or run.som.topology))
+        grid = check_grid(ex, (*size, args.topology or run.som.topology, args.som_input)) if refit else None
     except ExportError:
         print(f"--grid: expected ROWS,COLS with rows and columns from 2 to 30 (e.g. 5,6); got "
               f"{','.join(map(str, args.grid))!r}", file=sys.stderr)
         return 2
     som = ex.map(grid).som
     where = f"the {som.n_rows} x {som.n_cols} {som.topology} map" + (" refitted" if grid else " of the run")
+    if grid is not None and grid.norms != "msma":
+        where += " on the score + GNSM norms"
     units = args.units or prototype_units(ex, args.cohort, grid)
     if not units:
         print(f"--units: {args.cohort} has no prototype on {where} (run {run.run_id}); name units as ROW,COL",

@@ -13,6 +13,7 @@ validate`` and ``msma refresh`` reject such a study.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -276,3 +277,25 @@ def _write_run(root: Path, cohort: _Cohort, space: _Space, n_scales: int, plante
     }
     write_json(staging / layout.RECORD.name, record)
     return store.publish(staging)
+
+
+def add_gnsm_norms(manifest: str | Path, n_scales: int = 12, seed: int = 11) -> None:
+    """Give the published synthetic run of ``manifest`` GNSM norms and a GNSM GMM score, as a refresh with a
+    ``gnsm:`` block writes them (``gnsm_norms.parquet``, the ``gnsm_gmm`` column, ``run.json`` section ``gnsm``):
+    the planted subgroup's GNSM norms are raised on every scale, so a map fitted on them sees it too."""
+    run_dir = RunStore(Path(manifest).parent / "runs").latest()
+    norms = pd.read_parquet(run_dir / layout.SCORE_NORMS.name)
+    record = json.loads((run_dir / layout.RECORD.name).read_text())
+    rng = np.random.default_rng(seed)
+    planted = norms["subject_id"].isin(record["planted"]["subgroup"]).to_numpy()
+    logs = np.linspace(2.0, 0.2, n_scales) + rng.normal(0, 0.1, (len(norms), n_scales))
+    logs[planted] += 0.6
+    columns = pd.DataFrame(np.exp(logs), columns=[f"norm_{i:02d}" for i in range(n_scales)])
+    write_table(run_dir / layout.GNSM_NORMS.name,
+                pd.concat([norms[["subject_id", "cohort", "split", "role"]], columns], axis=1))
+    scores = pd.read_parquet(run_dir / layout.DETECTOR_SCORES.name)
+    scores["gnsm_gmm"] = logs.sum(axis=1) + rng.normal(0, 0.5, len(logs))
+    write_table(run_dir / layout.DETECTOR_SCORES.name, scores)
+    record["gnsm"] = {"columns": {"sex": "categorical", "age": "numeric"}, "with_score_norms": False,
+                      "n_scales": n_scales, "synthetic": True}
+    write_json(run_dir / layout.RECORD.name, record)

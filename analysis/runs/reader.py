@@ -112,6 +112,9 @@ class PublishedRun:
     roi_adjusted: pd.DataFrame | None = None
     """(subjects, ROIs) deviations from the normative model's prediction for each subject's covariates (z); None
     when the study declares no covariates."""
+    gnsm_norms: pd.DataFrame | None = None
+    """(subjects, L) GNSM score norms of each subject's row of the manifest's ``gnsm:`` columns; None when the run
+    had no ``gnsm:`` block."""
 
     @property
     def roi_tables(self) -> dict[str, pd.DataFrame]:
@@ -257,16 +260,13 @@ def _read(run_dir: Path, study: Study) -> PublishedRun:
         template = load_volume(study.manifest.template.image, study.grid)
     except VolumeError as exc:
         raise RunUnreadable(study.manifest.template.image, exc.expected, exc.found) from None
-    adjusted = None
-    if isinstance(record.get("normative"), dict):
-        path = run_dir / layout.ROI_ADJUSTED.name
-        if not path.is_file():
-            raise RunUnreadable(path, "the run's covariate-adjusted ROI scores (run.json names a normative model)",
-                                "no such file (rerun msma refresh)")
-        adjusted = _subject_table(path, ids).drop(columns=ID_COLUMNS).set_axis(index)
-        if list(adjusted.columns) != list(roi_scores.columns):
-            raise RunUnreadable(path, f"the ROI columns of {layout.ROI_SCORES.name}", "other columns")
-        adjusted = adjusted.astype(float)
+    adjusted = _named_table(run_dir, record, "normative", layout.ROI_ADJUSTED.name, ids,
+                            "the run's covariate-adjusted ROI scores (run.json names a normative model)")
+    if adjusted is not None and list(adjusted.columns) != list(roi_scores.columns):
+        raise RunUnreadable(run_dir / layout.ROI_ADJUSTED.name, f"the ROI columns of {layout.ROI_SCORES.name}",
+                            "other columns")
+    gnsm_norms = _named_table(run_dir, record, "gnsm", layout.GNSM_NORMS.name, ids,
+                              "the run's GNSM score norms (run.json has a gnsm section)")
     return PublishedRun(
         run_dir=run_dir,
         record=record,
@@ -283,7 +283,21 @@ def _read(run_dir: Path, study: Study) -> PublishedRun:
         detector_scores=tables["detector_scores"].drop(columns=ID_COLUMNS).set_axis(index),
         roi_labels={c: labels[c] for c in roi_scores.columns},
         roi_adjusted=adjusted,
+        gnsm_norms=gnsm_norms,
     )
+
+
+def _named_table(run_dir: Path, record: dict, section: str, name: str, ids: list[str],
+                 expected: str) -> pd.DataFrame | None:
+    """The per-subject float table ``name`` (indexed by subject id, id columns dropped) that ``run.json`` section
+    ``section`` says the run has; None when the record has no such section."""
+    if not isinstance(record.get(section), dict):
+        return None
+    path = run_dir / name
+    if not path.is_file():
+        raise RunUnreadable(path, expected, "no such file (rerun msma refresh)")
+    index = pd.Index(ids, name="subject_id")
+    return _subject_table(path, ids).drop(columns=ID_COLUMNS).set_axis(index).astype(float)
 
 
 def _table(path: Path, empty_ok: bool = False) -> pd.DataFrame:

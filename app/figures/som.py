@@ -88,6 +88,8 @@ def som_figure(
     across, up = (np.asarray(p, dtype=float) for p in positions)
     rows, cols = np.meshgrid(np.arange(n_rows), np.arange(n_cols), indexing="ij")
     fig = go.Figure(layout=base_layout(title))
+    if "<br>" in title:  # a wrapped title sits above the plot, its lines pushing the plot down
+        fig.update_layout(title={"yref": "paper", "y": 1, "yanchor": "bottom", "pad": {"b": 8}, "automargin": True})
     lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
     # The colour bar lies under the legend, in the column right of the map, so nothing shares the space under the
     # map with the axis title: at any height the map is drawn (352 px in the sweep room) they cannot touch.

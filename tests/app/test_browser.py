@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis.demo.synthetic_run import write_synthetic_study
+from analysis.demo.synthetic_run import add_gnsm_norms, write_synthetic_study
 from analysis.exploration.slices import PLANES
 from analysis.runs.reader import open_run
 from app import create_app, default_cohort, ids
@@ -34,7 +34,9 @@ def _missing(reason: str):
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    return open_run(write_synthetic_study(tmp_path_factory.mktemp("browser") / "study", 240, seed=2))
+    manifest = write_synthetic_study(tmp_path_factory.mktemp("browser") / "study", 240, seed=2)
+    add_gnsm_norms(manifest)  # as with a gnsm: block: the map's input control is offered
+    return open_run(manifest)
 
 
 @pytest.fixture(scope="module")
@@ -225,6 +227,19 @@ def test_the_url_carries_the_view_and_a_link_restores_it(page, browser, run):
                             "?.textContent || '') === t", arg=title)
     assert errors == []
     fresh.close()
+
+
+def test_the_som_input_control_refits_the_map_on_the_gnsm_norms_and_goes_back(page, run):
+    before = _text(page, "#som-graph .gtitle")
+    page.select_option("select#som-input", "gnsm")
+    page.wait_for_function("() => window.location.hash.includes('~gnsm')")
+    title = _changes(page, "#som-graph .gtitle", before)
+    assert "GNSM" in title and "refitted here" in title
+    assert "score-norm maps only" in _text(page, "#stability")
+    assert "GNSM" in _text(page, "#selection-summary")
+    page.select_option("select#som-input", "msma")
+    page.wait_for_function("() => !window.location.hash.includes('grid=')")
+    assert _changes(page, "#som-graph .gtitle", title) == before
 
 
 def test_a_found_subject_is_marked_in_every_view_and_told_in_its_room(page, run):

@@ -357,8 +357,9 @@ def test_the_json_of_a_sweep_grid_export_records_the_grid_and_its_members(ex, ru
 def test_the_run_maps_own_grid_is_the_run_map(ex, run):
     own = (run.som.n_rows, run.som.n_cols, run.som.topology)
     assert export.check_grid(ex, own) is None and export.check_grid(ex, None) is None
-    assert export.check_grid(ex, (4, 5)) == (4, 5, run.som.topology)
-    assert export.check_grid(ex, {"rows": np.int64(4), "cols": 5, "topology": "hexagonal"}) == (4, 5, "hexagonal")
+    assert export.check_grid(ex, (4, 5)) == (4, 5, run.som.topology, "msma")
+    hexagonal = {"rows": np.int64(4), "cols": 5, "topology": "hexagonal"}
+    assert export.check_grid(ex, hexagonal) == (4, 5, "hexagonal", "msma")
 
 
 @pytest.mark.parametrize("grid", [

@@ -257,5 +257,5 @@ def test_the_export_button_renders_the_selection_in_the_background_and_hands_ove
     job, poll_off, is_open, text = callbacks.start_export(ex, exports, 1, on_grid, *values[2:])
     assert poll_off is False and is_open is True and "exporting" in text and "5 × 6 rectangular map" in text
     exports._jobs[job["job"]].thread.join(10)
-    assert grids == [None, (5, 6, "rectangular")]  # the run's map, then the grid's
+    assert grids == [None, (5, 6, "rectangular", "msma")]  # the run's map, then the grid's
     assert exports.status(job["job"])["name"].endswith("_5x6.zip")

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.demo.synthetic_run import write_synthetic_study
+from analysis.demo.synthetic_run import add_gnsm_norms, write_synthetic_study
 from analysis.runs.reader import open_run
 from app import export
 from app.views import Explorer, prototype_units
@@ -80,7 +80,7 @@ def test_msma_export_grid_exports_the_selection_on_that_grids_map(manifest, tmp_
     view = ex.map(grid)
     index = json.loads((out / "export.json").read_text())
     selection = index["selection"]
-    assert selection["grid"] == {"rows": 4, "cols": 5, "topology": run.som.topology,
+    assert selection["grid"] == {"rows": 4, "cols": 5, "topology": run.som.topology, "norms": "msma",
                                  "map": selection["grid"]["map"]} and selection["grid"]["map"].startswith("refitted")
     units = prototype_units(ex, "down_syndrome", grid)
     assert selection["units"] == units and selection["som_grid"] == [4, 5]
@@ -90,6 +90,33 @@ def test_msma_export_grid_exports_the_selection_on_that_grids_map(manifest, tmp_
     som = pd.read_csv(next(out.glob("*_som_map.csv")))
     assert len(som) == 20 and som.loc[som["selected"], ["row", "col"]].values.tolist() == sorted(units)
     np.testing.assert_allclose(som["u_matrix"], view.som.u_matrix[som["row"], som["col"]])
+
+
+def test_som_input_gnsm_is_refused_for_a_run_without_gnsm_norms(manifest, tmp_path, capsys):
+    assert main(["export", str(manifest), "--cohort", "down_syndrome", "--som-input", "gnsm", "--out",
+                 str(tmp_path / "out"), "--quiet"]) == 2
+    assert "--som-input: run " in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_msma_export_som_input_gnsm_draws_the_map_of_both_norm_sets(tmp_path, capsys, monkeypatch):
+    """--som-input gnsm without --grid: the run's grid size refitted on the score and GNSM norms, as the explorer's
+    input menu shows it; the JSON says so."""
+    study = write_synthetic_study(tmp_path / "study", sizes=SIZES, n_scores=3, planted_regions=2, seed=4)
+    add_gnsm_norms(study)
+    monkeypatch.setattr(export, "render_images", lambda figures, formats=export.FORMATS, on_figure=None, tabs=1: {
+        (item.name, fmt): b"<svg/>" for item in figures for fmt in formats})
+    out = tmp_path / "figures"
+    assert main(["export", str(study), "--cohort", "down_syndrome", "--som-input", "gnsm", "--out", str(out),
+                 "--formats", "svg", "--permutations", "99", "--quiet"]) == 0
+    assert "refitted on the score + GNSM norms" in capsys.readouterr().out
+    run = open_run(study)
+    ex = Explorer(run)
+    grid = (run.som.n_rows, run.som.n_cols, run.som.topology, "gnsm")
+    selection = json.loads((out / "export.json").read_text())["selection"]
+    assert selection["grid"]["norms"] == "gnsm" and "GNSM" in selection["grid"]["map"]
+    assert selection["units"] == prototype_units(ex, "down_syndrome", grid)
+    som = pd.read_csv(next(out.glob("*_som_map.csv")))
+    np.testing.assert_allclose(som["u_matrix"], ex.map(grid).som.u_matrix[som["row"], som["col"]])
 
 
 def test_an_existing_folder_with_files_is_not_overwritten(manifest, tmp_path, capsys):
