@@ -208,13 +208,7 @@ lesions:                                  # optional: ground-truth lesion masks,
   mask_column: mask                       # path of a binary mask (0/1) on the template grid
   group_column: group                     # optional: results are reported per group (here faint / bright)
 
-# gnsm:                                   # optional: GNSM (dissertation ch. 4), a metadata-aware anomaly score
-#   columns: {{sex: categorical, age: numeric, icv_ml: numeric}}   # subject-table columns it models
-#   with_score_norms: true                # the MSMA score norms join as continuous columns (default true)
-#                                         # its norms are the norm set gnsm (detectors gnsm_gmm, ...); missing
-#                                         # values are imputed from the reference train subjects (mean; most
-#                                         # frequent level). Off in the demo: it adds a training to each refresh.
-
+{gnsm_block}
 model:
   n_scales: 20                            # noise scales L of the multiscale score norms
   min_train_subjects: {min_train}               # fewest reference training subjects accepted
@@ -248,13 +242,29 @@ demo:                                     # only for the demo study: what `msma 
 """
 
 
-def render_demo_manifest(config: DemoConfig, prefix: str) -> str:
+GNSM_BLOCK = """\
+gnsm:                                     # optional: GNSM (dissertation ch. 4), a metadata-aware anomaly score
+  columns: {sex: categorical, age: numeric, icv_ml: numeric}   # subject-table columns it models
+  with_score_norms: true                  # the MSMA score norms join as continuous columns (default true)
+                                          # its norms are the norm set gnsm (detectors gnsm_gmm, ...) and an
+                                          # optional SOM input in the explorer; missing values are imputed from
+                                          # the reference train subjects (mean; most frequent level)
+"""
+"""The demo's ``gnsm:`` block: GNSM learns sex, age and head size with the score norms (about 20 s per refresh on
+2 cores)."""
+
+
+def render_demo_manifest(config: DemoConfig, prefix: str, *, gnsm: bool = False) -> str:
     """The commented manifest describing a demo cohort built into ``prefix`` (relative to the manifest).
 
-    The top-level ``data_manifest.yaml`` is this text for the default configuration and ``prefix='demo_data/'``.
-    Non-default effects or variation are written out so the manifest rebuilds the same cohort.
+    The top-level ``data_manifest.yaml`` is this text for the default configuration, ``prefix='demo_data/'`` and
+    ``gnsm=True``. Non-default effects or variation are written out so the manifest rebuilds the same cohort.
+    ``gnsm``: with the :data:`GNSM_BLOCK` (else the block is a comment, and a refresh trains no GNSM network).
     """
+    block = GNSM_BLOCK if gnsm else "".join(f"# {line}\n" if line.strip() else "#\n"
+                                            for line in GNSM_BLOCK.splitlines())
     text = _MANIFEST_TEMPLATE.format(
+        gnsm_block=block,
         prefix=prefix,
         folder=config.folder,
         folder_display=prefix.rstrip("/") or ".",

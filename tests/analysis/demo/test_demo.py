@@ -248,7 +248,7 @@ def test_behaviour_scores_follow_the_planted_severity():
 
 def test_committed_manifest_is_the_rendered_demo_manifest():
     committed = (REPO / "data_manifest.yaml").read_text()
-    assert committed == render_demo_manifest(DemoConfig(), "demo_data/")
+    assert committed == render_demo_manifest(DemoConfig(), "demo_data/", gnsm=True)
     assert demo_config_from_mapping(load_manifest(REPO / "data_manifest.yaml").demo.settings) == DemoConfig()
 
 
