@@ -138,12 +138,8 @@ def switch_som_input(ex: Explorer, norms, current: dict | None) -> dict:
     current = _selection(ex, current)
     if current is None or norms not in ex.som_inputs:
         return no_update
-    grid = views.check_grid(current["grid"])
-    som = ex.run.som
-    rows, cols, topology = grid[:3] if grid is not None else (som.n_rows, som.n_cols, som.topology)
-    chosen = views.MapGrid(rows, cols, topology, norms)
-    if chosen == (som.n_rows, som.n_cols, som.topology, "msma"):
-        chosen = None
+    grid = views.check_grid(current["grid"]) or ex.run_grid
+    chosen = ex.shown_grid(grid._replace(norms=norms))
     if views.grid_value(chosen) == current["grid"]:
         return no_update
     return {"cohort": current["cohort"], "units": views.prototype_units(ex, current["cohort"], chosen),

@@ -204,8 +204,7 @@ def check_grid(ex: Explorer, grid) -> views.MapGrid | None:
     if checked.norms not in ex.som_inputs:
         raise ExportError("grid", f"norms {' or '.join(repr(k) for k in ex.som_inputs)} (this run has no "
                           f"{checked.norms} norms)", grid)
-    som = ex.run.som
-    return None if checked == (som.n_rows, som.n_cols, som.topology, "msma") else checked
+    return ex.shown_grid(checked)
 
 
 def _map_description(grid) -> str:
@@ -800,9 +799,10 @@ def zip_name(run: PublishedRun | Explorer, cohort: str, grid=None) -> str:
     """The download's file name: ``msma-export_<run id>_<cohort>.zip``, with ``_<rows>x<cols>`` (and ``hex``) for
     a selection on a sweep grid's map (a checked ``grid``), made safe."""
     run_id = (run.run if isinstance(run, Explorer) else run).run_id
-    where = "" if grid is None else f"_{grid[0]}x{grid[1]}" + ("hex" if grid[2] == "hexagonal" else "")
-    if grid is not None and len(grid) > 3 and grid[3] != "msma":
-        where += f"_{grid[3]}"
+    grid = None if grid is None else views.MapGrid(*grid)
+    where = "" if grid is None else f"_{grid.rows}x{grid.cols}" + ("hex" if grid.topology == "hexagonal" else "")
+    if grid is not None and grid.norms != "msma":
+        where += f"_{grid.norms}"
     return f"{safe_name(f'msma-export_{run_id}_{cohort}{where}')}.zip"
 
 

@@ -161,6 +161,7 @@ class ExportJobs:
     def start(self, ex, cohort: str, units: list, settings, grid=None) -> tuple[str | None, str]:
         """Export the selection (on ``grid``'s map, a checked (rows, cols, topology); None: the run's map)."""
         from app.export import export_zip, zip_name
+        from app.views import SOM_INPUTS
 
         key = (ex.run.run_id, cohort, tuple(map(tuple, units)), grid, settings)
         with self._lock:
@@ -186,8 +187,8 @@ class ExportJobs:
         job.thread = threading.Thread(target=work, name=f"msma-export-{cohort}", daemon=True)
         job.thread.start()
         where = "" if grid is None else f" on the {grid[0]} × {grid[1]} {grid[2]} map"
-        if grid is not None and len(grid) > 3 and grid[3] == "gnsm":
-            where += " of the score and GNSM norms"
+        if grid is not None and grid.norms != "msma":
+            where += f" of {SOM_INPUTS[grid.norms]}"
         return job_id, f"exporting the {cohort} selection{where}"
 
     def status(self, job_id) -> dict | None:

@@ -111,10 +111,10 @@ def restore(ex, fragment: str | None, default: dict, permutation_options) -> tup
                      if numbers and len(numbers) == 2 else None)
         if candidate is not None and norms:
             candidate["norms"] = norms
-        if candidate is not None and check_grid(candidate) is not None and \
-                check_grid(candidate).norms in ex.som_inputs:
+        checked = check_grid(candidate)
+        if checked is not None and checked.norms in ex.som_inputs:
             grid = candidate
-        elif candidate is not None and norms and check_grid(candidate) is not None:
+        elif checked is not None:
             bad("grid", f"this run has no {norms} norms to fit a map on")
         else:
             bad("grid", "expected ROWSxCOLS with 2-30 of each (and ~gnsm for a map with GNSM norms)")

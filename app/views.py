@@ -212,6 +212,16 @@ class Explorer:
         flat = (s["bmu_row"] * self.run.som.n_cols + s["bmu_col"]).to_numpy()
         return MapView(self.run.som, flat, None, s, self.run.cohorts)
 
+    @cached_property
+    def run_grid(self) -> MapGrid:
+        """The run's own map as a :class:`MapGrid`: its grid fitted on the score norms."""
+        som = self.run.som
+        return MapGrid(som.n_rows, som.n_cols, som.topology, "msma")
+
+    def shown_grid(self, grid) -> MapGrid | None:
+        """``grid`` as the views keep it: None when it names the run's own map, else a :class:`MapGrid`."""
+        return None if grid is None or MapGrid(*grid) == self.run_grid else MapGrid(*grid)
+
     @property
     def som_inputs(self) -> list[str]:
         """The keys of :data:`SOM_INPUTS` this run can fit a map on."""
@@ -226,7 +236,7 @@ class Explorer:
         grid = MapGrid(*grid)
         if grid.norms not in self.som_inputs:
             raise ValueError(f"this run has no {grid.norms} norms to fit a map on (runs with a gnsm: block do)")
-        if grid == (self.run.som.n_rows, self.run.som.n_cols, self.run.som.topology, "msma"):
+        if grid == self.run_grid:
             return self.run_map
         with self._lock:
             if grid in self._maps:
@@ -738,12 +748,12 @@ def stability_note(ex: Explorer, selection: dict) -> tuple[str, str]:
     grid = check_grid(selection.get("grid"))
     view = ex.map(grid)
     som = view.som
-    inside, _ = cohort_members(ex, cohort, selection["units"], grid)
-    table = sweep_table(ex, cohort)
-    if view.norms != "msma":
+    if view.norms != "msma":  # no sweep table to read: sweeps fit the score norms only
         return ("Stability: sweeps measure score-norm maps only",
                 f"Stability: a grid sweep fits its maps on the score norms alone, so it says nothing of this map of "
                 f"{SOM_INPUTS[view.norms]}; switch the SOM input back to compare.")
+    inside, _ = cohort_members(ex, cohort, selection["units"], grid)
+    table = sweep_table(ex, cohort)
     if table is None:
         return (f"Stability: no sweep of {cohort} yet (Grid sweep room)",
                 f"Stability: no sweep of {cohort} yet (start one in the Grid sweep room).")

@@ -320,7 +320,7 @@ def cmd_export(args) -> int:
     from analysis.study.errors import ManifestError
     from analysis.study.manifest import load_manifest
     from app.export import ExportError, ExportSettings, RenderError, check_grid, export_selection
-    from app.views import Explorer, prototype_units
+    from app.views import SOM_INPUTS, Explorer, prototype_units
 
     try:
         run = open_run(load_manifest(args.manifest), args.run_id)
@@ -350,7 +350,7 @@ def cmd_export(args) -> int:
     som = ex.map(grid).som
     where = f"the {som.n_rows} x {som.n_cols} {som.topology} map" + (" refitted" if grid else " of the run")
     if grid is not None and grid.norms != "msma":
-        where += " on the score + GNSM norms"
+        where += f" on {SOM_INPUTS[grid.norms]}"
     units = args.units or prototype_units(ex, args.cohort, grid)
     if not units:
         print(f"--units: {args.cohort} has no prototype on {where} (run {run.run_id}); name units as ROW,COL",
