@@ -291,7 +291,8 @@ def som_input_control(ex, grid: dict | None) -> html.Div:
     tip = ("the SOM's input: the MSMA score norms (the refresh's map), or those and each subject's GNSM norms "
            "(metadata-aware: the manifest's gnsm: columns) side by side, each standardised by the reference cohort")
     control = dbc.Select(id=ids.SOM_INPUT, value=(grid or {}).get("norms", "msma"), options=options, size="sm",
-                         className="py-0", style={"width": "7.2rem", "fontSize": "0.75rem"})
+                         className="py-0 ps-2",  # fits "score norms" beside its arrow, on one line with the radios
+                         style={"width": "7.8rem", "fontSize": "0.75rem", "paddingRight": "1.7rem"})
     return html.Div(control, title=tip, style={} if len(options) > 1 else {"display": "none"})
 
 
